@@ -1,0 +1,166 @@
+"""Command line: ``pgolf train | eval | recipes | pack | seeds | compare | submit | inspect | data``.
+
+Every subcommand has ``--help``. Configuration comes from a recipe plus ``--set section.key=value`` overrides;
+environment variables are read only for machine facts (PGOLF_DATA, PGOLF_RUNS, PGOLF_CACHE, PGOLF_PEAK_TFLOPS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .config import Config, ConfigError, InputError, apply_overrides
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", help="recipe name (pgolf recipes lists them); default: smoke on the embedded corpus "
+                                    "when no data is given, else baseline")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set model.num_layers=11 (repeatable)")
+    p.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
+    p.add_argument("--data", help="folder of fineweb_{train,val}_*.bin shards (default: $PGOLF_DATA, "
+                                  "./data/datasets/fineweb10B_sp1024, else the embedded corpus)")
+    p.add_argument("--tokenizer", help="SentencePiece .model (default: found next to the data)")
+    p.add_argument("--budget", type=float, help="training wall-clock seconds (shorthand for train.max_seconds)")
+    p.add_argument("--gpu-share", type=int, default=1, metavar="N",
+                   help="run one rank's share of an N-GPU global batch with no accumulation (the golfbench proxy "
+                        "uses 8)")
+    p.add_argument("--config-json", help=argparse.SUPPRESS)
+
+
+def resolve_config(args) -> Config:
+    from .recipes import get_recipe
+
+    if args.config_json:
+        cfg = Config.from_dict(json.loads(args.config_json))
+    else:
+        name = args.recipe
+        if name is None:
+            has_data = bool(args.data or os.environ.get("PGOLF_DATA") or Path("data/datasets/fineweb10B_sp1024").is_dir())
+            name = "baseline" if has_data else "smoke"
+        cfg = get_recipe(name)
+    ov = list(args.overrides)
+    if args.seed is not None:
+        ov.append(f"train.seed={args.seed}")
+    if args.data:
+        ov.append(f"data.path={args.data}")
+    if args.tokenizer:
+        ov.append(f"data.tokenizer={args.tokenizer}")
+    if args.budget is not None:
+        ov.append(f"train.max_seconds={args.budget}")
+    if args.gpu_share and args.gpu_share > 1:
+        share = cfg.train.batch_tokens // args.gpu_share
+        if share * args.gpu_share != cfg.train.batch_tokens or share % cfg.train.seq_len:
+            raise ConfigError(f"--gpu-share {args.gpu_share} does not divide batch_tokens={cfg.train.batch_tokens} "
+                              f"into whole sequences of {cfg.train.seq_len}")
+        ov += [f"train.batch_tokens={share}", f"train.micro_batch_tokens={share}"]
+    return apply_overrides(cfg, ov)
+
+
+def default_run_dir(cfg: Config, out: str | None, name: str | None) -> Path:
+    root = Path(out or os.environ.get("PGOLF_RUNS", "runs"))
+    return root / (name or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}-s{cfg.train.seed}")
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    cfg = resolve_config(args)
+    rank = int(os.environ.get("RANK", "0"))
+    run_dir = default_run_dir(cfg, args.out, args.name)
+    if rank == 0 and run_dir.exists() and any(run_dir.iterdir()):
+        raise SystemExit(f"run directory {run_dir} already exists and is not empty; pick another --name")
+    summary = train(cfg, run_dir)
+    return 3 if summary.get("over_budget") else 0
+
+
+def cmd_eval(args) -> int:
+    from .score import score_artifact
+
+    res = score_artifact(args.artifact, args.data, args.tokenizer, args.mode, args.overrides, device=args.device)
+    for mode, r in res.items():
+        print(f"{mode}: val_loss:{r.loss:.8f} val_bpb:{r.bpb:.8f} tokens:{r.tokens} bytes:{r.bytes:.0f} "
+              f"eval:{r.seconds:.1f}s")
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    from .recipes import RECIPES, get_recipe
+
+    if args.name:
+        print(get_recipe(args.name).to_json())
+        return 0
+    for name, fn in RECIPES.items():
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        print(f"{name:12s} {doc}")
+    return 0
+
+
+def cmd_pack(args) -> int:
+    from .pack import build_script
+
+    cfg = resolve_config(args)
+    text = build_script(cfg, compress=not args.plain)
+    out = Path(args.output)
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {out}: {len(text.encode('utf-8')):,} bytes of code (recipe {cfg.name})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pgolf", description="Parameter golf: train the best LM whose artifact fits "
+                                                           "in 16,000,000 bytes.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("train", help="train a recipe, write a run directory, print the scored val_bpb")
+    _add_config_args(p)
+    p.add_argument("--out", help="runs folder (default: $PGOLF_RUNS or ./runs)")
+    p.add_argument("--name", help="run directory name (default: time-recipe-seed)")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("eval", help="score a saved artifact on a shard set")
+    p.add_argument("artifact")
+    p.add_argument("--data", help="shard folder (default: the data the run used, if it is still there)")
+    p.add_argument("--tokenizer")
+    p.add_argument("--mode", action="append", choices=["plain", "sliding", "ttt"],
+                   help="eval mode(s); default: those the run used")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("recipes", help="list recipes, or print one's full config")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(fn=cmd_recipes)
+
+    p = sub.add_parser("pack", help="build the single-file train_gpt.py for a recipe")
+    _add_config_args(p)
+    p.add_argument("-o", "--output", default="train_gpt.py")
+    p.add_argument("--plain", action="store_true", help="readable sources instead of the LZMA+base85 blob")
+    p.set_defaults(fn=cmd_pack)
+
+    try:
+        from . import tools  # not inside a packed train_gpt.py, which only trains
+    except ImportError:
+        tools = None
+    if tools is not None:
+        tools.add_parsers(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except (InputError, FileNotFoundError) as e:
+        if os.environ.get("PGOLF_DEBUG"):
+            raise
+        print(f"pgolf {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

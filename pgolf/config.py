@@ -1,0 +1,336 @@
+"""Typed run configuration: one dataclass per concern, validated on construction.
+
+Every technique is a field here. Recipes (``pgolf.recipes``) are functions that build a ``Config``; the CLI applies
+``--set section.field=value`` overrides on top. Unknown keys are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class InputError(ValueError):
+    """Bad input from the user (a file, a flag, a value): reported as a one-line error naming what is wrong."""
+
+
+class ConfigError(InputError):
+    """A configuration value or key is invalid."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 1024  # 0: read from the tokenizer
+    num_layers: int = 9
+    model_dim: int = 512
+    num_heads: int = 8
+    num_kv_heads: int = 4
+    mlp_mult: float = 2.0  # hidden = round(mlp_mult * model_dim) unless mlp_hidden > 0
+    mlp_hidden: int = 0
+    activation: str = "relu2"  # relu2 | leaky_relu2 (LeakyReLU(0.5)^2)
+    tie_embeddings: bool = True
+    tied_embed_init_std: float = 0.005
+    logit_softcap: float = 30.0
+    rope_base: float = 10000.0
+    rope_dims: int = 0  # rotary dims per head; 0 = the whole head (partial RoPE when smaller)
+    ntk_rope: bool = False  # NTK-aware base scaling when a sequence is longer than rope_ref_len
+    rope_ref_len: int = 0  # reference length for NTK scaling; 0 = train.seq_len
+    qk_gain_init: float = 1.5
+    unet_skips: bool = True  # encoder/decoder skips with learned per-dim weights
+    smear_gate: bool = False  # per-dim sigmoid blend with the previous token's embedding (not across BOS)
+    smear_init: float = 0.0  # gate logit at init (sigmoid(0) = 0.5 weight on the previous token)
+    bigram_buckets: int = 0  # BigramHash table size; 0 = off
+    bigram_dim: int = 128
+    ortho_init: bool = False  # orthogonal init of large matrices, ".proj" outputs scaled 1/sqrt(2L)
+    xsa_last_n: int = 0  # exclusive self-attention on the last N layers (0 = off)
+    ln_scale: bool = False  # scale block-norm outputs by 1/sqrt(layer+1)
+    attention: str = "auto"  # auto (FA3 when importable, else SDPA) | sdpa | fa3
+    bos_id: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.vocab_size >= 0, "model.vocab_size must be >= 0 (0 = from tokenizer)")
+        _check(self.num_layers >= 1, "model.num_layers must be >= 1")
+        _check(self.model_dim % self.num_heads == 0, "model.model_dim must be divisible by model.num_heads")
+        _check(self.num_heads % self.num_kv_heads == 0, "model.num_heads must be divisible by model.num_kv_heads")
+        _check((self.model_dim // self.num_heads) % 2 == 0, "head dim must be even for RoPE")
+        _check(self.rope_dims % 2 == 0 and self.rope_dims <= self.model_dim // self.num_heads,
+               "model.rope_dims must be even and <= head dim")
+        _check(self.mlp_mult > 0 or self.mlp_hidden > 0, "model.mlp_mult or model.mlp_hidden must be positive")
+        _check(self.activation in ("relu2", "leaky_relu2"), f"model.activation: unknown {self.activation!r}")
+        _check(self.logit_softcap > 0, "model.logit_softcap must be positive")
+        _check(self.attention in ("auto", "sdpa", "fa3"), f"model.attention: unknown {self.attention!r}")
+        _check(self.bigram_buckets == 0 or self.bigram_buckets >= 2, "model.bigram_buckets must be 0 or >= 2")
+        _check(0 <= self.xsa_last_n <= self.num_layers, "model.xsa_last_n must be in [0, num_layers]")
+
+    @property
+    def head_dim(self) -> int:
+        return self.model_dim // self.num_heads
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.mlp_hidden if self.mlp_hidden > 0 else int(round(self.mlp_mult * self.model_dim))
+
+
+@dataclass
+class OptimConfig:
+    matrix_lr: float = 0.04  # Muon, block matrices
+    scalar_lr: float = 0.04  # Adam, vectors / control tensors / skip weights
+    tied_embed_lr: float = 0.05  # Adam, tied token embedding (and BigramHash table)
+    embed_lr: float = 0.6  # Adam, untied token embedding
+    head_lr: float = 0.008  # Adam, untied lm_head
+    muon_momentum: float = 0.95
+    muon_momentum_start: float = 0.85  # linear warm-up from this value ...
+    muon_momentum_warmup_steps: int = 500  # ... over this many steps (or, if > 0, the fraction below)
+    muon_momentum_warmup_frac: float = 0.0  # warm-up length as a fraction of the budget (overrides steps)
+    muon_backend_steps: int = 5
+    muon_wd: float = 0.0  # decoupled: p <- p * (1 - lr * wd)
+    adam_wd: float = 0.0  # AdamW decay on scalars
+    embed_wd: float = 0.0  # AdamW decay on embeddings
+    beta1: float = 0.9
+    beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip_norm: float = 0.0  # 0 = off
+
+    def __post_init__(self) -> None:
+        for name in ("matrix_lr", "scalar_lr", "tied_embed_lr", "embed_lr", "head_lr"):
+            _check(getattr(self, name) >= 0, f"optim.{name} must be >= 0")
+        _check(0 <= self.muon_momentum < 1 and 0 <= self.muon_momentum_start < 1, "Muon momentum must be in [0, 1)")
+        _check(self.muon_backend_steps >= 1, "optim.muon_backend_steps must be >= 1")
+        _check(0 <= self.muon_momentum_warmup_frac <= 1, "optim.muon_momentum_warmup_frac must be in [0, 1]")
+        _check(self.grad_clip_norm >= 0, "optim.grad_clip_norm must be >= 0")
+
+
+@dataclass
+class ScheduleConfig:
+    """Everything that changes over a run, as fractions of the run's budget (see pgolf.schedule)."""
+
+    warmdown_frac: float = 0.0  # LR decays linearly to 0 over the last fraction of the budget
+    warmdown_iters: int = 0  # legacy (challenge baseline): warm-down length in steps at the measured ms/step
+    min_lr_scale: float = 0.0  # floor of the warm-down multiplier
+    swa_every: int = 0  # SWA: average a checkpoint every N steps ... (0 = off)
+    swa_start_scale: float = 0.5  # ... once the LR scale drops below this
+    ema_decay: float = 0.0  # EMA of the weights every step (0 = off); used instead of SWA when set
+    qat_start_frac: float = 0.0  # delayed QAT: fake-quantize from this fraction of the budget (0 = off)
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.warmdown_frac <= 1, "schedule.warmdown_frac must be in [0, 1]")
+        _check(self.warmdown_iters >= 0, "schedule.warmdown_iters must be >= 0")
+        _check(not (self.warmdown_frac > 0 and self.warmdown_iters > 0),
+               "set one of schedule.warmdown_frac and schedule.warmdown_iters, not both")
+        _check(0 <= self.min_lr_scale < 1, "schedule.min_lr_scale must be in [0, 1)")
+        _check(self.swa_every >= 0, "schedule.swa_every must be >= 0")
+        _check(0 <= self.ema_decay < 1, "schedule.ema_decay must be in [0, 1)")
+        _check(not (self.ema_decay > 0 and self.swa_every > 0), "use SWA or EMA, not both")
+        _check(0 <= self.qat_start_frac < 1, "schedule.qat_start_frac must be in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 1337
+    max_seconds: float = 600.0  # training wall-clock budget; compile, warm-up and eval are outside it; 0 = none
+    iterations: int = 20000  # step cap (the run stops at whichever comes first)
+    batch_tokens: int = 524_288  # global batch, independent of the GPU count
+    micro_batch_tokens: int = 65_536  # tokens per GPU per micro-step; grad accumulation is derived
+    seq_len: int = 1024
+    warmup_steps: int = 20  # compile/priming steps, then the initial state is restored
+    val_every: int = 1000  # steps between validations (0 = only at the end)
+    log_every: int = 1
+    compile: bool = True  # torch.compile on CUDA; CPU runs eager
+    device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self) -> None:
+        _check(self.max_seconds >= 0, "train.max_seconds must be >= 0")
+        _check(self.iterations >= 1, "train.iterations must be >= 1")
+        _check(self.seq_len >= 2, "train.seq_len must be >= 2")
+        _check(self.micro_batch_tokens % self.seq_len == 0, "train.micro_batch_tokens must be a multiple of seq_len")
+        _check(self.batch_tokens % self.micro_batch_tokens == 0,
+               "train.batch_tokens must be a multiple of train.micro_batch_tokens")
+        _check(self.warmup_steps >= 0 and self.val_every >= 0 and self.log_every >= 1, "bad train cadence values")
+        _check(self.device in ("auto", "cpu", "cuda"), f"train.device: unknown {self.device!r}")
+
+    def grad_accum(self, world_size: int) -> int:
+        per_step = self.micro_batch_tokens * world_size
+        if self.batch_tokens % per_step != 0:
+            raise ConfigError(
+                f"train.batch_tokens={self.batch_tokens} is not divisible by micro_batch_tokens x world_size "
+                f"= {self.micro_batch_tokens} x {world_size}; pick a world size that divides "
+                f"{self.batch_tokens // self.micro_batch_tokens}")
+        return self.batch_tokens // per_step
+
+
+QUANT_FORMATS = ("int4", "int5", "int6", "int7", "int8", "fp16", "fp32")
+
+
+@dataclass
+class QuantConfig:
+    """Per-tensor storage policy. Each tensor gets the first matching rule (see pgolf.quant.storage_format)."""
+
+    mlp: str = "int8"  # blocks.*.mlp.* matrices
+    attn: str = "int8"  # blocks.*.attn.* matrices
+    embed: str = "int8"  # tok_emb / lm_head
+    other: str = "int8"  # other large matrices (bigram table, bigram proj)
+    small: str = "fp16"  # float tensors with <= keep_float_max_numel elements (control tensors stay fp32)
+    keep_fp16: tuple[str, ...] = ()  # name substrings forced to fp16
+    keep_float_max_numel: int = 65_536
+    clip_quantile: float = 0.9999984  # per-row clip; 1.0 = row max
+    int8_scale_floor: float = 1.0 / 127  # the baseline's int8 row-scale floor (0 = none)
+    prune_frac: float = 0.0  # zero the smallest |w| of each quantized matrix before quantizing
+    compressor: str = "zlib"  # zlib | zstd | lzma
+    level: int = 9
+
+    def __post_init__(self) -> None:
+        for name in ("mlp", "attn", "embed", "other", "small"):
+            _check(getattr(self, name) in QUANT_FORMATS, f"quant.{name}: {getattr(self, name)!r} not in {QUANT_FORMATS}")
+        _check(self.compressor in ("zlib", "zstd", "lzma"), f"quant.compressor: unknown {self.compressor!r}")
+        _check(0.5 < self.clip_quantile <= 1.0, "quant.clip_quantile must be in (0.5, 1]")
+        _check(0 <= self.prune_frac < 0.5, "quant.prune_frac must be in [0, 0.5)")
+        if isinstance(self.keep_fp16, str):  # from --set
+            self.keep_fp16 = tuple(s for s in self.keep_fp16.split(",") if s)
+
+
+@dataclass
+class EvalConfig:
+    seq_len: int = 0  # eval context; 0 = train.seq_len
+    batch_tokens: int = 524_288  # plain eval batch (global)
+    sliding_stride: int = 0  # sliding-window eval stride (0 = off)
+    sliding_batch_seqs: int = 64  # windows per forward
+    ttt: bool = False  # LoRA test-time training eval
+    ttt_rank: int = 8
+    ttt_lr: float = 0.01
+    ttt_chunk: int = 256
+    ttt_seq_len: int = 1024
+    ttt_batch_docs: int = 64
+    final: str = "plain"  # the scored number: plain | sliding | ttt
+    max_tokens: int = 0  # cap on val tokens (debugging only; 0 = all)
+
+    def __post_init__(self) -> None:
+        _check(self.final in ("plain", "sliding", "ttt"), f"eval.final: unknown {self.final!r}")
+        _check(self.final != "sliding" or self.sliding_stride > 0, "eval.final=sliding needs eval.sliding_stride > 0")
+        _check(self.final != "ttt" or self.ttt, "eval.final=ttt needs eval.ttt=true")
+        _check(self.sliding_stride >= 0 and self.ttt_rank >= 1 and self.ttt_chunk >= 1, "bad eval values")
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # folder with fineweb_train_*.bin / fineweb_val_*.bin; "" = $PGOLF_DATA or the embedded corpus
+    train_glob: str = "fineweb_train_*.bin"
+    val_glob: str = "fineweb_val_*.bin"
+    tokenizer: str = ""  # SentencePiece .model; "" = found next to the data (see pgolf.data.find_tokenizer)
+
+    def __post_init__(self) -> None:
+        _check("*" in self.train_glob and "*" in self.val_glob, "data globs must contain '*'")
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def validate(self) -> "Config":
+        """Cross-section checks; sections validate themselves on construction."""
+        for sec in SECTIONS:
+            obj = getattr(self, sec)
+            obj.__post_init__()
+        seq = self.eval.seq_len or self.train.seq_len
+        _check(self.eval.sliding_stride <= seq, "eval.sliding_stride must be <= the eval sequence length")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        d = dict(d)
+        unknown = set(d) - {"name", *SECTIONS}
+        _check(not unknown, f"unknown config sections: {sorted(unknown)}")
+        kwargs: dict[str, Any] = {"name": d.get("name", "custom")}
+        for sec, typ in SECTIONS.items():
+            vals = dict(d.get(sec, {}))
+            names = {f.name for f in dataclasses.fields(typ)}
+            bad = set(vals) - names
+            _check(not bad, f"unknown keys in {sec}: {sorted(bad)}")
+            for f in dataclasses.fields(typ):
+                if f.name in vals and isinstance(vals[f.name], list):
+                    vals[f.name] = tuple(vals[f.name])
+            kwargs[sec] = typ(**vals)
+        return cls(**kwargs).validate()
+
+
+SECTIONS = {
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "train": TrainConfig,
+    "quant": QuantConfig,
+    "eval": EvalConfig,
+    "data": DataConfig,
+}
+
+
+def _parse_value(raw: str, current: Any, key: str) -> Any:
+    typ = type(current)
+    try:
+        if typ is bool:
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if typ is int:
+            try:
+                return int(raw.replace("_", ""))
+            except ValueError:
+                f = float(raw)  # allow 1e6
+                if f != int(f):
+                    raise
+                return int(f)
+        if typ is float:
+            return float(raw)
+        if typ is tuple:
+            return tuple(s.strip() for s in raw.split(",") if s.strip())
+        return raw
+    except ValueError:
+        raise ConfigError(f"--set {key}={raw}: expected a {typ.__name__}") from None
+
+
+def all_keys() -> list[str]:
+    return [f"{sec}.{f.name}" for sec, typ in SECTIONS.items() for f in dataclasses.fields(typ)] + ["name"]
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.field=value`` strings. Unknown keys raise with the closest valid names."""
+    d = cfg.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key == "name":
+            d["name"] = raw
+            continue
+        parts = key.split(".")
+        if len(parts) != 2 or parts[0] not in SECTIONS or parts[1] not in d[parts[0]]:
+            close = difflib.get_close_matches(key, all_keys(), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown config key {key!r}{hint}")
+        sec, name = parts
+        d[sec][name] = _parse_value(raw, d[sec][name], key)
+    return Config.from_dict(d)

@@ -1,0 +1,330 @@
+"""The GPT of the challenge baseline, with every seed technique as a switch of ``ModelConfig``.
+
+Baseline: tied embeddings, RMS-normed input, blocks of (resid_mix with x0, GQA attention with RMS-normed q/k,
+RoPE and a learned per-head q gain, relu^2 MLP), U-Net skips with learned per-dim weights, logit softcap.
+Switches: SmearGate, BigramHash, OrthoInit, MLP width, partial/NTK RoPE, XSA, LN scale, LeakyReLU^2, QAT.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelConfig
+
+# Small tensors that steer the residual stream: kept fp32 in the model and in the artifact.
+CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weights", "smear", "bigram.scale")
+
+
+def _fa3():
+    try:
+        from flash_attn_interface import flash_attn_func  # FlashAttention 3 (Hopper)
+
+        return flash_attn_func
+    except Exception:
+        return None
+
+
+def resolve_attention(choice: str, device: torch.device) -> str:
+    if choice == "sdpa":
+        return "sdpa"
+    fa3 = _fa3() if device.type == "cuda" else None
+    if choice == "fa3" and fa3 is None:
+        raise RuntimeError("model.attention=fa3 but flash_attn_interface is not importable (or no CUDA)")
+    return "fa3" if fa3 is not None else "sdpa"
+
+
+def fake_quantize(w: Tensor, clip_range: int) -> Tensor:
+    """Per-row symmetric quantize-dequantize to [-clip_range-1, clip_range] with a row-max scale."""
+    scale = (w.detach().abs().amax(dim=1, keepdim=True) / clip_range).clamp_min(1e-8)
+    return torch.clamp(torch.round(w / scale), -clip_range - 1, clip_range) * scale
+
+
+class CastedLinear(nn.Linear):
+    """fp32 master weight, cast to the activation dtype at the matmul.
+
+    Delayed QAT: when ``qat_bits`` > 0 the forward uses ``w + alpha * (fq(w) - w).detach()`` (straight-through).
+    NOTE: torch.compile folds Python flags into constants, so the switch ``alpha`` is a tensor buffer
+    (non-persistent), filled in place by ``GPT.set_qat_alpha``; it can never be compiled away.
+    """
+
+    def __init__(self, in_features: int, out_features: int, zero_init: bool = False):
+        super().__init__(in_features, out_features, bias=False)
+        self.zero_init = zero_init
+        self.qat_bits = 0
+        self.register_buffer("qat_alpha", torch.zeros(()), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight
+        if self.qat_bits:
+            alpha = self.qat_alpha.to(w.dtype)
+            w = w + alpha * (fake_quantize(w, 2 ** (self.qat_bits - 1) - 1) - w).detach()
+        return F.linear(x, w.to(x.dtype))
+
+
+def rotary_cos_sin(seq_len: int, dims: int, base: float, device, ntk_ref_len: int = 0) -> tuple[Tensor, Tensor]:
+    """RoPE tables (T, dims/2). NTK-aware: base * s^(d/(d-2)) when seq_len exceeds ntk_ref_len by s."""
+    if ntk_ref_len and seq_len > ntk_ref_len:
+        base = base * (seq_len / ntk_ref_len) ** (dims / (dims - 2))
+    inv_freq = 1.0 / (base ** (torch.arange(0, dims, 2, dtype=torch.float32, device=device) / dims))
+    freqs = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
+    return freqs.cos(), freqs.sin()
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, dims: int) -> Tensor:
+    """x: (B, T, H, D); rotates the first ``dims`` of D (half-split rotation), leaves the rest."""
+    cos = cos[None, :, None, :].to(x.dtype)
+    sin = sin[None, :, None, :].to(x.dtype)
+    rot, rest = x[..., :dims], x[..., dims:]
+    half = dims // 2
+    x1, x2 = rot[..., :half], rot[..., half:]
+    out = torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+    return torch.cat((out, rest), dim=-1) if rest.numel() else out
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        d, hd = cfg.model_dim, cfg.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
+        self.rope_dims = cfg.rope_dims or hd
+        self.c_q = CastedLinear(d, d)
+        self.c_k = CastedLinear(d, cfg.num_kv_heads * hd)
+        self.c_v = CastedLinear(d, cfg.num_kv_heads * hd)
+        self.proj = CastedLinear(d, d, zero_init=True)
+        self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init, dtype=torch.float32))
+        self.xsa = layer >= cfg.num_layers - cfg.xsa_last_n
+        self.backend = "sdpa"
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, lora=None, layer: int = 0) -> Tensor:
+        B, T, _ = x.shape
+        q, v = self.c_q(x), self.c_v(x)
+        if lora is not None:
+            q = q + lora.q(layer, x)
+            v = v + lora.v(layer, x)
+        q = q.view(B, T, self.num_heads, self.head_dim)
+        k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim)
+        v = v.view(B, T, self.num_kv_heads, self.head_dim)
+        q = F.rms_norm(q, (self.head_dim,))
+        k = F.rms_norm(k, (self.head_dim,))
+        q = apply_rotary(q, cos, sin, self.rope_dims)
+        k = apply_rotary(k, cos, sin, self.rope_dims)
+        q = q * self.q_gain.to(q.dtype)[None, None, :, None]
+        if self.backend == "fa3":
+            y = _fa3()(q, k, v, causal=True)
+            y = y[0] if isinstance(y, tuple) else y
+        else:
+            y = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+                enable_gqa=self.num_kv_heads != self.num_heads,
+            ).transpose(1, 2)  # (B, T, H, D)
+        if self.xsa:  # remove each head's component along its own token's value direction (arXiv:2603.09078)
+            g = self.num_heads // self.num_kv_heads
+            yg = y.reshape(B, T, self.num_kv_heads, g, self.head_dim)
+            vn = F.normalize(v, dim=-1).unsqueeze(-2)
+            y = (yg - (yg * vn).sum(-1, keepdim=True) * vn).reshape(B, T, self.num_heads, self.head_dim)
+        return self.proj(y.reshape(B, T, self.num_heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc = CastedLinear(cfg.model_dim, cfg.hidden_dim)
+        self.proj = CastedLinear(cfg.hidden_dim, cfg.model_dim, zero_init=True)
+        self.leaky = cfg.activation == "leaky_relu2"
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.fc(x)
+        h = F.leaky_relu(h, 0.5) if self.leaky else torch.relu(h)
+        return self.proj(h.square())
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        d = cfg.model_dim
+        self.attn = Attention(cfg, layer)
+        self.mlp = MLP(cfg)
+        self.attn_scale = nn.Parameter(torch.ones(d))
+        self.mlp_scale = nn.Parameter(torch.ones(d))
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))))
+        self.norm_scale = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
+
+    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, lora=None, layer: int = 0) -> Tensor:
+        mix = self.resid_mix.to(x.dtype)
+        x = mix[0] * x + mix[1] * x0
+        h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
+        x = x + self.attn_scale.to(x.dtype) * self.attn(h, cos, sin, lora, layer)
+        h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(h)
+
+
+class SmearGate(nn.Module):
+    """x_t <- (1-g) x_t + g x_{t-1}, g = sigmoid(per-dim logit); no blend at position 0 or at a BOS token."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.smear = nn.Parameter(torch.full((cfg.model_dim,), cfg.smear_init))
+        self.bos_id = cfg.bos_id
+
+    def forward(self, x: Tensor, ids: Tensor) -> Tensor:
+        g = torch.sigmoid(self.smear).to(x.dtype)
+        keep = (ids[:, 1:] != self.bos_id).unsqueeze(-1).to(x.dtype)  # (B, T-1, 1): 0 where a doc starts
+        delta = keep * g * (x[:, :-1] - x[:, 1:])
+        return torch.cat((x[:, :1], x[:, 1:] + delta), dim=1)
+
+
+class BigramHash(nn.Module):
+    """Hashed (previous, current) token-pair embedding, projected to the model width and scaled.
+
+    Bucket = (36313*cur XOR 27191*prev) mod (buckets-1); the last bucket marks "no previous token"
+    (position 0 and every BOS, so no pair crosses a document boundary).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.buckets, self.bos_id = cfg.bigram_buckets, cfg.bos_id
+        self.embed = nn.Embedding(cfg.bigram_buckets, cfg.bigram_dim)
+        self.proj = CastedLinear(cfg.bigram_dim, cfg.model_dim, zero_init=True)
+        self.scale = nn.Parameter(torch.tensor(0.05))
+
+    def bucket(self, ids: Tensor) -> Tensor:
+        prev, cur = ids[:, :-1], ids[:, 1:]
+        h = torch.bitwise_xor(36313 * cur, 27191 * prev) % (self.buckets - 1)
+        h = torch.where(cur == self.bos_id, torch.full_like(h, self.buckets - 1), h)
+        first = torch.full_like(ids[:, :1], self.buckets - 1)
+        return torch.cat((first, h), dim=1)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.proj(self.embed(self.bucket(ids))) * self.scale
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError("model.vocab_size must be resolved (from the tokenizer) before building the model")
+        self.cfg = cfg
+        L, d = cfg.num_layers, cfg.model_dim
+        self.tok_emb = nn.Embedding(cfg.vocab_size, d)
+        self.bigram = BigramHash(cfg) if cfg.bigram_buckets else None
+        self.smear = SmearGate(cfg) if cfg.smear_gate else None
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(L))
+        self.num_encoder = L // 2 if cfg.unet_skips else 0
+        n_skips = min(self.num_encoder, L - self.num_encoder) if cfg.unet_skips else 0
+        self.skip_weights = nn.Parameter(torch.ones(n_skips, d))
+        self.lm_head = None if cfg.tie_embeddings else CastedLinear(d, cfg.vocab_size, zero_init=True)
+        self.rope_dims = cfg.rope_dims or cfg.head_dim
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Every tensor's initialization, in one place.
+
+        tok_emb: N(0, tied_embed_init_std) when tied, else PyTorch's N(0, 1).
+        Linear: PyTorch default U(+-1/sqrt(in)), or zeros for output projections (attn.proj, mlp.proj, untied
+          lm_head, bigram.proj). With ortho_init: every non-zero-init matrix with both dims >= 64 is orthogonal,
+          and a module whose name contains ".proj" is scaled by 1/sqrt(2 L) (as the seed records do; the zero-init
+          projections stay zero).
+        bigram.embed: N(0, 0.01); bigram.scale: 0.05. Vectors: attn/mlp scales 1, resid_mix (1, 0), q_gain
+          qk_gain_init, skip_weights 1, smear logit smear_init.
+        """
+        cfg = self.cfg
+        if cfg.tie_embeddings:
+            nn.init.normal_(self.tok_emb.weight, 0.0, cfg.tied_embed_init_std)
+        if self.bigram is not None:
+            nn.init.normal_(self.bigram.embed.weight, 0.0, 0.01)
+        for name, m in self.named_modules():
+            if not isinstance(m, CastedLinear):
+                continue
+            if m.zero_init:
+                nn.init.zeros_(m.weight)
+            elif cfg.ortho_init and min(m.weight.shape) >= 64:
+                nn.init.orthogonal_(m.weight, gain=1.0)
+                if ".proj" in f".{name}":
+                    m.weight.mul_(1.0 / math.sqrt(2 * cfg.num_layers))
+
+    def set_attention_backend(self, backend: str) -> None:
+        for b in self.blocks:
+            b.attn.backend = backend
+
+    def set_qat(self, bits_for) -> None:
+        """Give each CastedLinear its fake-quant bit width (0 = none); ``bits_for(name) -> int``."""
+        for name, m in self.named_modules():
+            if isinstance(m, CastedLinear):
+                m.qat_bits = bits_for(name + ".weight")
+
+    @torch.no_grad()
+    def set_qat_alpha(self, value: float) -> None:
+        for m in self.modules():
+            if isinstance(m, CastedLinear):
+                m.qat_alpha.fill_(value)
+
+    def embed(self, ids: Tensor) -> Tensor:
+        x = self.tok_emb(ids)
+        if self.bigram is not None:
+            x = x + self.bigram(ids).to(x.dtype)
+        x = F.rms_norm(x, (x.size(-1),))
+        if self.smear is not None:
+            x = self.smear(x, ids)
+        return x
+
+    def hidden(self, ids: Tensor, lora=None) -> Tensor:
+        T = ids.size(1)
+        cos, sin = rotary_cos_sin(T, self.rope_dims, self.cfg.rope_base, ids.device,
+                                  self.cfg.rope_ref_len if self.cfg.ntk_rope else 0)
+        x = self.embed(ids)
+        x0 = x
+        skips: list[Tensor] = []
+        for i, block in enumerate(self.blocks):
+            if i >= self.num_encoder and skips:
+                x = x + self.skip_weights[i - self.num_encoder].to(x.dtype) * skips.pop()
+            x = block(x, x0, cos, sin, lora, i)
+            if i < self.num_encoder:
+                skips.append(x)
+        return F.rms_norm(x, (x.size(-1),))
+
+    def logits(self, ids: Tensor, lora=None) -> Tensor:
+        """Softcapped logits (B, T, V), float32."""
+        h = self.hidden(ids, lora)
+        w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        out = F.linear(h, w.to(h.dtype))
+        if lora is not None:
+            out = out + lora.head(h)
+        c = self.cfg.logit_softcap
+        return c * torch.tanh(out.float() / c)
+
+    def forward(self, ids: Tensor, targets: Tensor, reduction: str = "mean", lora=None) -> Tensor:
+        """Cross-entropy in nats: the mean (training) or per token (B, T) with reduction='none'."""
+        logits = self.logits(ids, lora)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction)
+        return loss if reduction != "none" else loss.view_as(targets)
+
+    # ---- accounting ----
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token: 6 x matmul params + causal attention (fwd+bwd)."""
+        n = sum(p.numel() for n_, p in self.named_parameters() if p.ndim == 2 and "tok_emb" not in n_ and "bigram.embed" not in n_)
+        n += self.tok_emb.weight.numel()  # the output head
+        attn = 6 * self.cfg.num_layers * seq_len * self.cfg.model_dim  # 12*L*T*d halved for causality
+        return 6.0 * n + attn
+
+
+def apply_precision(model: GPT, device: torch.device) -> GPT:
+    """CUDA: bf16 embeddings, fp32 CastedLinear weights and control/vector params (as the baseline).
+    CPU: everything fp32."""
+    if device.type != "cuda":
+        return model.float()
+    model.bfloat16()
+    for name, p in model.named_parameters():
+        if p.ndim < 2 or any(k in name for k in CONTROL_PATTERNS):
+            p.data = p.data.float()
+    for m in model.modules():
+        if isinstance(m, CastedLinear):
+            m.float()
+    return model

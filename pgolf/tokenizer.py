@@ -1,0 +1,105 @@
+"""SentencePiece loading and the byte table behind val_bpb, built exactly as the challenge builds it.
+
+Per scored position (prev = input token, tgt = target token):
+    bytes = base_bytes[tgt] + (has_leading_space[tgt] and not is_boundary[prev])
+Control/unknown/unused tokens: 0 bytes and a boundary; byte-fallback tokens ``<0xNN>``: 1 byte; other pieces:
+their UTF-8 length without a leading "▁", which counts as one byte unless the previous token is a boundary.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import InputError
+
+
+def load_sentencepiece(path: str | os.PathLike):
+    import sentencepiece as spm
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise InputError(f"tokenizer not found: {path}")
+    if not path.endswith(".model"):
+        raise InputError(f"{path}: expected a SentencePiece .model file")
+    sp = spm.SentencePieceProcessor()
+    try:
+        sp.Load(path)
+    except Exception as e:  # sentencepiece raises OSError/RuntimeError with little context
+        raise InputError(f"{path}: not a valid SentencePiece model ({e})") from None
+    return sp
+
+
+@dataclass
+class ByteTable:
+    base_bytes: torch.Tensor  # (V,) int16
+    has_leading_space: torch.Tensor  # (V,) bool
+    is_boundary: torch.Tensor  # (V,) bool
+
+    def to(self, device) -> "ByteTable":
+        return ByteTable(self.base_bytes.to(device), self.has_leading_space.to(device), self.is_boundary.to(device))
+
+    def count(self, prev: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """Bytes of each target token given its previous token (same shapes), as float64."""
+        b = self.base_bytes[tgt].to(torch.float64)
+        return b + (self.has_leading_space[tgt] & ~self.is_boundary[prev]).to(torch.float64)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.base_bytes.numel())
+
+
+def build_byte_table(sp, vocab_size: int = 0) -> ByteTable:
+    sp_vocab = int(sp.vocab_size())
+    size = max(sp_vocab, vocab_size)
+    base = np.zeros(size, dtype=np.int16)
+    space = np.zeros(size, dtype=np.bool_)
+    boundary = np.ones(size, dtype=np.bool_)
+    for tid in range(sp_vocab):
+        if sp.is_control(tid) or sp.is_unknown(tid) or sp.is_unused(tid):
+            continue
+        boundary[tid] = False
+        if sp.is_byte(tid):
+            base[tid] = 1
+            continue
+        piece = sp.id_to_piece(tid)
+        if piece.startswith("\u2581"):
+            space[tid] = True
+            piece = piece[1:]
+        base[tid] = len(piece.encode("utf-8"))
+    return ByteTable(torch.from_numpy(base), torch.from_numpy(space), torch.from_numpy(boundary))
+
+
+def check_space_piece(sp, path: str = "") -> None:
+    """The byte table needs "▁" as its own piece, or a leading space is charged as 3 fallback bytes (issue #897)."""
+    if sp.piece_to_id("\u2581") == sp.unk_id():
+        raise InputError(f"{path or 'tokenizer'}: has no standalone '\u2581' piece; its byte table would "
+                         "over-count spaces (challenge issue #897)")
+
+
+def train_tokenizer(texts, vocab_size: int, model_prefix: str, *, max_sentence_length: int = 16384,
+                    input_sentence_size: int = 0, num_threads: int = 0) -> str:
+    """Train a SentencePiece BPE tokenizer with the challenge's settings (data/download_hf_docs_and_tokenize.py):
+    byte fallback, split digits, nmt_nfkc, no dummy prefix, pad/bos/eos/unk = 0/1/2/3. Returns the .model path."""
+    import sentencepiece as spm
+
+    def clean():
+        for t in texts:
+            t = t.replace("\x00", " ").strip()
+            if t:
+                yield t
+
+    kwargs = dict(
+        sentence_iterator=clean(), model_prefix=model_prefix, model_type="bpe", vocab_size=vocab_size,
+        character_coverage=0.999, byte_fallback=True, split_digits=True, normalization_rule_name="nmt_nfkc",
+        add_dummy_prefix=False, pad_id=0, bos_id=1, eos_id=2, unk_id=3, hard_vocab_limit=False,
+        max_sentence_length=max_sentence_length, num_threads=num_threads or (os.cpu_count() or 1),
+        minloglevel=2,
+    )
+    if input_sentence_size:
+        kwargs.update(input_sentence_size=input_sentence_size, shuffle_input_sentence=True)
+    spm.SentencePieceTrainer.train(**kwargs)
+    return model_prefix + ".model"

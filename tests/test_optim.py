@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from pgolf.config import ModelConfig, OptimConfig
+from pgolf.model import GPT
+from pgolf.optim import Muon, assign_params, build_optimizers, newton_schulz, param_table
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (32, 96), (96, 32), (512, 1536)])
+def test_newton_schulz_is_near_orthogonal(shape):
+    torch.manual_seed(0)
+    G = torch.randn(*shape)
+    X = newton_schulz(G, steps=5).float()
+    s = torch.linalg.svdvals(X)
+    # 5 quintic steps push singular values into a band around 1 (about [0.68, 1.15]); only the very smallest
+    # singular values of a square Gaussian matrix (near 0 relative to the norm) stay below it.
+    assert s.max() < 1.2
+    assert (s > 0.6).float().mean() >= (0.9 if shape[0] == shape[1] else 1.0)
+
+
+def test_newton_schulz_keeps_singular_vectors():
+    torch.manual_seed(1)
+    U, _ = torch.linalg.qr(torch.randn(48, 48))
+    V, _ = torch.linalg.qr(torch.randn(48, 48))
+    G = U @ torch.diag(torch.linspace(0.1, 10, 48)) @ V.T
+    X = newton_schulz(G, steps=10).float()
+    assert torch.dist(X, U @ V.T) / 48 ** 0.5 < 0.2
+
+
+ALL_SWITCHES = dict(smear_gate=True, bigram_buckets=64, tie_embeddings=False, xsa_last_n=1, ortho_init=True)
+
+
+@pytest.mark.parametrize("kw", [{}, ALL_SWITCHES, dict(unet_skips=False)])
+def test_table_covers_every_parameter_once(kw):
+    model = GPT(ModelConfig(vocab_size=128, num_layers=3, model_dim=64, num_heads=4, num_kv_heads=2, **kw))
+    groups = assign_params(model, param_table(OptimConfig(), model.cfg.tie_embeddings))
+    names = [n for g in groups.values() for n, _ in g]
+    assert sorted(names) == sorted(n for n, _ in model.named_parameters())
+    matrix = {n for n, _ in groups["matrix"]}
+    assert "blocks.0.attn.c_q.weight" in matrix and "blocks.2.mlp.proj.weight" in matrix
+    assert not any("resid_mix" in n or "skip_weights" in n or "q_gain" in n for n in matrix)
+    assert [n for n, _ in groups["embed"]] == ["tok_emb.weight"]
+    if kw.get("bigram_buckets"):
+        assert "bigram.proj.weight" in matrix and [n for n, _ in groups["bigram_table"]] == ["bigram.embed.weight"]
+        assert "bigram.scale" in {n for n, _ in groups["scalar"]}
+
+
+def test_table_rejects_uncovered_parameter():
+    model = GPT(ModelConfig(vocab_size=128, num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2))
+    model.extra = torch.nn.Parameter(torch.zeros(3, 3))
+    table = param_table(OptimConfig(), True)
+    with pytest.raises(AssertionError, match="extra"):
+        assign_params(model, table)
+
+
+def test_muon_decoupled_weight_decay_and_update():
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(16, 32))
+    p0 = p.detach().clone()
+    opt = Muon([p], lr=0.1, momentum=0.0, weight_decay=0.5, nesterov=False)
+    p.grad = torch.randn(16, 32)
+    expected = p0 * (1 - 0.1 * 0.5) - 0.1 * newton_schulz(p.grad, 5).float()
+    opt.step()
+    assert torch.allclose(p.detach(), expected, atol=1e-2)
+
+
+def test_build_optimizers_lr_groups():
+    model = GPT(ModelConfig(vocab_size=128, num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2))
+    opts = build_optimizers(model, OptimConfig(matrix_lr=0.02, scalar_lr=0.03, tied_embed_lr=0.04), True,
+                            torch.device("cpu"))
+    lrs = {g["name"]: g["base_lr"] for o in opts for g in o.param_groups}
+    assert lrs == {"embed": 0.04, "scalar": 0.03, "matrix": 0.02}

@@ -1,0 +1,105 @@
+import pytest
+import torch
+
+from pgolf.config import ModelConfig, QuantConfig
+from pgolf.model import GPT
+from pgolf.quant import (ArtifactError, dequantize_rows, quantize_rows, quantize_state, read_artifact,
+                         save_artifact, storage_format)
+
+
+@pytest.mark.parametrize("bits", [4, 5, 6, 7, 8])
+def test_quantize_rows_error_bound(bits):
+    torch.manual_seed(0)
+    w = torch.randn(64, 300) * torch.rand(64, 1)  # rows of different scales
+    q, s = quantize_rows(w, bits, clip_quantile=1.0)
+    c = 2 ** (bits - 1) - 1
+    assert q.dtype == torch.int8 and q.abs().max() <= c
+    err = (w - dequantize_rows(q, s)).abs()
+    assert (err <= s.float()[:, None] / 2 + 1e-6).all()  # half a step per element
+    # relative error shrinks by ~2x per extra bit
+    rel = err.norm() / w.norm()
+    assert rel < 1.2 / c
+
+
+def test_int8_baseline_clip_and_floor():
+    w = torch.randn(8, 100000) * 0.01  # small rows: the baseline's 1/127 floor decides the step
+    q, s = quantize_rows(w, 8, clip_quantile=0.9999984, scale_floor=1 / 127)
+    assert torch.allclose(s.float(), torch.full((8,), 1 / 127), rtol=1e-3)
+
+
+def test_policy_table():
+    cfg = QuantConfig(mlp="int5", attn="int6", embed="fp16", other="int8", keep_fp16=("blocks.8.attn.c_k",))
+    big = torch.zeros(512, 512)
+    assert storage_format("blocks.0.mlp.fc.weight", big, cfg) == "int5"
+    assert storage_format("blocks.0.attn.c_q.weight", big, cfg) == "int6"
+    assert storage_format("blocks.8.attn.c_k.weight", big, cfg) == "fp16"
+    assert storage_format("tok_emb.weight", big, cfg) == "fp16"
+    assert storage_format("bigram.embed.weight", big, cfg) == "int8"
+    assert storage_format("blocks.0.resid_mix", torch.zeros(2, 512), cfg) == "fp32"
+    assert storage_format("blocks.0.attn_scale", torch.zeros(512), cfg) == "fp32"
+    assert storage_format("blocks.0.attn.c_k.weight", torch.zeros(16, 16), cfg) == "fp16"  # small
+
+
+def _model():
+    torch.manual_seed(0)
+    m = GPT(ModelConfig(vocab_size=256, num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, bigram_buckets=64,
+                        smear_gate=True))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return m
+
+
+@pytest.mark.parametrize("compressor", ["zlib", "lzma", "zstd"])
+def test_artifact_roundtrip(tmp_path, compressor):
+    if compressor == "zstd":
+        pytest.importorskip("zstandard")
+    m = _model()
+    cfg = QuantConfig(mlp="int6", attn="int6", embed="int8", keep_float_max_numel=1000, int8_scale_floor=0.0,
+                      compressor=compressor,
+                      level=9 if compressor != "zstd" else 22)
+    res = quantize_state(m.state_dict(), cfg, m.cfg.__dict__, meta={"recipe": "t"})
+    n = save_artifact(tmp_path / "a.pgz", res, cfg)
+    assert n == (tmp_path / "a.pgz").stat().st_size
+    header, state = read_artifact(tmp_path / "a.pgz")
+    assert header["meta"]["recipe"] == "t" and header["model"]["vocab_size"] == 256
+    sd = m.state_dict()
+    assert state.keys() == sd.keys()
+    for k, v in sd.items():
+        assert state[k].dtype == v.dtype and state[k].shape == v.shape
+        rec = next(r for r in res.records if r.name == k)
+        if rec.fmt == "fp32":
+            assert torch.equal(state[k], v)
+        else:
+            assert (state[k] - v).norm() <= (0.04 if rec.fmt == "int6" else 0.01) * v.norm() + 1e-6, k
+    GPT(ModelConfig(**header["model"])).load_state_dict(state)
+
+
+def test_corrupt_artifacts_are_named(tmp_path):
+    p = tmp_path / "x.pgz"
+    p.write_bytes(b"nope")
+    with pytest.raises(ArtifactError, match="bad magic"):
+        read_artifact(p)
+    m = _model()
+    cfg = QuantConfig()
+    save_artifact(p, quantize_state(m.state_dict(), cfg, m.cfg.__dict__), cfg)
+    raw = p.read_bytes()
+    p.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ArtifactError, match=str(p)):
+        read_artifact(p)
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    """A failure while writing leaves the previous artifact intact."""
+    m = _model()
+    cfg = QuantConfig()
+    res = quantize_state(m.state_dict(), cfg, m.cfg.__dict__)
+    p = tmp_path / "a.pgz"
+    save_artifact(p, res, cfg)
+    before = p.read_bytes()
+    import pgolf.quant as Q
+
+    monkeypatch.setattr(Q, "encode", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        save_artifact(p, res, cfg)
+    assert p.read_bytes() == before

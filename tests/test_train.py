@@ -1,0 +1,82 @@
+"""End-to-end CPU runs: the run directory, the roundtrip, pgolf eval, and 1 vs 2 gloo processes."""
+import json
+
+import pytest
+
+from conftest import run_cli, tiny_config, tiny_overrides
+from pgolf.rundir import read_metrics
+from pgolf.train import train
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, embedded_dir):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    summary = train(tiny_config(), out)
+    return out, summary
+
+
+def test_run_directory(tiny_run):
+    out, s = tiny_run
+    for f in ("config.json", "env.json", "metrics.jsonl", "train.log", "summary.json", "model.pgz"):
+        assert (out / f).exists(), f
+    assert s["steps"] == 12 and s["embedded_data"]
+    assert s["bytes_model"] == (out / "model.pgz").stat().st_size
+    assert s["bytes_total"] == s["bytes_model"] + s["bytes_code"] and not s["over_budget"]
+    assert set(s["roundtrip"]) == {"plain", "sliding", "ttt"}
+    # every eval mode scores the same tokens and bytes
+    toks = {r["tokens"] for r in s["roundtrip"].values()}
+    assert len(toks) == 1 and {r["bytes"] for r in s["roundtrip"].values()} == {s["roundtrip"]["plain"]["bytes"]}
+    metrics = read_metrics(out)
+    steps = [m["step"] for m in metrics if m["kind"] == "train"]
+    assert steps == list(range(1, 13))
+    log = (out / "train.log").read_text()
+    assert "step:12/12" in log and "roundtrip plain" in log and "embedded corpus" in log
+    assert json.loads((out / "config.json").read_text())["model"]["vocab_size"] == 1024
+
+
+def test_loss_decreases(tiny_run):
+    out, s = tiny_run
+    losses = [m["loss"] for m in read_metrics(out) if m["kind"] == "train"]
+    assert losses[-1] < losses[0] - 0.5
+
+
+def test_pgolf_eval_reproduces_the_run(tiny_run):
+    out, s = tiny_run
+    r = run_cli(["-m", "pgolf", "eval", str(out / "model.pgz")])
+    assert r.returncode == 0, r.stderr
+    got = {line.split(":")[0]: float(line.split("val_bpb:")[1].split()[0]) for line in r.stdout.splitlines()}
+    for mode in ("plain", "sliding", "ttt"):
+        assert got[mode] == pytest.approx(s["roundtrip"][mode]["val_bpb"], abs=1e-6), mode
+
+
+def test_two_gloo_processes_match_one(tmp_path, embedded_dir):
+    over = tiny_overrides(eval__ttt="false", eval__sliding_stride=0)
+    args = ["--recipe", "smoke", "--out", str(tmp_path)] + [a for o in over for a in ("--set", o)]
+    one = run_cli(["-m", "pgolf", "train", *args, "--name", "one"])
+    assert one.returncode == 0, one.stderr
+    two = run_cli(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pgolf", "train",
+                   *args, "--name", "two"], env={"OMP_NUM_THREADS": "1"})
+    assert two.returncode == 0, two.stderr + two.stdout
+    s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
+    s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert s1["world_size"] == 1 and s2["world_size"] == 2
+    l1 = [m["loss"] for m in read_metrics(tmp_path / "one") if m["kind"] == "train"]
+    l2 = [m["loss"] for m in read_metrics(tmp_path / "two") if m["kind"] == "train"]
+    assert len(l1) == len(l2) == 12
+    assert l1 == pytest.approx(l2, abs=2e-4)
+    assert s1["val_bpb"] == pytest.approx(s2["val_bpb"], abs=2e-4)
+
+
+def test_bad_data_is_a_clear_error(tmp_path):
+    (tmp_path / "fineweb_val_000000.bin").write_bytes(b"garbage" * 200)
+    (tmp_path / "fineweb_train_000000.bin").write_bytes(b"garbage" * 200)
+    (tmp_path / "t.model").write_bytes(b"x")
+    r = run_cli(["-m", "pgolf", "train", "--data", str(tmp_path), "--recipe", "smoke"])
+    assert r.returncode == 2 and "error" in r.stderr and "t.model" in r.stderr
+
+
+def test_unknown_recipe_and_key(tmp_path):
+    r = run_cli(["-m", "pgolf", "train", "--recipe", "nope"])
+    assert r.returncode != 0 and "unknown recipe" in (r.stderr + r.stdout)
+    r = run_cli(["-m", "pgolf", "train", "--set", "model.layers=3"])
+    assert r.returncode == 2 and "unknown config key" in r.stderr
