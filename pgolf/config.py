@@ -116,6 +116,7 @@ class ScheduleConfig:
     warmdown_iters: int = 0  # legacy (challenge baseline): warm-down length in steps at the measured ms/step
     min_lr_scale: float = 0.0  # floor of the warm-down multiplier
     swa_every: int = 0  # SWA: average a checkpoint every N steps ... (0 = off)
+    swa_every_frac: float = 0.0  # ... or every this fraction of the budget (budget-aware; overrides swa_every)
     swa_start_scale: float = 0.5  # ... once the LR scale drops below this
     ema_decay: float = 0.0  # EMA of the weights every step (0 = off); used instead of SWA when set
     qat_start_frac: float = 0.0  # delayed QAT: fake-quantize from this fraction of the budget (0 = off)
@@ -126,9 +127,13 @@ class ScheduleConfig:
         _check(not (self.warmdown_frac > 0 and self.warmdown_iters > 0),
                "set one of schedule.warmdown_frac and schedule.warmdown_iters, not both")
         _check(0 <= self.min_lr_scale < 1, "schedule.min_lr_scale must be in [0, 1)")
-        _check(self.swa_every >= 0, "schedule.swa_every must be >= 0")
+        _check(self.swa_every >= 0 and 0 <= self.swa_every_frac < 1, "bad schedule.swa_every / swa_every_frac")
         _check(0 <= self.ema_decay < 1, "schedule.ema_decay must be in [0, 1)")
-        _check(not (self.ema_decay > 0 and self.swa_every > 0), "use SWA or EMA, not both")
+        _check(not (self.ema_decay > 0 and self.swa_enabled), "use SWA or EMA, not both")
+
+    @property
+    def swa_enabled(self) -> bool:
+        return self.swa_every > 0 or self.swa_every_frac > 0
         _check(0 <= self.qat_start_frac < 1, "schedule.qat_start_frac must be in [0, 1)")
 
 
@@ -181,6 +186,7 @@ class QuantConfig:
     keep_fp16: tuple[str, ...] = ()  # name substrings forced to fp16
     keep_float_max_numel: int = 65_536
     clip_quantile: float = 0.9999984  # per-row clip; 1.0 = row max
+    clip_search: bool = False  # GPTQ-lite: per row, the clip among CLIP_CANDIDATES with the lowest MSE (int<8 only)
     int8_scale_floor: float = 1.0 / 127  # the baseline's int8 row-scale floor (0 = none)
     prune_frac: float = 0.0  # zero the smallest |w| of each quantized matrix before quantizing
     compressor: str = "zlib"  # zlib | zstd | lzma

@@ -227,8 +227,8 @@ class GPT(nn.Module):
         tok_emb: N(0, tied_embed_init_std) when tied, else PyTorch's N(0, 1).
         Linear: PyTorch default U(+-1/sqrt(in)), or zeros for output projections (attn.proj, mlp.proj, untied
           lm_head, bigram.proj). With ortho_init: every non-zero-init matrix with both dims >= 64 is orthogonal,
-          and a module whose name contains ".proj" is scaled by 1/sqrt(2 L) (as the seed records do; the zero-init
-          projections stay zero).
+          and a module whose name contains ".proj" is scaled by 1/sqrt(2 L). As in the seed records, the residual
+          output projections stay zero and bigram.proj's zeros are overwritten by the orthogonal init.
         bigram.embed: N(0, 0.01); bigram.scale: 0.05. Vectors: attn/mlp scales 1, resid_mix (1, 0), q_gain
           qk_gain_init, skip_weights 1, smear logit smear_init.
         """
@@ -240,7 +240,7 @@ class GPT(nn.Module):
         for name, m in self.named_modules():
             if not isinstance(m, CastedLinear):
                 continue
-            if m.zero_init:
+            if m.zero_init and not (cfg.ortho_init and name == "bigram.proj"):
                 nn.init.zeros_(m.weight)
             elif cfg.ortho_init and min(m.weight.shape) >= 64:
                 nn.init.orthogonal_(m.weight, gain=1.0)

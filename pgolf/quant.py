@@ -58,22 +58,47 @@ def storage_format(name: str, t: Tensor, cfg: QuantConfig) -> str:
     return cfg.other
 
 
+CLIP_CANDIDATES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)  # GPTQ-lite (2026-03-22 record)
+
+
+def _row_clip(w: Tensor, quantile: float) -> Tensor:
+    return w.abs().amax(dim=1) if quantile >= 1.0 else torch.quantile(w.abs(), quantile, dim=1)
+
+
+def _quantize_with_clip(w: Tensor, clip: Tensor, c: int, scale_floor: float) -> tuple[Tensor, Tensor]:
+    scale = (clip / c).clamp_min(max(scale_floor, 1e-12)).to(torch.float16).clamp_min(torch.finfo(torch.float16).tiny)
+    s = scale.float()[:, None]
+    clip = torch.minimum(clip[:, None], c * s)  # never clip inside the representable range
+    q = torch.clamp(torch.round(torch.clamp(w, -clip, clip) / s), -c, c).to(torch.int8)
+    return q, scale
+
+
 def quantize_rows(w: Tensor, bits: int, clip_quantile: float = 1.0, scale_floor: float = 0.0,
-                  prune_frac: float = 0.0) -> tuple[Tensor, Tensor]:
-    """Per-row symmetric quantization: returns (q int8 (R, C), scale fp16 (R,))."""
+                  prune_frac: float = 0.0, clip_search: bool = False) -> tuple[Tensor, Tensor]:
+    """Per-row symmetric quantization: returns (q int8 (R, C), scale fp16 (R,)).
+
+    The clip is a per-row quantile of |w| (1.0 = the row max); with ``clip_search`` each row takes the candidate
+    clip with the lowest reconstruction error."""
     w = w.detach().float()
     if prune_frac > 0:
         thr = torch.quantile(w.abs().flatten()[: 1 << 24], prune_frac)
         w = torch.where(w.abs() < thr, torch.zeros_like(w), w)
     c = 2 ** (bits - 1) - 1
-    if clip_quantile >= 1.0:
-        clip = w.abs().amax(dim=1)
-    else:
-        clip = torch.quantile(w.abs(), clip_quantile, dim=1)
-    scale = (clip / c).clamp_min(max(scale_floor, 1e-12)).to(torch.float16).clamp_min(torch.finfo(torch.float16).tiny)
-    s = scale.float()[:, None]
-    q = torch.clamp(torch.round(torch.clamp(w, -clip[:, None], clip[:, None]) / s), -c, c).to(torch.int8)
-    return q.contiguous(), scale.contiguous()
+    if not clip_search:
+        q, scale = _quantize_with_clip(w, _row_clip(w, clip_quantile), c, scale_floor)
+        return q.contiguous(), scale.contiguous()
+    best_q, best_s, best_err = None, None, None
+    for qt in CLIP_CANDIDATES:
+        q, s = _quantize_with_clip(w, _row_clip(w, qt), c, scale_floor)
+        err = (w - q.float() * s.float()[:, None]).square().sum(dim=1)
+        if best_err is None:
+            best_q, best_s, best_err = q, s, err
+        else:
+            better = err < best_err
+            best_q = torch.where(better[:, None], q, best_q)
+            best_s = torch.where(better, s, best_s)
+            best_err = torch.minimum(err, best_err)
+    return best_q.contiguous(), best_s.contiguous()
 
 
 def dequantize_rows(q: Tensor, scale: Tensor) -> Tensor:
@@ -136,8 +161,9 @@ _STORE_DTYPE = {"fp16": torch.float16, "fp32": torch.float32}
 
 def quantize_state(state: dict[str, Tensor], cfg: QuantConfig, model_config: dict, meta: dict | None = None
                    ) -> QuantResult:
-    """Quantize a state dict by the policy and lay out header + buffers (integer data first, then scales,
-    then float passthrough: like values sit together, which helps the compressor)."""
+    """Quantize a state dict by the policy and lay out header + buffers: integer codes grouped by bit width
+    (narrowest first), then scales, then float passthrough. Grouping matters: zstd-22 on int8 rows followed by
+    int6 rows can cost 5% more than the same rows grouped (measured: 5.26 vs 4.96 bits per weight)."""
     records: list[TensorRecord] = []
     q_bufs: list[tuple[TensorRecord, bytes]] = []
     s_bufs: list[tuple[TensorRecord, bytes]] = []
@@ -148,7 +174,8 @@ def quantize_state(state: dict[str, Tensor], cfg: QuantConfig, model_config: dic
         rec = TensorRecord(name, list(t.shape), fmt, str(t.dtype).removeprefix("torch."))
         if fmt.startswith("int"):
             floor = cfg.int8_scale_floor if fmt == "int8" else 0.0
-            q, s = quantize_rows(t.reshape(t.shape[0], -1), bits_of(fmt), cfg.clip_quantile, floor, cfg.prune_frac)
+            q, s = quantize_rows(t.reshape(t.shape[0], -1), bits_of(fmt), cfg.clip_quantile, floor, cfg.prune_frac,
+                                 cfg.clip_search and bits_of(fmt) < 8)
             deq = dequantize_rows(q, s).reshape(t.shape)
             denom = t.float().norm().item()
             rec.rel_error = (t.float() - deq).norm().item() / denom if denom > 0 else 0.0
@@ -163,6 +190,7 @@ def quantize_state(state: dict[str, Tensor], cfg: QuantConfig, model_config: dic
             f_bufs.append((rec, st.contiguous().view(torch.int16 if fmt == "fp16" else torch.int32).numpy().tobytes()))
         records.append(rec)
     blob = io.BytesIO()
+    q_bufs.sort(key=lambda rb: bits_of(rb[0].fmt))  # stable: original order within a width
     for rec, b in q_bufs:
         rec.offset, rec.nbytes = blob.tell(), len(b)
         blob.write(b)
@@ -255,20 +283,35 @@ def compressed_share(result: QuantResult, cfg: QuantConfig) -> dict[str, int]:
 
 # ---------------- size prediction ----------------
 
+PREDICT_DF = 8.0  # Student-t tails of trained weight rows; calibrated on the seed records (see simulated_rows)
+
+
+def simulated_rows(rows: int, cols: int, gen: torch.Generator, df: float = PREDICT_DF) -> Tensor:
+    """Stand-in for trained weight rows. Per-row scaling makes the scale irrelevant; what sets the entropy of the
+    codes is the tail (row max over spread). Trained rows are heavier-tailed than Gaussian: int6 + zstd-22 of the
+    seed records lands near 4.6 bits per weight, which a Student-t with 8 degrees of freedom reproduces (4.70;
+    a Gaussian gives 5.24, Laplace 4.47). df=inf gives Gaussian rows."""
+    z = torch.randn(rows, cols, generator=gen)
+    if math.isinf(df):
+        return z
+    chi2 = torch.distributions.Gamma(torch.full((rows, cols), df / 2), torch.full((rows, cols), 0.5)).sample()
+    return z / torch.sqrt(chi2 / df)
+
+
 def predict_bytes(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], cfg: QuantConfig, model_config: dict,
-                  sample_elems: int = 2_000_000, seed: int = 0) -> int:
+                  sample_elems: int = 2_000_000, seed: int = 0, df: float = PREDICT_DF) -> int:
     """Predict the artifact's bytes before training, from shapes and the policy alone.
 
-    Integer tensors are simulated as Gaussian rows (per-row scaling makes the scale irrelevant), quantized the same
-    way, and a uniform sample of rows from every tensor is put through the real compressor; the compressed size is
-    scaled up to all rows. Scales count 2 bytes per row, float passthrough its raw size. Trained weights have
-    heavier tails than a Gaussian, so they quantize to lower entropy: the prediction leans high.
+    Integer tensors are simulated (``simulated_rows``), quantized the same way, and a uniform sample of rows from
+    every tensor is put through the real compressor; the compressed size is scaled up to all rows. Scales count
+    2 bytes per row, float passthrough its raw size.
     """
+    torch.manual_seed(seed)  # Gamma sampling draws from the global generator
     gen = torch.Generator().manual_seed(seed)
     fmts = {n: storage_format(n, torch.empty(s, dtype=d, device="meta"), cfg) for n, (s, d) in shapes.items()}
     q_elems = sum(math.prod(s) for n, (s, _) in shapes.items() if fmts[n].startswith("int"))
     frac = min(1.0, sample_elems / max(q_elems, 1))
-    sample = io.BytesIO()
+    sample: list[tuple[int, bytes]] = []
     sampled = 0
     scale_bytes = 0
     float_bytes = 0
@@ -277,16 +320,18 @@ def predict_bytes(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], cfg: Q
         if fmt.startswith("int"):
             rows, cols = shape[0], math.prod(shape[1:])
             k = max(1, int(round(rows * frac)))
-            w = torch.randn(k, cols, generator=gen)
-            q, _ = quantize_rows(w, bits_of(fmt), cfg.clip_quantile, 0.0, cfg.prune_frac)
-            sample.write(q.numpy().tobytes())
+            w = simulated_rows(k, cols, gen, df)
+            q, _ = quantize_rows(w, bits_of(fmt), cfg.clip_quantile, 0.0, cfg.prune_frac,
+                                 cfg.clip_search and bits_of(fmt) < 8)
+            sample.append((bits_of(fmt), q.numpy().tobytes()))
             sampled += k * cols
             scale_bytes += 2 * rows
         elif fmt == "raw":
             float_bytes += math.prod(shape) * torch.empty((), dtype=dtype).element_size()
         else:
             float_bytes += math.prod(shape) * (2 if fmt == "fp16" else 4)
-    q_bytes = len(_compress(sample.getvalue(), cfg.compressor, cfg.level)) * (q_elems / max(sampled, 1)) if sampled else 0
+    stream = b"".join(b for _, b in sorted(sample, key=lambda x: x[0]))  # the artifact's layout
+    q_bytes = len(_compress(stream, cfg.compressor, cfg.level)) * (q_elems / max(sampled, 1)) if sampled else 0
     header = len(json.dumps({"model": model_config, "tensors": [{"name": n, "shape": list(s), "fmt": "int8",
                                                                    "dtype": "float32", "offset": 10**8,
                                                                    "nbytes": 10**6, "scale_offset": 10**8,

@@ -61,6 +61,11 @@ def qat_active(prog: float, sched: ScheduleConfig) -> bool:
     return sched.qat_start_frac > 0 and prog >= sched.qat_start_frac
 
 
-def swa_take(step: int, scale: float, sched: ScheduleConfig) -> bool:
-    """SWA checkpoints every ``swa_every`` steps once the LR multiplier is below ``swa_start_scale``."""
-    return sched.swa_every > 0 and scale < sched.swa_start_scale and step % sched.swa_every == 0
+def swa_take(step: int, scale: float, sched: ScheduleConfig, prog: float = 0.0, prev_prog: float = 0.0) -> bool:
+    """SWA checkpoints once the LR multiplier is below ``swa_start_scale``: every ``swa_every`` steps, or each time
+    progress crosses a multiple of ``swa_every_frac`` (the same number of checkpoints at any budget)."""
+    if scale >= sched.swa_start_scale:
+        return False
+    if sched.swa_every_frac > 0:
+        return int(prog / sched.swa_every_frac) > int(prev_prog / sched.swa_every_frac)
+    return sched.swa_every > 0 and step % sched.swa_every == 0

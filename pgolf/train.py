@@ -274,7 +274,8 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
 
     # ---- the timed loop ----
     averager = WeightAverager(model, cfg.schedule.ema_decay) \
-        if (cfg.schedule.ema_decay > 0 or cfg.schedule.swa_every > 0) else None
+        if (cfg.schedule.ema_decay > 0 or cfg.schedule.swa_enabled) else None
+    prev_prog = 0.0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         torch.cuda.synchronize()
@@ -327,10 +328,12 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
             log(f"qat: fake quantization on from step {step} (progress {prog:.3f})")
         loss_t = run_step(lr_m, mom)
         step += 1
-        if averager is not None:
-            if cfg.schedule.ema_decay > 0 or S.swa_take(step, lr_m, cfg.schedule):
-                averager.update()
         elapsed = train_s + time.perf_counter() - t0
+        if averager is not None:
+            now_prog = S.progress(step, elapsed, cfg.train)
+            if cfg.schedule.ema_decay > 0 or S.swa_take(step, lr_m, cfg.schedule, now_prog, prev_prog):
+                averager.update()
+            prev_prog = now_prog
         if pending is not None:
             flush(pending)
         pending = (step, loss_t, lr_m, mom, elapsed)

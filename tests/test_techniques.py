@@ -1,0 +1,206 @@
+"""Each seed technique as a switch: shapes, gradients, the BOS rule, NTK RoPE, QAT under torch.compile, SWA/EMA,
+size prediction."""
+import math
+
+import pytest
+import torch
+
+from pgolf.config import ModelConfig, QuantConfig, ScheduleConfig
+from pgolf.model import GPT, BigramHash, SmearGate, fake_quantize, resolve_attention, rotary_cos_sin
+from pgolf.quant import encode, model_shapes, predict_bytes, quantize_state, simulated_rows
+
+ALL = dict(smear_gate=True, bigram_buckets=64, bigram_dim=16, ortho_init=True, xsa_last_n=2, ln_scale=True,
+           activation="leaky_relu2", rope_dims=8, ntk_rope=True, rope_ref_len=16, mlp_mult=3.0)
+
+
+def cfg(**kw):
+    base = dict(vocab_size=96, num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+@pytest.mark.parametrize("kw", [{}, ALL, dict(unet_skips=False, tie_embeddings=False)])
+def test_forward_shapes_and_every_parameter_learns(kw):
+    torch.manual_seed(0)
+    m = GPT(cfg(**kw))
+    ids = torch.randint(0, 96, (3, 20))
+    ids[:, 7] = 1
+    assert m.logits(ids).shape == (3, 20, 96)
+    assert m(ids, ids, reduction="none").shape == (3, 20)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    for _ in range(3):  # zero-init projections (and an untied zero-init head) pass gradient on after a step
+        opt.zero_grad()
+        m(ids, torch.roll(ids, -1, 1)).backward()
+        opt.step()
+    dead = [n for n, p in m.named_parameters() if p.numel() and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert not dead, dead
+
+
+def test_mlp_width_and_param_count():
+    m = GPT(cfg(mlp_mult=3.0))
+    assert m.blocks[0].mlp.fc.weight.shape == (192, 64)
+    assert GPT(cfg(mlp_hidden=100)).blocks[0].mlp.fc.weight.shape == (100, 64)
+
+
+def test_smeargate_blends_previous_token_but_not_across_bos():
+    torch.manual_seed(0)
+    sg = SmearGate(cfg(smear_gate=True, smear_init=0.0))  # g = 0.5
+    x = torch.randn(1, 5, 64)
+    ids = torch.tensor([[5, 6, 1, 7, 8]])
+    y = sg(x, ids)
+    assert torch.allclose(y[0, 0], x[0, 0])  # position 0: nothing before it
+    assert torch.allclose(y[0, 1], 0.5 * x[0, 1] + 0.5 * x[0, 0])
+    assert torch.allclose(y[0, 2], x[0, 2])  # a BOS token never takes the previous document's embedding
+    assert torch.allclose(y[0, 3], 0.5 * x[0, 3] + 0.5 * x[0, 2])  # the first token of a doc blends with its BOS
+
+
+def test_smeargate_output_is_independent_of_the_previous_document():
+    torch.manual_seed(0)
+    m = GPT(cfg(smear_gate=True, bigram_buckets=64, bigram_dim=16)).eval()
+    a = torch.tensor([[9, 10, 11, 1, 20, 21, 22]])
+    b = torch.tensor([[30, 31, 32, 1, 20, 21, 22]])
+    ea, eb = m.embed(a), m.embed(b)
+    assert torch.allclose(ea[0, 3:], eb[0, 3:])  # embeddings from the BOS on do not see the previous document
+
+
+def test_bigram_hash_buckets():
+    bh = BigramHash(cfg(bigram_buckets=64, bigram_dim=16))
+    ids = torch.tensor([[5, 6, 1, 7, 7]])
+    h = bh.bucket(ids)
+    assert h.shape == ids.shape and int(h.max()) < 64 and int(h.min()) >= 0
+    assert h[0, 0] == 63 and h[0, 2] == 63  # "no previous token": position 0 and BOS
+    assert h[0, 1] == ((36313 * 6) ^ (27191 * 5)) % 63
+    assert bh(ids).shape == (1, 5, 64)
+
+
+def test_ortho_init():
+    m = GPT(cfg(ortho_init=True, bigram_buckets=64, bigram_dim=64))
+    w = m.blocks[0].attn.c_q.weight
+    assert torch.allclose(w @ w.T, torch.eye(64), atol=1e-5)
+    assert m.blocks[0].attn.proj.weight.abs().sum() == 0  # zero-init projections stay zero (as the records)
+    bp = m.bigram.proj.weight  # a ".proj" that is not zero-init: orthogonal scaled by 1/sqrt(2L)
+    assert torch.allclose(bp.T @ bp, torch.eye(64) / (2 * 4), atol=1e-5)
+
+
+def test_ntk_rope_scales_base_only_beyond_reference():
+    c1, s1 = rotary_cos_sin(16, 8, 10000.0, "cpu", ntk_ref_len=16)
+    c0, s0 = rotary_cos_sin(16, 8, 10000.0, "cpu")
+    assert torch.equal(c1, c0)
+    c2, _ = rotary_cos_sin(32, 8, 10000.0, "cpu", ntk_ref_len=16)
+    base = 10000.0 * 2 ** (8 / 6)
+    inv = 1.0 / base ** (torch.arange(0, 8, 2).float() / 8)
+    assert torch.allclose(c2, torch.cos(torch.outer(torch.arange(32).float(), inv)))
+
+
+def test_xsa_removes_self_value_component():
+    torch.manual_seed(0)
+    m = GPT(cfg(xsa_last_n=4))
+    attn = m.blocks[0].attn
+    x = torch.randn(2, 10, 64)
+    cos, sin = rotary_cos_sin(10, 16, 10000.0, "cpu")
+    seen = {}
+    h = attn.proj.register_forward_hook(lambda mod, i, o: seen.__setitem__("y", i[0]))
+    attn(x, cos, sin)
+    h.remove()
+    v = attn.c_v(x).view(2, 10, 2, 16)
+    y = seen["y"].view(2, 10, 2, 2, 16)  # (B, T, kv heads, group, D)
+    dots = (y * torch.nn.functional.normalize(v, dim=-1).unsqueeze(-2)).sum(-1)
+    assert dots.abs().max() < 1e-5
+
+
+def test_fake_quantize_matches_export_grid():
+    torch.manual_seed(0)
+    w = torch.randn(8, 50)
+    fq = fake_quantize(w, 31)
+    scale = w.abs().amax(1, keepdim=True) / 31
+    assert torch.allclose(fq / scale, torch.round(fq / scale), atol=1e-4)
+    assert (w - fq).abs().max() <= scale.max() / 2 + 1e-6
+
+
+@pytest.mark.parametrize("backend", ["eager", "compiled"])
+def test_qat_switch_fires(backend):
+    """The challenge's late QAT never activated: torch.compile folded the flag. Ours is a tensor: flipping it
+    changes the compiled forward, and gradients still flow (straight-through)."""
+    torch.manual_seed(0)
+    m = GPT(cfg(num_layers=2))
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.ndim == 2:
+                p.normal_(0, 0.05)
+    m.set_qat(lambda name: 6 if ".attn." in name or ".mlp." in name else 0)
+    fwd = torch.compile(m, backend="aot_eager", fullgraph=True) if backend == "compiled" else m
+    ids = torch.randint(0, 96, (2, 12))
+    off = fwd(ids, ids).item()
+    m.set_qat_alpha(1.0)
+    on = fwd(ids, ids)
+    assert on.item() != pytest.approx(off, abs=1e-6)
+    with torch.no_grad():  # the switched-on forward is the fake-quantized model's
+        ref = GPT(cfg(num_layers=2))
+        ref.load_state_dict(m.state_dict())
+        for name, mod in ref.named_modules():
+            if hasattr(mod, "qat_bits") and (".attn." in name + "." or ".mlp." in name + "."):
+                mod.weight.copy_(fake_quantize(mod.weight, 31))
+        assert on.item() == pytest.approx(ref(ids, ids).item(), rel=1e-5)
+    on.backward()
+    assert m.blocks[0].mlp.fc.weight.grad.abs().sum() > 0
+    m.set_qat_alpha(0.0)
+    assert fwd(ids, ids).item() == pytest.approx(off, abs=1e-6)
+
+
+@pytest.mark.parametrize("fmt", ["int5", "int6", "int8"])
+def test_size_prediction_within_2_percent(fmt):
+    """Prediction from shapes alone vs the real artifact bytes, for weights drawn like the predictor's model."""
+    torch.manual_seed(1)
+    m = GPT(cfg(num_layers=4, model_dim=256, num_heads=4, num_kv_heads=2, vocab_size=512, mlp_mult=3.0))
+    g = torch.Generator().manual_seed(123)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if p.ndim == 2 and p.numel() > 4096:
+                p.copy_(simulated_rows(p.shape[0], p.shape[1], g) * 0.02)
+    q = QuantConfig(mlp=fmt, attn=fmt, embed="int8", keep_float_max_numel=4096, compressor="lzma", level=9,
+                    int8_scale_floor=0.0, clip_quantile=1.0)
+    real = len(encode(quantize_state(m.state_dict(), q, m.cfg.__dict__), q))
+    pred = predict_bytes(model_shapes(m), q, m.cfg.__dict__, sample_elems=400_000)
+    assert abs(pred - real) / real < 0.02, (pred, real)
+
+
+def test_attention_backend_resolution():
+    assert resolve_attention("auto", torch.device("cpu")) == "sdpa"
+    assert resolve_attention("sdpa", torch.device("cpu")) == "sdpa"
+    with pytest.raises(RuntimeError, match="flash_attn_interface"):
+        resolve_attention("fa3", torch.device("cpu"))
+
+
+def test_swa_and_ema_averaging():
+    from pgolf.train import WeightAverager
+
+    lin = torch.nn.Linear(2, 2, bias=False)
+    swa = WeightAverager(lin, 0.0)
+    vals = [1.0, 2.0, 6.0]
+    for v in vals:
+        with torch.no_grad():
+            lin.weight.fill_(v)
+        swa.update()
+    swa.apply()
+    assert torch.allclose(lin.weight, torch.full((2, 2), 3.0))
+    ema = WeightAverager(lin, 0.5)
+    for v in vals:
+        with torch.no_grad():
+            lin.weight.fill_(v)
+        ema.update()
+    ema.apply()
+    assert torch.allclose(lin.weight, torch.full((2, 2), 0.5 * (0.5 * 1 + 0.5 * 2) + 0.5 * 6))
+
+
+def test_swa_fraction_takes_the_same_count_at_any_budget():
+    from pgolf import schedule as S
+
+    s = ScheduleConfig(warmdown_frac=0.5, swa_every_frac=0.05, swa_start_scale=0.5)
+    for steps in (500, 5000):
+        taken, prev = 0, 0.0
+        for step in range(1, steps + 1):
+            prog = step / steps
+            if S.swa_take(step, S.lr_scale(prog, 0.5), s, prog, prev):
+                taken += 1
+            prev = prog
+        assert taken == 5
