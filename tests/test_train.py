@@ -80,3 +80,32 @@ def test_unknown_recipe_and_key(tmp_path):
     assert r.returncode != 0 and "unknown recipe" in (r.stderr + r.stdout)
     r = run_cli(["-m", "pgolf", "train", "--set", "model.layers=3"])
     assert r.returncode == 2 and "unknown config key" in r.stderr
+
+
+@pytest.mark.parametrize("recipe", ["baseline", "seed-pr164", "seed-pr76", "seed-pr236", "seed-pr289", "best"])
+def test_every_recipe_runs_end_to_end_tiny(recipe, tmp_path, embedded_dir):
+    """Each recipe's switches (QAT, SWA, clip search, zstd, NTK, ...) through the whole pipeline, shrunk to a toy."""
+    from pgolf.config import apply_overrides
+    from pgolf.recipes import get_recipe
+
+    c = get_recipe(recipe)
+    shrink = ["model.vocab_size=0", "model.num_layers=3", "model.model_dim=64", "model.num_heads=4",
+              "model.num_kv_heads=2", "train.seq_len=64", "train.batch_tokens=1024", "train.micro_batch_tokens=512",
+              "train.iterations=8", "train.max_seconds=0", "train.warmup_steps=1", "train.val_every=4",
+              "eval.max_tokens=4000", "eval.batch_tokens=4096", "eval.ttt_seq_len=64", "eval.ttt_chunk=32",
+              "quant.keep_float_max_numel=1024", "data.path=", "model.rope_ref_len=32"]
+    if c.model.xsa_last_n:
+        shrink.append("model.xsa_last_n=2")
+    if c.eval.sliding_stride:
+        shrink.append("eval.sliding_stride=16")
+    if c.schedule.warmdown_iters:
+        shrink.append("schedule.warmdown_iters=3")
+    if c.schedule.swa_enabled:
+        shrink.append("schedule.warmdown_frac=0.6")
+    c = apply_overrides(c, shrink)
+    s = train(c, tmp_path / recipe)
+    assert s["steps"] == 8 and s["val_bpb"] > 0 and s["bytes_model"] > 0
+    if c.schedule.qat_start_frac:
+        assert s["qat_from_step"] == int(8 * c.schedule.qat_start_frac + 0.999)
+    if c.schedule.swa_enabled:
+        assert "SWA over" in (tmp_path / recipe / "train.log").read_text()
