@@ -24,7 +24,11 @@ PY
 fi
 runs=/tmp/pgolf-runs; mkdir -p "$runs"
 export PYTHONUNBUFFERED=1
-python3 -m pgolf train --recipe "$recipe" --data "$data" --tokenizer .bench/tokenizers/fineweb_1024_bpe.model \
+# PGOLF_ENTRY=path/to/train_gpt.py runs a packed single file instead of the package (RECIPE is then ignored).
+entry=(-m pgolf train --recipe "$recipe")
+[ -n "${PGOLF_ENTRY:-}" ] && entry=("$PGOLF_ENTRY")
+python3 "${entry[@]}" --data "$data" --tokenizer .bench/tokenizers/fineweb_1024_bpe.model \
   --gpu-share 8 --budget 240 --out "$runs" --name "$name" "$@" 2>&1 | grep -v "^step:[0-9]*[1-9]/" || true
 tar -czf "$out/$name.tar.gz" -C "$runs" --exclude=model.pgz "$name"
+cp "$runs/$name/model.pgz" "$out/$name.pgz" 2>/dev/null || true
 python3 -c "import json,sys; s=json.load(open('$runs/$name/summary.json')); print('SUMMARY', json.dumps({k: s[k] for k in ('recipe','steps','ms_per_step','tokens_per_s','peak_mem_mib','val_bpb','bytes_total','bytes_model','bytes_code','attention','torch','device')}), json.dumps({'prequant': s['prequant'], 'roundtrip': s['roundtrip']}))"
