@@ -151,7 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+GROUP_SEPARATOR = "::"  # `pgolf compare A -- B`: argparse swallows "--", so it is renamed before parsing
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:
+        argv = [GROUP_SEPARATOR if a == "--" else a for a in argv]
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)

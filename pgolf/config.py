@@ -28,7 +28,7 @@ def _check(cond: bool, msg: str) -> None:
 
 @dataclass
 class ModelConfig:
-    vocab_size: int = 1024  # 0: read from the tokenizer
+    vocab_size: int = 0  # 0: read from the tokenizer (any SentencePiece vocabulary); > 0: must match it
     num_layers: int = 9
     model_dim: int = 512
     num_heads: int = 8

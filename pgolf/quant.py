@@ -204,7 +204,7 @@ def quantize_state(state: dict[str, Tensor], cfg: QuantConfig, model_config: dic
         "format": VERSION,
         "model": model_config,
         "meta": meta or {},
-        "tensors": [{k: v for k, v in rec.__dict__.items() if k != "rel_error"} for rec in records],
+        "tensors": [dict(rec.__dict__, rel_error=round(rec.rel_error, 6)) for rec in records],
     }
     hb = json.dumps(header, separators=(",", ":")).encode()
     payload = struct.pack("<I", len(hb)) + hb + blob.getvalue()
@@ -225,8 +225,8 @@ def save_artifact(path: str | os.PathLike, result: QuantResult, cfg: QuantConfig
     return len(data)
 
 
-def read_artifact(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
-    """Decompress and dequantize: returns (header, state dict with the original dtypes)."""
+def read_payload(path: str | os.PathLike) -> tuple[dict, memoryview, int]:
+    """Validate and decompress an artifact: (header, body buffers, compressor id), without dequantizing."""
     path = str(path)
     if not os.path.isfile(path):
         raise ArtifactError(f"{path}: no such artifact")
@@ -243,7 +243,12 @@ def read_artifact(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
         header = json.loads(payload[4:4 + hlen])
     except Exception:
         raise ArtifactError(f"{path}: corrupt header") from None
-    body = memoryview(payload)[4 + hlen:]
+    return header, memoryview(payload)[4 + hlen:], raw[6]
+
+
+def read_artifact(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
+    """Decompress and dequantize: returns (header, state dict with the original dtypes)."""
+    header, body, _ = read_payload(path)
     state: dict[str, Tensor] = {}
     for rec in header["tensors"]:
         shape, fmt = rec["shape"], rec["fmt"]
@@ -265,20 +270,29 @@ def read_artifact(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
     return header, state
 
 
-def compressed_share(result: QuantResult, cfg: QuantConfig) -> dict[str, int]:
-    """Approximate compressed bytes per tensor: each tensor's buffers compressed on their own, rescaled so the
-    shares add up to the real total (compression is not separable; this is for inspection)."""
-    body_start = 4 + struct.unpack("<I", result.payload[:4])[0]
-    body = result.payload[body_start:]
-    own = {}
-    for rec in result.records:
-        b = body[rec.offset:rec.offset + rec.nbytes]
-        if rec.scale_nbytes:
-            b += body[rec.scale_offset:rec.scale_offset + rec.scale_nbytes]
-        own[rec.name] = len(_compress(b, cfg.compressor, min(cfg.level, 19) if cfg.compressor == "zstd" else cfg.level))
-    total = len(encode(result, cfg))
-    ssum = sum(own.values()) or 1
-    return {k: int(round(v * total / ssum)) for k, v in own.items()}
+def tensor_table(path: str | os.PathLike) -> tuple[list[dict], int]:
+    """Per tensor: name, shape, format, raw bytes, compressed-byte share, relative quantization error; and the file's
+    bytes. Compression is not separable, so a tensor's share is its buffers compressed on their own, rescaled so the
+    shares add up exactly to the file's bytes (header and container overhead spread in proportion)."""
+    header, body, cid = read_payload(path)
+    compressor = {v: k for k, v in COMPRESSORS.items()}[cid]
+    level = {"zlib": 9, "lzma": 9, "zstd": 19}[compressor]  # shares only; zstd-22 per tensor is slow
+    total = Path(path).stat().st_size
+    rows = []
+    for rec in header["tensors"]:
+        b = bytes(body[rec["offset"]:rec["offset"] + rec["nbytes"]])
+        if rec.get("scale_nbytes"):
+            b += bytes(body[rec["scale_offset"]:rec["scale_offset"] + rec["scale_nbytes"]])
+        rows.append({"name": rec["name"], "shape": rec["shape"], "fmt": rec["fmt"], "raw_bytes": len(b),
+                     "own": len(_compress(bytes(b), compressor, level)), "rel_error": rec.get("rel_error")})
+    own_sum = sum(r["own"] for r in rows) or 1
+    acc = 0
+    for r in rows:
+        r["bytes"] = int(r["own"] * total / own_sum)
+        acc += r["bytes"]
+    if rows:  # put the rounding remainder on the largest tensor so the column sums to the file size exactly
+        max(rows, key=lambda r: r["bytes"])["bytes"] += total - acc
+    return rows, total
 
 
 # ---------------- size prediction ----------------

@@ -23,7 +23,6 @@ def smoke() -> Config:
     """A tiny model that trains in about a minute on 2 CPU cores: the whole pipeline, end to end."""
     c = Config(name="smoke")
     m = c.model
-    m.vocab_size = 0
     m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads, m.mlp_mult = 4, 128, 4, 2, 2.0
     t = c.train
     t.seq_len, t.batch_tokens, t.micro_batch_tokens = 128, 4096, 2048

@@ -50,7 +50,7 @@ def resolve_data(cfg: Config, log) -> tuple[Path, Path, bool]:
         tok = Path(cfg.data.tokenizer) if cfg.data.tokenizer else find_tokenizer(d)
         return d, tok, False
     local = Path("data/datasets") / f"fineweb10B_sp{cfg.model.vocab_size or 1024}"  # the challenge's layout
-    if cfg.model.vocab_size and local.is_dir() and any(local.glob(cfg.data.val_glob)):
+    if local.is_dir() and any(local.glob(cfg.data.val_glob)):
         tok = Path(cfg.data.tokenizer) if cfg.data.tokenizer else find_tokenizer(local)
         return local, tok, False
     from .embedded import ensure_embedded

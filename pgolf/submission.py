@@ -1,0 +1,368 @@
+"""From runs to a submission: ``pgolf seeds``, ``pgolf compare``, ``pgolf submit``, ``pgolf inspect``.
+
+    pgolf seeds --recipe best --seeds 1337,42,7 [--data DIR ...]     # several seeds, run dirs kept together
+    pgolf compare runs/A -- runs/B                                     # Welch t-test: B beats A by >= 0.005 nats
+    pgolf submit runs/B --name "..." --author "..." --github-id ...   # the records folder
+    pgolf inspect runs/B/best-s1337/model.pgz                          # per-tensor storage table
+
+The challenge accepts a record that beats the state of the art by at least 0.005 nats at p < 0.01, usually shown
+with 3 seeds (one-sided t-test against SOTA - 0.005).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config, InputError
+from .quant import BUDGET_BYTES
+
+RECORD_THRESHOLD_NATS = 0.005
+
+
+# ---------------- statistics ----------------
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz; Numerical Recipes 6.4)."""
+    tiny, eps = 1e-300, 1e-15
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < eps:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(lbeta) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(lbeta) * _betacf(b, a, 1.0 - x) / b
+
+
+def t_sf(t: float, df: float) -> float:
+    """P(T > t) for Student's t with df degrees of freedom."""
+    x = df / (df + t * t)
+    tail = 0.5 * betainc(df / 2.0, 0.5, x)
+    return tail if t > 0 else 1.0 - tail
+
+
+@dataclass
+class Welch:
+    mean_a: float
+    mean_b: float
+    std_a: float
+    std_b: float
+    n_a: int
+    n_b: int
+    t: float
+    df: float
+    p: float  # one-sided: H1 mean_a - mean_b > margin
+
+
+def welch_one_sided(a: list[float], b: list[float], margin: float = RECORD_THRESHOLD_NATS) -> Welch:
+    """Welch's t-test of H1: mean(a) - mean(b) > margin (B lower than A by more than the margin)."""
+    if len(a) < 2 or len(b) < 2:
+        raise InputError(f"a t-test needs at least 2 runs per group (got {len(a)} and {len(b)})")
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1)
+    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1)
+    se2 = va / len(a) + vb / len(b)
+    if se2 == 0:
+        diff = ma - mb - margin
+        return Welch(ma, mb, 0.0, 0.0, len(a), len(b), math.copysign(math.inf, diff), math.inf,
+                     0.0 if diff > 0 else 1.0)
+    t = (ma - mb - margin) / math.sqrt(se2)
+    df = se2 ** 2 / ((va / len(a)) ** 2 / (len(a) - 1) + (vb / len(b)) ** 2 / (len(b) - 1))
+    return Welch(ma, mb, math.sqrt(va), math.sqrt(vb), len(a), len(b), t, df, t_sf(t, df))
+
+
+# ---------------- runs ----------------
+
+def find_runs(paths: list[str]) -> list[Path]:
+    """Run directories (holding summary.json) from the given paths; a folder of runs expands to its runs."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "summary.json").is_file():
+            out.append(p)
+        elif p.is_dir():
+            found = sorted(q.parent for q in p.glob("*/summary.json"))
+            if not found:
+                raise InputError(f"{p}: no runs in it (no summary.json here or one level down)")
+            out += found
+        else:
+            raise InputError(f"{p}: not a run directory")
+    return out
+
+
+def load_summary(run: Path) -> dict:
+    try:
+        return json.loads((run / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{run / 'summary.json'}: unreadable ({e})") from None
+
+
+def load_config(run: Path) -> Config:
+    return Config.from_dict(json.loads((run / "config.json").read_text()))
+
+
+# ---------------- commands ----------------
+
+def cmd_seeds(args) -> int:
+    from .cli import resolve_config
+    from .train import train
+
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if not seeds:
+        raise InputError("--seeds needs at least one seed, e.g. --seeds 1337,42,7")
+    cfg = resolve_config(args)
+    group = Path(args.out or os.environ.get("PGOLF_RUNS", "runs")) / (
+        args.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}-seeds")
+    results = []
+    for seed in seeds:
+        c = Config.from_dict(cfg.to_dict())
+        c.train.seed = seed
+        s = train(c, group / f"{cfg.name}-s{seed}")
+        results.append((seed, s))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"\nseeds of {cfg.name} in {group}:")
+        for seed, s in results:
+            print(f"  seed {seed}: val_bpb {s['val_bpb']:.6f} val_loss {s['val_loss']:.6f} bytes {s['bytes_total']:,}")
+        bpbs = [s["val_bpb"] for _, s in results]
+        if len(bpbs) > 1:
+            m = sum(bpbs) / len(bpbs)
+            sd = math.sqrt(sum((x - m) ** 2 for x in bpbs) / (len(bpbs) - 1))
+            print(f"  mean val_bpb {m:.6f} std {sd:.6f}")
+    return 0
+
+
+def _group_values(runs: list[Path]) -> tuple[list[float], list[float]]:
+    sums = [load_summary(r) for r in runs]
+    return [s["val_loss"] for s in sums], [s["val_bpb"] for s in sums]
+
+
+def plot_groups(a: list[Path], b: list[Path], out: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        return None
+    from .rundir import read_metrics
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for runs, color, label in ((a, "tab:blue", "A"), (b, "tab:orange", "B")):
+        for i, r in enumerate(runs):
+            pts = [(m["step"], m["val_bpb"]) for m in read_metrics(r) if m.get("kind") == "val"]
+            if pts:
+                ax.plot(*zip(*pts), color=color, alpha=0.8, marker=".", label=f"{label}: {r.name}" if i < 4 else None)
+    ax.set(xlabel="step", ylabel="val_bpb (plain, pre-quant)", title="validation curves")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def cmd_compare(args) -> int:
+    from .cli import GROUP_SEPARATOR
+
+    if GROUP_SEPARATOR not in args.runs:
+        raise InputError("usage: pgolf compare RUNS_A ... -- RUNS_B ...")
+    k = args.runs.index(GROUP_SEPARATOR)
+    ra, rb = find_runs(args.runs[:k]), find_runs(args.runs[k + 1:])
+    la, ba = _group_values(ra)
+    lb, bb = _group_values(rb)
+    w = welch_one_sided(la, lb, args.margin)
+    wb = welch_one_sided(ba, bb, 0.0)
+
+    def ms(xs):
+        m = sum(xs) / len(xs)
+        return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)
+
+    for name, loss, bpb in (("A", la, ba), ("B", lb, bb)):
+        (ml, sl), (mb, sb) = ms(loss), ms(bpb)
+        print(f"{name}: n={len(loss)} val_loss {ml:.6f} +- {sl:.6f}  val_bpb {mb:.6f} +- {sb:.6f}")
+    print(f"B - A: val_loss {w.mean_b - w.mean_a:+.6f} nats, val_bpb {wb.mean_b - wb.mean_a:+.6f}")
+    print(f"one-sided Welch t-test, H1: B beats A by more than {args.margin} nats: t={w.t:.3f} df={w.df:.2f} "
+          f"p={w.p:.3g} -> {'significant' if w.p < args.alpha else 'not significant'} at {args.alpha}")
+    out = Path(args.plot) if args.plot else None
+    if out is not None and plot_groups(ra, rb, out):
+        print(f"plot: {out}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .quant import tensor_table
+
+    rows, total = tensor_table(args.artifact)
+    print(f"{'tensor':44s} {'shape':>14s} {'format':>6s} {'raw':>11s} {'compressed':>11s} {'share':>6s} {'rel.err':>8s}")
+    by_fmt: dict[str, list[int]] = {}
+    for r in sorted(rows, key=lambda r: -r["bytes"]) if args.sort else rows:
+        err = f"{r['rel_error']:.4f}" if r.get("rel_error") is not None else "-"
+        print(f"{r['name']:44s} {'x'.join(map(str, r['shape'])) or 'scalar':>14s} {r['fmt']:>6s} {r['raw_bytes']:>11,} "
+              f"{r['bytes']:>11,} {100 * r['bytes'] / total:>5.1f}% {err:>8s}")
+        f = by_fmt.setdefault(r["fmt"], [0, 0, 0])
+        f[0] += 1
+        f[1] += r["raw_bytes"]
+        f[2] += r["bytes"]
+    print("-" * 106)
+    for fmt, (n, raw, comp) in sorted(by_fmt.items()):
+        print(f"{fmt:>6s}: {n:4d} tensors  raw {raw:>12,}  compressed {comp:>12,} ({100 * comp / total:.1f}%)")
+    print(f"total: {len(rows)} tensors, {sum(r['raw_bytes'] for r in rows):,} raw bytes, {total:,} bytes on disk")
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from .pack import build_script
+
+    runs = find_runs(args.runs)
+    sums = [load_summary(r) for r in runs]
+    cfgs = [load_config(r) for r in runs]
+    base = cfgs[0].to_dict()
+    for r, c in zip(runs[1:], cfgs[1:]):
+        d = c.to_dict()
+        d["train"]["seed"] = base["train"]["seed"]
+        if d["train"] != base["train"] or {k: v for k, v in d.items() if k not in ("train", "data")} != \
+                {k: v for k, v in base.items() if k not in ("train", "data")}:
+            raise InputError(f"{r}: its config differs from {runs[0]}'s beyond the seed; submit runs of one recipe")
+    script = build_script(cfgs[0])
+    code_bytes = len(script.encode("utf-8"))
+    over = [(r, s["bytes_model"] + code_bytes) for r, s in zip(runs, sums) if s["bytes_model"] + code_bytes > BUDGET_BYTES]
+    if over:
+        lines = "; ".join(f"{r}: {n:,} bytes" for r, n in over)
+        raise InputError(f"refusing to submit: artifact over the {BUDGET_BYTES:,}-byte budget ({lines}); "
+                         "nothing was written")
+    date = _dt.date.today().isoformat()
+    slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in args.name).strip("_")
+    out = Path(args.out) / f"{date}_{slug}"
+    if out.exists():
+        raise InputError(f"{out} already exists; pick another --name or remove it")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "train_gpt.py").write_text(script, encoding="utf-8")
+    seeds = [s["seed"] for s in sums]
+    bpb = [s["val_bpb"] for s in sums]
+    loss = [s["val_loss"] for s in sums]
+    n = len(bpb)
+    m_bpb, m_loss = sum(bpb) / n, sum(loss) / n
+    sd = math.sqrt(sum((x - m_bpb) ** 2 for x in bpb) / (n - 1)) if n > 1 else 0.0
+    for r, s in zip(runs, sums):
+        shutil.copy(r / "train.log", tmp / f"train_seed{s['seed']}.log")
+    meta = {
+        "author": args.author, "github_id": args.github_id, "name": args.name,
+        "blurb": args.blurb or f"pgolf recipe '{cfgs[0].name}'", "date": date,
+        "val_loss": round(m_loss, 8), "val_bpb": round(m_bpb, 8),
+        "bytes_total": max(s["bytes_model"] for s in sums) + code_bytes, "bytes_code": code_bytes,
+        "seeds": seeds, "val_bpb_std": round(sd, 8),
+        "seed_results": {str(s["seed"]): {"val_loss": s["val_loss"], "val_bpb": s["val_bpb"],
+                                          "artifact_bytes": s["bytes_model"] + code_bytes, "steps": s["steps"]}
+                         for s in sums},
+        "hardware": sums[0].get("device"), "pytorch_version": sums[0].get("torch"),
+        "recipe": cfgs[0].name, "final_eval": sums[0].get("final_mode"),
+    }
+    (tmp / "submission.json").write_text(json.dumps(meta, indent=2) + "\n")
+    table = "\n".join(f"| {s['seed']} | {s['steps']:,} | {s['ms_per_step']:.1f} | {s['val_loss']:.6f} | "
+                      f"{s['val_bpb']:.6f} | {s['bytes_model'] + code_bytes:,} |" for s in sums)
+    c = cfgs[0]
+    (tmp / "README.md").write_text(f"""# {args.name}
+
+{meta['blurb']}
+
+**val_bpb {m_bpb:.6f}** (mean of {n} seed{'s' if n > 1 else ''}, std {sd:.6f}; final eval: {meta['final_eval']}, after
+the artifact's roundtrip). Artifact: at most {meta['bytes_total']:,} bytes = model + {code_bytes:,} bytes of code
+(`train_gpt.py`).
+
+## Recipe `{c.name}`
+- model: {c.model.num_layers} layers x {c.model.model_dim}, {c.model.num_heads} heads / {c.model.num_kv_heads} KV heads,
+  MLP hidden {c.model.hidden_dim} ({c.model.activation}), vocab {c.model.vocab_size}, tied embeddings
+  {c.model.tie_embeddings}; SmearGate {c.model.smear_gate}; BigramHash {c.model.bigram_buckets}x{c.model.bigram_dim};
+  OrthoInit {c.model.ortho_init}; XSA last {c.model.xsa_last_n}
+- training: {c.train.max_seconds:.0f} s budget, batch {c.train.batch_tokens:,} tokens, seq {c.train.seq_len};
+  Muon lr {c.optim.matrix_lr} momentum {c.optim.muon_momentum_start}->{c.optim.muon_momentum} wd {c.optim.muon_wd};
+  warm-down {c.schedule.warmdown_frac or str(c.schedule.warmdown_iters) + ' steps'}; SWA
+  {c.schedule.swa_every_frac or c.schedule.swa_every or 'off'}; EMA {c.schedule.ema_decay or 'off'};
+  QAT from {c.schedule.qat_start_frac or 'off'}
+- artifact: MLP {c.quant.mlp}, attention {c.quant.attn}, embeddings {c.quant.embed}, other {c.quant.other},
+  {c.quant.compressor}-{c.quant.level}
+- eval: {c.eval.final}{f' (stride {c.eval.sliding_stride})' if c.eval.final == 'sliding' else ''}
+
+Full configuration: the `CONFIG` block of `train_gpt.py`, built by `pgolf pack` from pgolf.
+
+## Seeds
+
+| seed | steps | ms/step | val_loss | val_bpb | artifact bytes |
+| --- | --- | --- | --- | --- | --- |
+{table}
+
+Mean val_bpb {m_bpb:.6f}, std {sd:.6f}. Hardware: {meta['hardware']}, PyTorch {meta['pytorch_version']}.
+
+## Reproduce
+
+    torchrun --standalone --nproc_per_node=8 train_gpt.py --seed SEED
+""")
+    os.replace(tmp, out)
+    print(f"wrote {out}: README.md, submission.json, train_gpt.py ({code_bytes:,} bytes), {n} log(s); "
+          f"val_bpb {m_bpb:.6f} +- {sd:.6f}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    from .cli import _add_config_args
+
+    p = sub.add_parser("seeds", help="train one recipe with several seeds, run directories kept together")
+    _add_config_args(p)
+    p.add_argument("--seeds", required=True, help="comma-separated, e.g. 1337,42,7")
+    p.add_argument("--out", help="runs folder (default: $PGOLF_RUNS or ./runs)")
+    p.add_argument("--name", help="folder name of the group (default: time-recipe-seeds)")
+    p.set_defaults(fn=cmd_seeds)
+
+    p = sub.add_parser("compare", help="means, std and a one-sided Welch t-test between two groups of runs")
+    p.add_argument("runs", nargs="+", help="RUNS_A ... -- RUNS_B ... (run folders or folders of runs)")
+    p.add_argument("--margin", type=float, default=RECORD_THRESHOLD_NATS, help="nats B must beat A by (0.005)")
+    p.add_argument("--alpha", type=float, default=0.01)
+    p.add_argument("--plot", default="compare.png", help="PNG of both groups' validation curves ('' = none)")
+    p.set_defaults(fn=cmd_compare)
+
+    p = sub.add_parser("submit", help="write the challenge's records folder from a group of runs")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--name", required=True)
+    p.add_argument("--author", required=True)
+    p.add_argument("--github-id", required=True)
+    p.add_argument("--blurb")
+    p.add_argument("--out", default="records/track_10min_16mb")
+    p.set_defaults(fn=cmd_submit)
+
+    p = sub.add_parser("inspect", help="per-tensor table of an artifact: shape, format, bytes, quantization error")
+    p.add_argument("artifact")
+    p.add_argument("--sort", action="store_true", help="largest first")
+    p.set_defaults(fn=cmd_inspect)
