@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 
 def add_parsers(sub) -> None:
-    from . import submission
+    from . import datasets, submission
 
+    datasets.add_parsers(sub)
     submission.add_parsers(sub)
-    if importlib.util.find_spec("pgolf.datasets") is not None:
-        from . import datasets
-
-        datasets.add_parsers(sub)

@@ -1,0 +1,580 @@
+"""The data pipeline: fetch the challenge's published shards, train a tokenizer, tokenize documents into shards.
+
+    pgolf data fineweb --variant sp1024 --train-shards 10 [--out data] [--repo-id R] [--endpoint URL]
+    pgolf data tokenizer --input docs.jsonl.xz --vocab 1024 --out tokenizers/fineweb_1024_bpe [--max-docs K]
+    pgolf data build --input train.jsonl.xz --val-input val.jsonl.xz --tokenizer tok.model --out DIR
+    pgolf data build --input docs.jsonl --val-docs 50000 --tokenizer tok.model --out DIR [--shard-tokens N]
+
+``fineweb`` mirrors the challenge's ``data/cached_challenge_fineweb.py``: the remote ``datasets/manifest.json`` of a
+Hugging Face dataset repo names, per variant, the shard counts and the tokenizer files; all validation shards, the
+first N train shards and the tokenizer land in ``<out>/datasets/fineweb10B_<variant>/`` and ``<out>/tokenizers/``.
+Files are placed atomically and verified, so a rerun skips what is in place and fetches the rest.
+
+``build`` frames every document as ``[BOS] + sp.encode(text)`` (no EOS) and packs the stream into shards of at most
+``--shard-tokens`` tokens, a document straddling two shards where it falls, exactly as
+``data/download_hf_docs_and_tokenize.py`` does; ``decode_shards`` inverts it for checking.
+
+Document files: ``*.jsonl`` holds one JSON object per line whose ``"text"`` string is the document (other fields are
+ignored); ``*.txt`` holds one document per line (without its line ending). Either may end in ``.xz`` or ``.gz``.
+Blank lines are skipped in both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import lzma
+import multiprocessing
+import os
+import shutil
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from itertools import islice, starmap
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .config import InputError
+from .data import ShardError, read_header, read_shard, write_shard
+from .tokenizer import check_space_piece, load_sentencepiece, train_tokenizer
+
+DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
+REMOTE_PREFIX = "datasets"  # the export's root folder inside the dataset repo
+SHARD_TOKENS = 100_000_000  # the challenge's shard size
+MAX_VOCAB = 2**16  # shards store uint16 ids
+_CHUNK_CHARS = 1 << 20  # text per encoding task: large enough to amortise the inter-process traffic
+
+
+class DownloadError(InputError):
+    """A file could not be fetched or failed verification (an InputError, so the CLI reports it in one line)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Documents
+
+
+_DECOMPRESSORS: dict[str, Callable[..., IO[str]]] = {".xz": lzma.open, ".gz": gzip.open}
+_READ_ERRORS = (UnicodeDecodeError, lzma.LZMAError, gzip.BadGzipFile, EOFError)
+
+
+def _document_format(path: Path) -> tuple[Callable[..., IO[str]], bool]:
+    """The opener for a document file and whether it is JSON lines, both from the file name."""
+    name, opener = path.name, open
+    for ext, decompressor in _DECOMPRESSORS.items():
+        if name.endswith(ext):
+            name, opener = name[: -len(ext)], decompressor
+    if name.endswith(".jsonl"):
+        return opener, True
+    if name.endswith(".txt"):
+        return opener, False
+    raise InputError(f"{path}: unknown document format; name it *.jsonl (JSON lines with a \"text\" field) or *.txt "
+                     "(one document per line), optionally + .xz or .gz")
+
+
+def _raw_documents(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, raw line) of each non-blank line; parsing is left to ``_parse_document``, maybe in a worker.
+
+    The name and existence are checked now, not at the first line, so a bad path fails before any work starts.
+    """
+    opener, _ = _document_format(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such document file")
+    return _numbered_lines(path, opener)
+
+
+def _numbered_lines(path: Path, opener: Callable[..., IO[str]]) -> Iterator[tuple[int, str]]:
+    try:
+        # newline="\n": only "\n" ends a document, so a stray "\r" inside a text line stays part of it
+        with opener(path, "rt", encoding="utf-8", newline="\n") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    yield lineno, line
+    except _READ_ERRORS as e:
+        raise InputError(f"{path}: cannot read ({e})") from None
+
+
+def _parse_document(line: str, jsonl: bool, where: str) -> str:
+    if not jsonl:
+        return line.rstrip("\r\n")
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{where}: not valid JSON ({e})") from None
+    text = obj.get("text") if isinstance(obj, dict) else None
+    if not isinstance(text, str):
+        raise InputError(f'{where}: expected a JSON object with a "text" string')
+    return text
+
+
+def iter_documents(path: str | os.PathLike) -> Iterator[str]:
+    """Each document's text, in file order (see the module docstring for the formats)."""
+    path = Path(path)
+    _, jsonl = _document_format(path)
+    lines = _raw_documents(path)  # checks the name and existence now, not at the first document
+    return (_parse_document(line, jsonl, f"{path}:{lineno}") for lineno, line in lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tokenizer
+
+
+def train_tokenizer_from_file(input_path: str | os.PathLike, vocab_size: int, prefix: str | os.PathLike,
+                              max_docs: int = 0) -> Path:
+    """Train a SentencePiece BPE with the challenge's settings on the first ``max_docs`` documents (0: all).
+
+    Writes PREFIX.model and PREFIX.vocab only once training has succeeded, so a failure leaves no half-written pair.
+    """
+    if not 0 < vocab_size <= MAX_VOCAB:
+        raise InputError(f"--vocab {vocab_size}: must be in [1, {MAX_VOCAB}] (shards store uint16 ids)")
+    if max_docs < 0:
+        raise InputError(f"--max-docs {max_docs}: must be >= 0 (0 = all documents)")
+    input_path, prefix = Path(input_path), Path(prefix)
+    docs = iter_documents(input_path)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    tmp = prefix.with_name(prefix.name + ".partial")
+    used = 0
+    read_error: InputError | None = None
+
+    def texts() -> Iterator[str]:
+        # SentencePiece turns an exception from its iterator into a RuntimeError; keep ours to re-raise it as is.
+        nonlocal used, read_error
+        try:
+            for text in islice(docs, max_docs or None):
+                used += 1
+                yield text
+        except InputError as e:
+            read_error = e
+            raise
+
+    try:
+        try:
+            train_tokenizer(texts(), vocab_size, str(tmp))
+        except RuntimeError as e:
+            if read_error is not None:
+                raise read_error from None
+            if used == 0:
+                raise InputError(f"{input_path}: no documents") from None
+            # e.g. "Vocabulary size is smaller than required_chars": byte pieces and the text's characters come first
+            raise InputError(f"{input_path}: SentencePiece training failed: {e}") from None
+        for ext in (".model", ".vocab"):
+            os.replace(f"{tmp}{ext}", f"{prefix}{ext}")
+    finally:
+        for ext in (".model", ".vocab"):
+            Path(f"{tmp}{ext}").unlink(missing_ok=True)
+    return Path(f"{prefix}.model")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building shards
+
+
+@dataclass
+class SplitStats:
+    source: str
+    docs: int = 0
+    tokens: int = 0
+    text_bytes: int = 0  # UTF-8 bytes of the documents' text as it was encoded (before SentencePiece's NFKC)
+    shards: list[dict[str, Any]] = field(default_factory=list)  # {"file": name, "tokens": n}, in order
+
+
+class _ShardWriter:
+    """Packs a split's token stream into shards of ``shard_tokens``; documents straddle shards, as in the challenge."""
+
+    def __init__(self, folder: Path, split: str, shard_tokens: int, stats: SplitStats):
+        self.folder, self.split, self.stats = folder, split, stats
+        self.buf = np.empty(shard_tokens, dtype=np.uint16)
+        self.fill = 0
+
+    def add(self, tokens: np.ndarray) -> None:
+        pos = 0
+        while pos < tokens.size:
+            take = min(self.buf.size - self.fill, tokens.size - pos)
+            self.buf[self.fill:self.fill + take] = tokens[pos:pos + take]
+            self.fill += take
+            pos += take
+            if self.fill == self.buf.size:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.fill:
+            name = f"fineweb_{self.split}_{len(self.stats.shards):06d}.bin"
+            write_shard(self.folder / name, self.buf[:self.fill])
+            self.stats.shards.append({"file": name, "tokens": self.fill})
+            self.fill = 0
+
+
+_encoder: Any = None  # this process's SentencePieceProcessor, loaded once per worker by _init_encoder
+
+
+def _init_encoder(model_path: str) -> None:
+    global _encoder
+    import sentencepiece as spm
+
+    _encoder = spm.SentencePieceProcessor(model_file=model_path)
+
+
+def _encode_chunk(source: str, jsonl: bool, lines: list[tuple[int, str]]) -> tuple[np.ndarray, int, int]:
+    """Parse and frame a chunk of documents as ``[BOS] + ids`` each; return (tokens, documents, text bytes)."""
+    texts = [_parse_document(line, jsonl, f"{source}:{lineno}") for lineno, line in lines]
+    bos = _encoder.bos_id()
+    flat: list[int] = []
+    for ids in _encoder.encode(texts, num_threads=1):  # one thread: the parallelism is across worker processes
+        flat.append(bos)
+        flat.extend(ids)
+    return np.array(flat, dtype=np.uint16), len(texts), sum(len(t.encode("utf-8")) for t in texts)
+
+
+def _chunks(lines: Iterable[tuple[int, str]]) -> Iterator[list[tuple[int, str]]]:
+    chunk: list[tuple[int, str]] = []
+    size = 0
+    for item in lines:
+        chunk.append(item)
+        size += len(item[1])
+        if size >= _CHUNK_CHARS:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def _ordered_pool_map(pool, fn: Callable, jobs: Iterable[tuple], depth: int) -> Iterator:
+    """``starmap`` over a pool, in order, with at most ``depth`` jobs in flight.
+
+    Pool.imap would read the whole input ahead into its task queue; this keeps memory bounded by ``depth`` chunks.
+    """
+    pending: deque = deque()
+    for job in jobs:
+        pending.append(pool.apply_async(fn, job))
+        if len(pending) >= depth:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+@contextmanager
+def _encoder_map(model_path: str, workers: int) -> Iterator[Callable[[Iterable[tuple]], Iterator]]:
+    """A function running ``_encode_chunk`` over jobs, results in order: on ``workers`` processes, or here if 1."""
+    if workers == 1:
+        _init_encoder(model_path)
+        yield lambda jobs: starmap(_encode_chunk, jobs)
+        return
+    with multiprocessing.Pool(workers, initializer=_init_encoder, initargs=(model_path,)) as pool:
+        yield lambda jobs: _ordered_pool_map(pool, _encode_chunk, jobs, 2 * workers)
+
+
+def build_shards(input_path: str | os.PathLike, tokenizer: str | os.PathLike, out: str | os.PathLike, *,
+                 val_docs: int | None = None, val_input: str | os.PathLike | None = None,
+                 shard_tokens: int = SHARD_TOKENS, workers: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Tokenize documents into ``fineweb_{val,train}_NNNNNN.bin`` shards and a ``manifest.json`` in ``out``.
+
+    Validation is either the first ``val_docs`` documents of ``input_path`` (the rest are train: the challenge's
+    split) or every document of ``val_input`` (then all of ``input_path`` is train). Shards are written to a staging
+    folder and moved into ``out`` only once all are done, replacing an earlier build's, so a failure never leaves a
+    half-built set; the manifest is written last. Returns the manifest.
+    """
+    if (val_docs is None) == (val_input is None):
+        raise InputError("give exactly one of --val-docs N (the first N documents of --input) and --val-input FILE")
+    if val_docs is not None and val_docs < 0:
+        raise InputError(f"--val-docs {val_docs}: must be >= 0")
+    if not 0 < shard_tokens < 2**31:
+        raise InputError(f"--shard-tokens {shard_tokens}: must be in [1, 2^31)")
+    if workers < 0:
+        raise InputError(f"--workers {workers}: must be >= 0 (0 = all cores)")
+    input_path, tokenizer, out = Path(input_path), Path(tokenizer), Path(out)
+    sp = load_sentencepiece(tokenizer)
+    if sp.vocab_size() > MAX_VOCAB:
+        raise InputError(f"{tokenizer}: vocab {sp.vocab_size()} does not fit uint16 shards (max {MAX_VOCAB})")
+    if sp.bos_id() < 0:
+        raise InputError(f"{tokenizer}: has no BOS piece to frame documents with")
+    workers = workers or os.cpu_count() or 1
+
+    _, train_jsonl = _document_format(input_path)
+    train_lines = _raw_documents(input_path)
+    if val_input is not None:
+        val_path = Path(val_input)
+        _, val_jsonl = _document_format(val_path)
+        val_lines: Iterable[tuple[int, str]] = _raw_documents(val_path)
+    else:
+        val_path, val_jsonl = input_path, train_jsonl
+        val_lines = islice(train_lines, val_docs)  # consumes exactly the first val_docs; train gets the rest
+    plan = [("val", val_path, val_jsonl, val_lines), ("train", input_path, train_jsonl, train_lines)]
+
+    out.mkdir(parents=True, exist_ok=True)
+    stage = out / ".build.partial"
+    shutil.rmtree(stage, ignore_errors=True)  # leftovers of a build that was killed
+    stage.mkdir()
+    stats: dict[str, SplitStats] = {}
+    try:
+        with _encoder_map(str(tokenizer), workers) as encode:
+            for split, path, jsonl, split_lines in plan:
+                stats[split] = s = SplitStats(source=str(path))
+                writer = _ShardWriter(stage, split, shard_tokens, s)
+                jobs = ((str(path), jsonl, chunk) for chunk in _chunks(split_lines))
+                with tqdm(desc=split, unit=" docs", disable=not progress) as bar:
+                    for tokens, docs, text_bytes in encode(jobs):
+                        writer.add(tokens)
+                        s.docs += docs
+                        s.tokens += tokens.size
+                        s.text_bytes += text_bytes
+                        bar.update(docs)
+                        bar.set_postfix(tokens=f"{s.tokens:,}", refresh=False)
+                writer.flush()
+        if val_docs is not None and stats["val"].docs < val_docs:
+            raise InputError(f"{input_path}: has {stats['val'].docs} documents, fewer than --val-docs {val_docs}")
+        manifest = {
+            "tokenizer": str(tokenizer.resolve()), "vocab_size": int(sp.vocab_size()), "bos_id": int(sp.bos_id()),
+            "append_eos": False, "shard_tokens": shard_tokens, "splits": {k: asdict(v) for k, v in stats.items()},
+        }
+        (out / "manifest.json").unlink(missing_ok=True)  # no manifest while the shard set is being swapped
+        for old in [*out.glob("fineweb_val_*.bin"), *out.glob("fineweb_train_*.bin")]:
+            old.unlink()
+        for s in stats.values():
+            for shard in s.shards:
+                os.replace(stage / shard["file"], out / shard["file"])
+        _write_json_atomic(out / "manifest.json", manifest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return manifest
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def decode_shards(paths: Iterable[str | os.PathLike], tokenizer) -> list[str]:
+    """The documents of a shard sequence: split the token stream at BOS and decode each piece (checks ``build``).
+
+    ``tokenizer`` is a SentencePiece .model path or a loaded SentencePieceProcessor.
+    """
+    sp = load_sentencepiece(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else tokenizer
+    paths = [Path(p) for p in paths]
+    if not paths:
+        return []
+    stream = np.concatenate([read_shard(p) for p in paths])
+    if stream.size == 0:
+        return []
+    bos = sp.bos_id()
+    if stream[0] != bos:
+        raise ShardError(f"{paths[0]}: starts with token {int(stream[0])}, not BOS {bos}; a shard before it is missing")
+    bounds = np.append(np.flatnonzero(stream == bos), stream.size)
+    return [sp.decode(stream[a + 1:b].tolist()) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fetching the published export
+
+
+@dataclass
+class FetchResult:
+    fetched: list[Path]  # placed in the layout by this call (from the server, or from the local hub cache)
+    skipped: list[Path]  # already in place and verified
+
+
+def _verify(path: Path) -> None:
+    """Raise an InputError unless the file is what its name says: a shard's header and size, a tokenizer that loads."""
+    if path.suffix == ".bin":
+        read_header(path)
+    elif path.suffix == ".model":
+        load_sentencepiece(path)
+
+
+def _place(src: Path, dest: Path) -> None:
+    """Hard-link (else copy) a file into place through a temporary name, so a file in the layout is always whole."""
+    if dest.exists() and os.path.samefile(src, dest):
+        return  # already this very file; renaming a hard link onto its twin would silently do nothing
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".partial")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src.resolve(strict=True), tmp)  # hub cache entries are symlinks to their blob: link the blob
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+def _manifest_path(value: Any, what: str) -> str:
+    """A path named by the remote manifest, refused if it could land outside the output folder."""
+    p = PurePosixPath(str(value))
+    if not value or p.is_absolute() or ".." in p.parts:
+        raise DownloadError(f"{REMOTE_PREFIX}/manifest.json: {what} {value!r} is not a relative path inside the repo")
+    return p.as_posix()
+
+
+def fetch_fineweb(variant: str, train_shards: int, out: str | os.PathLike, *, repo_id: str = DEFAULT_REPO_ID,
+                  endpoint: str | None = None, cache_dir: str | os.PathLike | None = None) -> FetchResult:
+    """Fetch one variant of the challenge's export into the challenge's layout under ``out``.
+
+    Files come through the hub cache (``cache_dir``, default $HF_HOME's): huggingface_hub writes each download to a
+    temporary file, resumes a body cut off mid-transfer with a Range request from its last whole chunk, and renames
+    the file into the cache only when whole (a process killed mid-file starts that file over on the next run). Each
+    file is then verified and linked into place. ``endpoint`` defaults to $HF_ENDPOINT, else the public hub.
+    """
+    import httpx2  # huggingface_hub's HTTP client; its transport errors escape once hf's own retries are spent
+    from huggingface_hub import constants, hf_hub_download
+
+    if train_shards < 0:
+        raise InputError(f"--train-shards {train_shards}: must be >= 0")
+    out = Path(out)
+    server = endpoint or constants.ENDPOINT
+
+    def download(rel: str, force: bool = False) -> Path:
+        remote = f"{REMOTE_PREFIX}/{rel}"
+        try:
+            return Path(hf_hub_download(repo_id=repo_id, filename=remote, repo_type="dataset", endpoint=endpoint,
+                                        cache_dir=cache_dir, force_download=force))
+        except (OSError, httpx2.HTTPError) as e:
+            detail = (str(e).strip().splitlines() or [""])[0]
+            raise DownloadError(f"fetching {remote} from dataset {repo_id} on {server} failed: "
+                                f"{type(e).__name__}: {detail}") from e
+
+    # The manifest is always resolved again (a HEAD request; no body unless it changed) so it is never stale.
+    cached_manifest = download("manifest.json")
+    try:
+        manifest = json.loads(cached_manifest.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DownloadError(f"{REMOTE_PREFIX}/manifest.json from dataset {repo_id}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise DownloadError(f"{REMOTE_PREFIX}/manifest.json from dataset {repo_id}: not a JSON object")
+    _place(cached_manifest, out / "manifest.json")
+
+    name = f"fineweb10B_{variant}"
+    datasets = {d.get("name"): d for d in manifest.get("datasets", []) if isinstance(d, dict)}
+    if name not in datasets:
+        have = sorted(n.removeprefix("fineweb10B_") for n in datasets
+                      if isinstance(n, str) and n.startswith("fineweb10B_"))
+        raise InputError(f"variant {variant!r} is not in dataset {repo_id} ({REMOTE_PREFIX}/manifest.json has: "
+                         f"{', '.join(have) or 'none'}); other variants are published in other repos (--repo-id)")
+    entry = datasets[name]
+    try:
+        n_val, n_train = int(entry["stats"]["files_val"]), int(entry["stats"]["files_train"])
+    except (KeyError, TypeError, ValueError):
+        raise DownloadError(f"{REMOTE_PREFIX}/manifest.json: {name} has no stats.files_val/files_train") from None
+    if train_shards > n_train:
+        raise InputError(f"--train-shards {train_shards}: {variant} has only {n_train} train shards in {repo_id}")
+    tok = next((t for t in manifest.get("tokenizers", [])
+                if isinstance(t, dict) and t.get("name") == entry.get("tokenizer_name")), None)
+    if tok is None:
+        raise DownloadError(f"{REMOTE_PREFIX}/manifest.json: tokenizer {entry.get('tokenizer_name')!r} of {name} "
+                            "is not among its tokenizers")
+    tok_files = [_manifest_path(tok[k], f"tokenizer {k}") for k in ("model_path", "vocab_path", "path") if tok.get(k)]
+    if not tok_files:
+        raise DownloadError(f"{REMOTE_PREFIX}/manifest.json: tokenizer {tok['name']!r} names no files")
+    files = ([f"datasets/{name}/fineweb_val_{i:06d}.bin" for i in range(n_val)]
+             + [f"datasets/{name}/fineweb_train_{i:06d}.bin" for i in range(train_shards)] + tok_files)
+
+    result = FetchResult(fetched=[], skipped=[])
+    for rel in files:
+        dest = out / rel
+        if dest.is_file():
+            try:
+                _verify(dest)
+                result.skipped.append(dest)
+                continue
+            except InputError as e:
+                print(f"fetching {dest} again: {e}", file=sys.stderr)
+        cached = download(rel)
+        try:
+            _verify(cached)
+        except InputError:
+            # The layout's files are hard links to the cache's blobs, so a file damaged in place damages its cache
+            # copy too: fetch it from the server again (into a new blob) before calling the server's copy bad.
+            cached = download(rel, force=True)
+            try:
+                _verify(cached)
+            except InputError as e:
+                raise DownloadError(f"{REMOTE_PREFIX}/{rel} from dataset {repo_id} failed verification: {e}") from None
+        _place(cached, dest)
+        result.fetched.append(dest)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def cmd_fineweb(args) -> int:
+    res = fetch_fineweb(args.variant, args.train_shards, args.out, repo_id=args.repo_id, endpoint=args.endpoint)
+    print(f"{args.variant}: {len(res.fetched)} files fetched, {len(res.skipped)} already in place and verified "
+          f"-> {Path(args.out) / 'datasets' / f'fineweb10B_{args.variant}'}")
+    return 0
+
+
+def cmd_tokenizer(args) -> int:
+    model = train_tokenizer_from_file(args.input, args.vocab, args.out, args.max_docs)
+    sp = load_sentencepiece(model)
+    print(f"wrote {model} and {model.with_suffix('.vocab')}: vocab {sp.vocab_size()}")
+    try:
+        check_space_piece(sp, str(model))
+    except InputError as e:
+        print(f"warning: {e}", file=sys.stderr)
+    return 0
+
+
+def cmd_build(args) -> int:
+    manifest = build_shards(args.input, args.tokenizer, args.out, val_docs=args.val_docs, val_input=args.val_input,
+                            shard_tokens=args.shard_tokens, workers=args.workers)
+    for split, s in manifest["splits"].items():
+        per_token = s["text_bytes"] / s["tokens"] if s["tokens"] else float("nan")
+        print(f"{split}: {s['docs']:,} docs, {s['tokens']:,} tokens, {s['text_bytes']:,} text bytes "
+              f"({per_token:.4f} bytes/token), shards: {len(s['shards'])}")
+    print(f"wrote {args.out}/manifest.json")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """Add ``pgolf data {fineweb,tokenizer,build}`` to the ``pgolf`` subcommands."""
+    p = sub.add_parser("data", help="fetch the challenge's shards, train a tokenizer, tokenize documents into shards",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    dsub = p.add_subparsers(dest="data_cmd", required=True, metavar="{fineweb,tokenizer,build}")
+
+    f = dsub.add_parser("fineweb", help="download a variant of the challenge's published shards and tokenizer",
+                        description="Download all validation shards, the first N train shards and the tokenizer of "
+                                    "one variant from the challenge's Hugging Face dataset repo, driven by its "
+                                    f"{REMOTE_PREFIX}/manifest.json, into <out>/datasets/fineweb10B_<variant>/ and "
+                                    "<out>/tokenizers/. Files in place that verify are skipped, so rerunning after an "
+                                    "interruption fetches only what is missing.")
+    f.add_argument("--variant", default="sp1024", help="tokenizer variant, e.g. sp1024 (default), sp4096, byte260")
+    f.add_argument("--train-shards", type=int, required=True, metavar="N",
+                   help="train shards to fetch (the first N, 100M tokens each)")
+    f.add_argument("--repo-id", default=DEFAULT_REPO_ID,
+                   help=f"dataset repo (default {DEFAULT_REPO_ID}; the challenge's sp4096/sp8192 are in "
+                        "kevclark/parameter-golf)")
+    f.add_argument("--out", default="data", help="data root (default ./data)")
+    f.add_argument("--endpoint", help="hub server URL (default $HF_ENDPOINT, else https://huggingface.co)")
+    f.set_defaults(fn=cmd_fineweb)
+
+    t = dsub.add_parser("tokenizer", help="train a SentencePiece BPE tokenizer with the challenge's settings",
+                        description="Train a SentencePiece BPE tokenizer with the challenge's settings (byte "
+                                    "fallback, split digits, nmt_nfkc, no dummy prefix, pad/bos/eos/unk = 0/1/2/3) "
+                                    "on a document file: *.jsonl (the \"text\" field of each line) or *.txt (one "
+                                    "document per line), optionally .xz/.gz. Writes PREFIX.model and PREFIX.vocab.")
+    t.add_argument("--input", required=True, metavar="DOCS", help="document file")
+    t.add_argument("--vocab", type=int, required=True, metavar="N", help="vocabulary size")
+    t.add_argument("--out", required=True, metavar="PREFIX", help="output prefix, e.g. tokenizers/fineweb_1024_bpe")
+    t.add_argument("--max-docs", type=int, default=0, metavar="K",
+                   help="train on the first K documents only (default: all)")
+    t.set_defaults(fn=cmd_tokenizer)
+
+    b = dsub.add_parser("build", help="tokenize documents into challenge shards",
+                        description="Frame each document as [BOS] + tokens (no EOS) and write fineweb_val_*.bin / "
+                                    "fineweb_train_*.bin shards and a manifest.json into DIR, encoding on all cores. "
+                                    "Validation is the first --val-docs documents of --input, or all of --val-input. "
+                                    "Document files: *.jsonl or *.txt, optionally .xz/.gz.")
+    b.add_argument("--input", required=True, metavar="DOCS", help="document file (train, and val with --val-docs)")
+    b.add_argument("--tokenizer", required=True, metavar="MODEL", help="SentencePiece .model")
+    b.add_argument("--out", required=True, metavar="DIR", help="output folder (an earlier build there is replaced)")
+    val = b.add_mutually_exclusive_group(required=True)
+    val.add_argument("--val-docs", type=int, metavar="N", help="the first N documents of --input are validation")
+    val.add_argument("--val-input", metavar="FILE", help="validation documents from a separate file")
+    b.add_argument("--shard-tokens", type=int, default=SHARD_TOKENS, metavar="N",
+                   help=f"tokens per shard (default {SHARD_TOKENS:,}, the challenge's)")
+    b.add_argument("--workers", type=int, default=0, metavar="K", help="encoding processes (default: all cores)")
+    b.set_defaults(fn=cmd_build)
