@@ -30,14 +30,20 @@ def score_artifact(path: str, data: str | None = None, tokenizer: str | None = N
     cfg = Config.from_dict(run_cfg) if run_cfg else Config()
     cfg.model = ModelConfig(**header["model"])
     cfg = apply_overrides(cfg, list(overrides or []))
-    data_dir = Path(data or cfg.data.path or "")
-    if not data or not data_dir.is_dir():
-        if data:
+    if data:
+        data_dir = Path(data)
+        if not data_dir.is_dir():
             raise InputError(f"data folder not found: {data}")
+    else:  # the run's own data, recorded in the artifact
+        data_dir = Path(cfg.data.path)
         if not cfg.data.path or not data_dir.is_dir():
             raise InputError(f"{path}: no --data given and the run's data ({cfg.data.path or 'unknown'}) is not here")
-    tok = Path(tokenizer) if tokenizer else (Path(cfg.data.tokenizer) if (not data and cfg.data.tokenizer) else
-                                             find_tokenizer(data_dir))
+    if tokenizer:
+        tok = Path(tokenizer)
+    elif not data and cfg.data.tokenizer:
+        tok = Path(cfg.data.tokenizer)
+    else:
+        tok = find_tokenizer(data_dir)
     sp = load_sentencepiece(tok)
     check_space_piece(sp, str(tok))
     if int(sp.vocab_size()) != cfg.model.vocab_size:
