@@ -191,6 +191,8 @@ class QuantConfig:
     prune_frac: float = 0.0  # zero the smallest |w| of each quantized matrix before quantizing
     compressor: str = "zlib"  # zlib | zstd | lzma
     level: int = 9
+    budget_bytes: int = 16_000_000  # code + compressed model (decimal); the challenge's limit
+    fit_budget: bool = False  # over budget: lower MLP, then attention, other, embedding widths a bit at a time
 
     def __post_init__(self) -> None:
         for name in ("mlp", "attn", "embed", "other", "small"):

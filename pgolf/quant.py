@@ -211,18 +211,53 @@ def quantize_state(state: dict[str, Tensor], cfg: QuantConfig, model_config: dic
     return QuantResult(header, payload, records)
 
 
-def encode(result: QuantResult, cfg: QuantConfig) -> bytes:
-    return MAGIC + bytes([VERSION, COMPRESSORS[cfg.compressor]]) + _compress(result.payload, cfg.compressor, cfg.level)
+FIT_ORDER = ("mlp", "attn", "other", "embed")  # what gives way first when an artifact is over budget
 
 
-def save_artifact(path: str | os.PathLike, result: QuantResult, cfg: QuantConfig) -> int:
-    """Write atomically (a failed write never clobbers an existing artifact); return the file's bytes."""
-    data = encode(result, cfg)
+def fit_ladder(cfg: QuantConfig):
+    """The policy, then the same with one bit less at a time: MLP down to int4, then attention, other, embedding.
+    Float formats are left as they are."""
+    import dataclasses
+
+    cur = cfg
+    yield cur
+    for group in FIT_ORDER:
+        while getattr(cur, group).startswith("int") and bits_of(getattr(cur, group)) > 4:
+            cur = dataclasses.replace(cur, **{group: f"int{bits_of(getattr(cur, group)) - 1}"})
+            yield cur
+
+
+def quantize_to_budget(state: dict[str, Tensor], cfg: QuantConfig, model_config: dict, meta: dict,
+                       code_bytes: int, log=print) -> tuple[QuantResult, QuantConfig, bytes]:
+    """Quantize and encode; with ``cfg.fit_budget``, walk ``fit_ladder`` until code + model fit the budget.
+    Returns the result, the policy used and the encoded artifact (the last attempt if nothing fits)."""
+    for attempt in fit_ladder(cfg) if cfg.fit_budget else [cfg]:
+        result = quantize_state(state, attempt, model_config, meta)
+        data = encode(result, attempt)
+        if len(data) + code_bytes <= cfg.budget_bytes:
+            break
+        if cfg.fit_budget:
+            log(f"artifact: {len(data) + code_bytes:,} bytes with mlp={attempt.mlp} attn={attempt.attn} "
+                f"other={attempt.other} embed={attempt.embed} is over {cfg.budget_bytes:,}; trying one bit less")
+    return result, attempt, data
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> int:
+    """Write via a temporary file and rename, so a failed write never clobbers an existing artifact."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return len(data)
+
+
+def encode(result: QuantResult, cfg: QuantConfig) -> bytes:
+    return MAGIC + bytes([VERSION, COMPRESSORS[cfg.compressor]]) + _compress(result.payload, cfg.compressor, cfg.level)
+
+
+def save_artifact(path: str | os.PathLike, result: QuantResult, cfg: QuantConfig) -> int:
+    """Encode and write atomically; return the file's bytes."""
+    return write_atomic(path, encode(result, cfg))
 
 
 def read_payload(path: str | os.PathLike) -> tuple[dict, memoryview, int]:

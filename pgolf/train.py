@@ -27,8 +27,8 @@ from .dist import DistInfo, all_reduce_max, cleanup_distributed, init_distribute
 from .evaluate import EvalResult, eval_ttt, eval_windows
 from .model import GPT, apply_precision, resolve_attention
 from .optim import build_optimizers, newton_schulz, set_lr_scale, set_muon_momentum
-from .quant import BUDGET_BYTES, bits_of, model_shapes, predict_bytes, quantize_state, read_artifact, \
-    save_artifact, storage_format
+from .quant import bits_of, model_shapes, predict_bytes, quantize_to_budget, read_artifact, storage_format, \
+    write_atomic
 from .rundir import RunDir, environment, plot_run
 from .tokenizer import build_byte_table, check_space_piece, load_sentencepiece
 
@@ -224,7 +224,7 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
         f"micro_batch_tokens:{cfg.train.micro_batch_tokens} seq_len:{cfg.train.seq_len} "
         f"budget:{cfg.train.max_seconds:.0f}s iterations:{cfg.train.iterations}")
     log(f"artifact: predicted {predicted + code_bytes:,} bytes (model {predicted:,} + code {code_bytes:,}) "
-        f"budget {BUDGET_BYTES:,}")
+        f"budget {cfg.quant.budget_bytes:,}")
 
     loader = DistributedTokenLoader(train_files, info.rank, info.world_size, device)
     local_tokens = cfg.train.micro_batch_tokens
@@ -363,11 +363,16 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
     # ---- artifact: quantize, compress, write; then reload from disk and score ----
     art = rd.file("model.pgz") if rd.active else None
     nbytes = 0
+    used = cfg.quant
     if info.is_main:
         state = {k: v for k, v in model.state_dict().items()}
-        result = quantize_state(state, cfg.quant, cfg.model.__dict__, meta={"recipe": cfg.name, "steps": steps,
-                                                                                "config": cfg.to_dict()})
-        nbytes = save_artifact(art, result, cfg.quant)
+        result, used, data = quantize_to_budget(state, cfg.quant, cfg.model.__dict__,
+                                                {"recipe": cfg.name, "steps": steps, "config": cfg.to_dict()},
+                                                code_bytes, log)
+        if used != cfg.quant:
+            policy = {g: getattr(used, g) for g in ("mlp", "attn", "other", "embed")}
+            log(f"artifact: fitted to the budget with {policy}")
+        nbytes = write_atomic(art, data)
         worst = max(result.records, key=lambda r: r.rel_error)
         log(f"artifact: {art} model:{nbytes:,} bytes code:{code_bytes:,} total:{nbytes + code_bytes:,} "
             f"(predicted model {predicted:,}, {100 * (predicted - nbytes) / max(nbytes, 1):+.1f}%) "
@@ -393,7 +398,8 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
                           "bytes": r.bytes} for m, r in rt.items()},
         "final_mode": cfg.eval.final, "val_loss": final.loss, "val_bpb": final.bpb,
         "bytes_model": nbytes, "bytes_code": code_bytes, "bytes_total": total, "bytes_predicted_model": predicted,
-        "over_budget": total > BUDGET_BYTES, "qat_from_step": qat_fired_step, "data": str(data_dir),
+        "over_budget": total > cfg.quant.budget_bytes,
+        "quant_used": {g: getattr(used, g) for g in ("mlp", "attn", "other", "embed")}, "qat_from_step": qat_fired_step, "data": str(data_dir),
         "embedded_data": embedded, "artifact": str(art_path),
     }
     rd.write_json("summary.json", summary)
@@ -402,8 +408,8 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
         plot_run(rd.path)
     log(f"final ({cfg.eval.final}, roundtrip): val_loss:{final.loss:.8f} val_bpb:{final.bpb:.8f} "
         f"bytes_total:{total:,} (model {nbytes:,} + code {code_bytes:,})")
-    if total > BUDGET_BYTES:
-        log(f"ERROR: artifact over budget: {total:,} > {BUDGET_BYTES:,} bytes (everything is kept in {rd.path})")
+    if total > cfg.quant.budget_bytes:
+        log(f"ERROR: artifact over budget: {total:,} > {cfg.quant.budget_bytes:,} bytes (everything is kept in {rd.path})")
     rd.close()
     return summary
 

@@ -3,7 +3,7 @@ import torch
 
 from pgolf.config import ModelConfig, QuantConfig
 from pgolf.model import GPT
-from pgolf.quant import (ArtifactError, dequantize_rows, quantize_rows, quantize_state, read_artifact,
+from pgolf.quant import (ArtifactError, dequantize_rows, encode, quantize_rows, quantize_state, read_artifact,
                          save_artifact, storage_format)
 
 
@@ -103,3 +103,30 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_artifact(p, res, cfg)
     assert p.read_bytes() == before
+
+
+def test_fit_ladder_order():
+    from pgolf.quant import fit_ladder
+
+    steps = [(q.mlp, q.attn, q.other, q.embed) for q in fit_ladder(QuantConfig(mlp="int6", attn="int6", other="int8",
+                                                                                  embed="fp16"))]
+    assert steps[0] == ("int6", "int6", "int8", "fp16")
+    assert steps[1] == ("int5", "int6", "int8", "fp16") and steps[2] == ("int4", "int6", "int8", "fp16")
+    assert steps[4] == ("int4", "int4", "int8", "fp16") and steps[-1] == ("int4", "int4", "int4", "fp16")
+
+
+def test_quantize_to_budget_walks_down_until_it_fits():
+    from pgolf.quant import quantize_to_budget
+
+    m = _model()
+    base = QuantConfig(mlp="int8", attn="int8", keep_float_max_numel=1000, int8_scale_floor=0.0)
+    full = len(encode(quantize_state(m.state_dict(), base, m.cfg.__dict__), base))
+    import dataclasses
+
+    cfg = dataclasses.replace(base, budget_bytes=int(full * 0.93), fit_budget=True)
+    logs = []
+    res, used, data = quantize_to_budget(m.state_dict(), cfg, m.cfg.__dict__, {}, 0, logs.append)
+    assert len(data) <= cfg.budget_bytes and used.mlp != "int8" and logs
+    strict = dataclasses.replace(cfg, fit_budget=False)
+    _, used2, data2 = quantize_to_budget(m.state_dict(), strict, m.cfg.__dict__, {}, 0, logs.append)
+    assert used2 == strict and len(data2) == full  # without fit_budget nothing changes; the caller reports it

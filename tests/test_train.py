@@ -109,3 +109,17 @@ def test_every_recipe_runs_end_to_end_tiny(recipe, tmp_path, embedded_dir):
         assert s["qat_from_step"] == int(8 * c.schedule.qat_start_frac + 0.999)
     if c.schedule.swa_enabled:
         assert "SWA over" in (tmp_path / recipe / "train.log").read_text()
+
+
+def test_over_budget_is_flagged_or_fitted(tmp_path, embedded_dir):
+    small = 140_000  # under the tiny model's int8 artifact + code (~165 KB), reachable with fewer bits
+    r = run_cli(["-m", "pgolf", "train", "--recipe", "smoke", "--out", str(tmp_path), "--name", "over",
+                 *[a for o in tiny_overrides(eval__ttt="false", eval__sliding_stride=0,
+                                             quant__budget_bytes=small) for a in ("--set", o)]])
+    assert r.returncode == 3, r.stderr
+    assert "ERROR: artifact over budget" in r.stdout and (tmp_path / "over" / "model.pgz").exists()
+    s = json.loads((tmp_path / "over" / "summary.json").read_text())
+    assert s["over_budget"] and s["quant_used"]["mlp"] == "int8"
+    fit = train(tiny_config(eval__ttt="false", eval__sliding_stride=0, quant__budget_bytes=small,
+                            quant__fit_budget="true", quant__compressor="lzma"), tmp_path / "fit")
+    assert not fit["over_budget"] and fit["bytes_total"] <= small and fit["quant_used"]["mlp"] != "int8"
