@@ -40,7 +40,9 @@ def resolve_config(args) -> Config:
     else:
         name = args.recipe
         if name is None:
-            has_data = bool(args.data or os.environ.get("PGOLF_DATA") or Path("data/datasets/fineweb10B_sp1024").is_dir())
+            from .data import challenge_data_dir
+
+            has_data = bool(args.data or os.environ.get("PGOLF_DATA") or challenge_data_dir())
             name = "baseline" if has_data else "smoke"
         cfg = get_recipe(name)
     ov = list(args.overrides)

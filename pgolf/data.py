@@ -152,6 +152,13 @@ class DistributedTokenLoader:
         return x.to(self.device), y.to(self.device)
 
 
+def challenge_data_dir(vocab_size: int = 1024) -> Path | None:
+    """./data/datasets/fineweb10B_spN (the challenge's layout, as `pgolf data fineweb` writes it), if it holds
+    validation shards."""
+    d = Path("data/datasets") / f"fineweb10B_sp{vocab_size or 1024}"
+    return d if d.is_dir() and any(d.glob("fineweb_val_*.bin")) else None
+
+
 def find_tokenizer(data_dir: str | os.PathLike) -> Path:
     """Locate the SentencePiece model for a shard folder.
 

@@ -37,7 +37,7 @@ class EvalResult:
         return self.nll / (math.log(2.0) * self.bytes) if self.bytes else float("nan")
 
 
-def _world() -> tuple[int, int]:
+def rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -78,7 +78,7 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable, seq_len: in
     import time
 
     t0 = time.perf_counter()
-    rank, world = _world()
+    rank, world = rank_world()
     plan = window_plan(tokens.numel(), seq_len, stride)
     mine = plan[len(plan) * rank // world: len(plan) * (rank + 1) // world]
     table = table.to(device)
@@ -183,7 +183,7 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable, device: torch.device, *, r
     import time
 
     t0 = time.perf_counter()
-    rank, world = _world()
+    rank, world = rank_world()
     docs = find_docs(tokens, bos_id)
     mine = docs[len(docs) * rank // world: len(docs) * (rank + 1) // world]
     mine.sort(key=lambda d: d[1])

@@ -22,9 +22,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import schedule as S
 from .config import Config, InputError
-from .data import DistributedTokenLoader, check_vocab, find_tokenizer, list_shards, load_tokens
-from .dist import DistInfo, all_reduce_max, cleanup_distributed, init_distributed
-from .evaluate import EvalResult, eval_ttt, eval_windows
+from .data import DistributedTokenLoader, challenge_data_dir, check_vocab, find_tokenizer, list_shards, load_tokens
+from .dist import DistInfo, all_reduce_max, broadcast_object, cleanup_distributed, init_distributed
+from .evaluate import EvalResult, rank_world, eval_ttt, eval_windows
 from .model import GPT, apply_precision, resolve_attention
 from .optim import build_optimizers, newton_schulz, set_lr_scale, set_muon_momentum
 from .quant import bits_of, model_shapes, predict_bytes, quantize_to_budget, read_artifact, storage_format, \
@@ -49,8 +49,8 @@ def resolve_data(cfg: Config, log) -> tuple[Path, Path, bool]:
             raise InputError(f"data folder not found: {d}")
         tok = Path(cfg.data.tokenizer) if cfg.data.tokenizer else find_tokenizer(d)
         return d, tok, False
-    local = Path("data/datasets") / f"fineweb10B_sp{cfg.model.vocab_size or 1024}"  # the challenge's layout
-    if local.is_dir() and any(local.glob(cfg.data.val_glob)):
+    local = challenge_data_dir(cfg.model.vocab_size)
+    if local is not None:
         tok = Path(cfg.data.tokenizer) if cfg.data.tokenizer else find_tokenizer(local)
         return local, tok, False
     from .embedded import ensure_embedded
@@ -134,7 +134,7 @@ def evaluate_all(model, eval_model, cfg: Config, val_tokens, table, device, mode
     out = {}
     for mode in modes:
         if mode == "plain":
-            _, world = _rank_world()
+            _, world = rank_world()
             bs = max(1, cfg.eval.batch_tokens // (seq * world))
             out[mode] = eval_windows(eval_model, val_tokens, table, seq, seq, bs, device)
         elif mode == "sliding":
@@ -145,12 +145,6 @@ def evaluate_all(model, eval_model, cfg: Config, val_tokens, table, device, mode
             out[mode] = eval_ttt(model, val_tokens, table, device, rank_r=e.ttt_rank, lr=e.ttt_lr, chunk=e.ttt_chunk,
                                  seq_len=e.ttt_seq_len, batch_docs=e.ttt_batch_docs, bos_id=cfg.model.bos_id)
     return out
-
-
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def train(cfg: Config, run_dir: str | os.PathLike | None = None) -> dict:
@@ -377,7 +371,7 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
         log(f"artifact: {art} model:{nbytes:,} bytes code:{code_bytes:,} total:{nbytes + code_bytes:,} "
             f"(predicted model {predicted:,}, {100 * (predicted - nbytes) / max(nbytes, 1):+.1f}%) "
             f"worst rel. error {worst.rel_error:.4f} ({worst.name}, {worst.fmt})")
-    art_path = _broadcast_path(art, info)
+    art_path = broadcast_object(str(art) if art is not None else None, info)
     if art_path is None:
         raise RuntimeError("the roundtrip needs a run directory to write the artifact to")
     _, deq = read_artifact(art_path)
@@ -412,11 +406,3 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
         log(f"ERROR: artifact over budget: {total:,} > {cfg.quant.budget_bytes:,} bytes (everything is kept in {rd.path})")
     rd.close()
     return summary
-
-
-def _broadcast_path(p, info: DistInfo):
-    if not info.distributed:
-        return p
-    box = [str(p) if p is not None else None]
-    dist.broadcast_object_list(box, src=0)
-    return Path(box[0]) if box[0] else None

@@ -1,8 +1,5 @@
 """Issue 4: packed single file under torchrun, seeds, compare (vs scipy), submit, inspect."""
 import json
-import math
-import os
-from pathlib import Path
 
 import pytest
 

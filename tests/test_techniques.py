@@ -1,6 +1,5 @@
 """Each seed technique as a switch: shapes, gradients, the BOS rule, NTK RoPE, QAT under torch.compile, SWA/EMA,
 size prediction."""
-import math
 
 import pytest
 import torch
