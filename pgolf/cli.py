@@ -113,6 +113,29 @@ def cmd_pack(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    """The artifact a recipe will write, from its shapes and policy alone (no training, no data): the fitted policy
+    and predicted bytes. The predictor assumes Gaussian-like rows (what short runs leave); long runs compress
+    somewhat better, so it errs towards too large."""
+    from .model import GPT
+    from .pack import build_script
+    from .quant import model_shapes, policy_of, predict_fit
+
+    cfg = resolve_config(args)
+    if cfg.model.vocab_size == 0:
+        cfg.model.vocab_size = args.vocab
+    code = len(build_script(cfg).encode("utf-8"))
+    model = GPT(cfg.model)
+    used, nbytes = predict_fit(model_shapes(model), cfg.quant, cfg.model.__dict__, code)
+    total = nbytes + code
+    fitted = " (fitted: quant.fit_budget)" if used != cfg.quant else ""
+    print(f"recipe {cfg.name}: vocab {cfg.model.vocab_size}, {model.num_params():,} params, policy "
+          f"{policy_of(used)}{fitted}, {cfg.quant.compressor}-{cfg.quant.level}")
+    print(f"predicted artifact: {total:,} bytes (model {nbytes:,} + code {code:,}); budget {cfg.quant.budget_bytes:,}"
+          f" -> {'fits' if total <= cfg.quant.budget_bytes else 'OVER'}")
+    return 0 if total <= cfg.quant.budget_bytes else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pgolf", description="Parameter golf: train the best LM whose artifact fits "
                                                            "in 16,000,000 bytes.")
@@ -143,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="train_gpt.py")
     p.add_argument("--plain", action="store_true", help="readable sources instead of the LZMA+base85 blob")
     p.set_defaults(fn=cmd_pack)
+
+    p = sub.add_parser("predict", help="predict a recipe's artifact bytes and fitted policy before training")
+    _add_config_args(p)
+    p.add_argument("--vocab", type=int, default=1024, help="vocab size when the recipe takes it from the tokenizer "
+                                                            "(default 1024, the challenge's sp1024)")
+    p.set_defaults(fn=cmd_predict)
 
     try:
         from . import tools  # not inside a packed train_gpt.py, which only trains

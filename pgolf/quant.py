@@ -389,5 +389,21 @@ def predict_bytes(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], cfg: Q
     return int(round(q_bytes + scale_bytes + float_bytes + header * 0.3 + 7))
 
 
+def predict_fit(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], cfg: QuantConfig, model_config: dict,
+                code_bytes: int = 0, **kw) -> tuple[QuantConfig, int]:
+    """The policy the export will settle on and its predicted model bytes: ``predict_bytes`` walked down
+    ``fit_ladder`` the way ``quantize_to_budget`` walks the real artifact (only the first step without
+    ``fit_budget``). When nothing fits, the last policy tried and its bytes."""
+    for attempt in fit_ladder(cfg) if cfg.fit_budget else [cfg]:
+        nbytes = predict_bytes(shapes, attempt, model_config, **kw)
+        if nbytes + code_bytes <= cfg.budget_bytes:
+            break
+    return attempt, nbytes
+
+
+def policy_of(cfg: QuantConfig) -> dict[str, str]:
+    return {g: getattr(cfg, g) for g in FIT_ORDER}
+
+
 def model_shapes(model: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     return {n: (tuple(t.shape), t.dtype) for n, t in model.state_dict().items()}

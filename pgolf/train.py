@@ -27,7 +27,7 @@ from .dist import DistInfo, all_reduce_max, broadcast_object, cleanup_distribute
 from .evaluate import EvalResult, rank_world, eval_ttt, eval_windows
 from .model import GPT, apply_precision, resolve_attention
 from .optim import build_optimizers, newton_schulz, set_lr_scale, set_muon_momentum
-from .quant import bits_of, model_shapes, predict_bytes, quantize_to_budget, read_artifact, storage_format, \
+from .quant import bits_of, model_shapes, policy_of, predict_fit, quantize_to_budget, read_artifact, storage_format, \
     write_atomic
 from .rundir import RunDir, environment, plot_run
 from .tokenizer import build_byte_table, check_space_piece, load_sentencepiece
@@ -209,7 +209,9 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
     n_params = model.num_params()
     flops_tok = model.flops_per_token(cfg.train.seq_len)
     peak = peak_flops(device)
-    predicted = predict_bytes(model_shapes(model), cfg.quant, cfg.model.__dict__) if info.is_main else 0
+    predicted, predicted_policy = 0, cfg.quant
+    if info.is_main:
+        predicted_policy, predicted = predict_fit(model_shapes(model), cfg.quant, cfg.model.__dict__, code_bytes)
     rd.write_json("config.json", cfg.to_dict())
     rd.write_json("env.json", environment())
     log(f"recipe:{cfg.name} params:{n_params:,} layers:{cfg.model.num_layers} dim:{cfg.model.model_dim} "
@@ -218,7 +220,8 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
         f"micro_batch_tokens:{cfg.train.micro_batch_tokens} seq_len:{cfg.train.seq_len} "
         f"budget:{cfg.train.max_seconds:.0f}s iterations:{cfg.train.iterations}")
     log(f"artifact: predicted {predicted + code_bytes:,} bytes (model {predicted:,} + code {code_bytes:,}) "
-        f"budget {cfg.quant.budget_bytes:,}")
+        f"budget {cfg.quant.budget_bytes:,}"
+        + (f" with {policy_of(predicted_policy)} (fitted)" if predicted_policy != cfg.quant else ""))
 
     loader = DistributedTokenLoader(train_files, info.rank, info.world_size, device)
     local_tokens = cfg.train.micro_batch_tokens
@@ -364,8 +367,7 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
                                                 {"recipe": cfg.name, "steps": steps, "config": cfg.to_dict()},
                                                 code_bytes, log)
         if used != cfg.quant:
-            policy = {g: getattr(used, g) for g in ("mlp", "attn", "other", "embed")}
-            log(f"artifact: fitted to the budget with {policy}")
+            log(f"artifact: fitted to the budget with {policy_of(used)}")
         nbytes = write_atomic(art, data)
         worst = max(result.records, key=lambda r: r.rel_error)
         log(f"artifact: {art} model:{nbytes:,} bytes code:{code_bytes:,} total:{nbytes + code_bytes:,} "
@@ -393,7 +395,7 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
         "final_mode": cfg.eval.final, "val_loss": final.loss, "val_bpb": final.bpb,
         "bytes_model": nbytes, "bytes_code": code_bytes, "bytes_total": total, "bytes_predicted_model": predicted,
         "over_budget": total > cfg.quant.budget_bytes,
-        "quant_used": {g: getattr(used, g) for g in ("mlp", "attn", "other", "embed")}, "qat_from_step": qat_fired_step, "data": str(data_dir),
+        "quant_used": policy_of(used), "quant_predicted": policy_of(predicted_policy), "qat_from_step": qat_fired_step, "data": str(data_dir),
         "embedded_data": embedded, "artifact": str(art_path),
     }
     rd.write_json("summary.json", summary)

@@ -130,3 +130,34 @@ def test_quantize_to_budget_walks_down_until_it_fits():
     strict = dataclasses.replace(cfg, fit_budget=False)
     _, used2, data2 = quantize_to_budget(m.state_dict(), strict, m.cfg.__dict__, {}, 0, logs.append)
     assert used2 == strict and len(data2) == full  # without fit_budget nothing changes; the caller reports it
+
+
+def test_predict_fit_takes_the_first_policy_predicted_to_fit():
+    import dataclasses
+
+    from pgolf.quant import fit_ladder, model_shapes, predict_bytes, predict_fit
+
+    m = _model()
+    shapes = model_shapes(m)
+    base = QuantConfig(mlp="int8", attn="int8", keep_float_max_numel=1000, int8_scale_floor=0.0)
+    ladder = list(fit_ladder(base))
+    sizes = [predict_bytes(shapes, q, m.cfg.__dict__, sample_elems=50_000) for q in ladder[:3]]
+    assert sizes[0] > sizes[1] > sizes[2]
+    code = 1000
+    budget = (sizes[1] + sizes[2]) // 2 + code  # only the third step fits
+    cfg = dataclasses.replace(base, budget_bytes=budget, fit_budget=True)
+    used, nbytes = predict_fit(shapes, cfg, m.cfg.__dict__, code, sample_elems=50_000)
+    assert (used.mlp, used.attn) == (ladder[2].mlp, ladder[2].attn) and nbytes == sizes[2]
+    strict = dataclasses.replace(cfg, fit_budget=False)
+    used, nbytes = predict_fit(shapes, strict, m.cfg.__dict__, code, sample_elems=50_000)
+    assert used == strict and nbytes == sizes[0]  # without fit_budget the policy stands, over or not
+
+
+def test_predict_cli(tmp_path):
+    from conftest import run_cli
+
+    ok = run_cli(["-m", "pgolf", "predict", "--recipe", "smoke", "--vocab", "512"])
+    assert ok.returncode == 0, ok.stderr
+    assert "vocab 512" in ok.stdout and "fits" in ok.stdout
+    over = run_cli(["-m", "pgolf", "predict", "--recipe", "smoke", "--set", "quant.budget_bytes=100000"])
+    assert over.returncode == 3 and "OVER" in over.stdout
