@@ -92,6 +92,7 @@ class OptimConfig:
     muon_momentum_warmup_frac: float = 0.0  # warm-up length as a fraction of the budget (overrides steps)
     muon_backend_steps: int = 5
     muon_wd: float = 0.0  # decoupled: p <- p * (1 - lr * wd)
+    muon_batched: bool = False  # foreach ops + one Newton-Schulz per matrix shape (same math, fewer launches)
     adam_wd: float = 0.0  # AdamW decay on scalars
     embed_wd: float = 0.0  # AdamW decay on embeddings
     beta1: float = 0.9
@@ -192,7 +193,9 @@ class QuantConfig:
     compressor: str = "zlib"  # zlib | zstd | lzma
     level: int = 9
     budget_bytes: int = 16_000_000  # code + compressed model (decimal); the challenge's limit
-    fit_budget: bool = False  # over budget: lower MLP, then attention, other, embedding widths a bit at a time
+    fit_budget: bool = False  # over budget: lower integer widths a bit at a time (to int4) until it fits ...
+    fit_order: tuple[str, ...] = ("mlp", "attn", "other", "embed")  # ... in this order of groups ...
+    fit_round_robin: bool = False  # ... each group to int4 before the next, or one bit from each in turn
 
     def __post_init__(self) -> None:
         for name in ("mlp", "attn", "embed", "other", "small"):
@@ -202,6 +205,12 @@ class QuantConfig:
         _check(0 <= self.prune_frac < 0.5, "quant.prune_frac must be in [0, 0.5)")
         if isinstance(self.keep_fp16, str):  # from --set
             self.keep_fp16 = tuple(s for s in self.keep_fp16.split(",") if s)
+        if isinstance(self.fit_order, str):
+            self.fit_order = tuple(s.strip() for s in self.fit_order.split(",") if s.strip())
+        self.fit_order = tuple(self.fit_order)
+        _check(set(self.fit_order) <= {"mlp", "attn", "other", "embed"} and
+               len(set(self.fit_order)) == len(self.fit_order),
+               f"quant.fit_order: {','.join(self.fit_order)!r} must name distinct groups among mlp, attn, other, embed")
 
 
 @dataclass

@@ -21,26 +21,32 @@ NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 
 def newton_schulz(G: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
-    """Approximate U V^T of G = U S V^T (singular values pushed towards ~1), in bf16."""
+    """Approximate U V^T of G = U S V^T (singular values pushed towards ~1), in bf16. G is one matrix (m, n) or a
+    stack of same-shape matrices (k, m, n), each normalized and orthogonalized on its own."""
     a, b, c = NS_COEFFS
     X = G.bfloat16()
-    X = X / (X.norm() + eps)
-    transposed = G.size(0) > G.size(1)
+    X = X / (torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True) + eps)
+    transposed = G.size(-2) > G.size(-1)
     if transposed:
-        X = X.T
+        X = X.mT
     for _ in range(steps):
-        A = X @ X.T
+        A = X @ X.mT
         B = b * A + c * (A @ A)
         X = a * X + B @ X
-    return X.T if transposed else X
+    return X.mT if transposed else X
 
 
 class Muon(torch.optim.Optimizer):
+    """``batched=False``: one parameter at a time. ``batched=True``: the same arithmetic with momentum, weight decay
+    and the update as foreach ops and one Newton-Schulz call per distinct matrix shape (stacked), for fewer kernel
+    launches per step. Both give each parameter to the same rank, so they agree to bf16 rounding."""
+
     def __init__(self, params, lr: float, momentum: float, backend_steps: int = 5, weight_decay: float = 0.0,
-                 nesterov: bool = True, ns: Callable[[Tensor, int], Tensor] | None = None):
+                 nesterov: bool = True, ns: Callable[[Tensor, int], Tensor] | None = None, batched: bool = False):
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps,
                                       weight_decay=weight_decay, nesterov=nesterov))
         self.ns = ns or newton_schulz
+        self.batched = batched
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -53,30 +59,73 @@ class Muon(torch.optim.Optimizer):
                 continue
             total = sum(p.numel() for p in params)
             flat = torch.zeros(total, device=params[0].device, dtype=torch.bfloat16)
-            off = 0
-            for i, p in enumerate(params):
-                if i % world == rank and p.grad is not None:
-                    g = p.grad
-                    st = self.state[p]
-                    if "momentum_buffer" not in st:
-                        st["momentum_buffer"] = torch.zeros_like(g)
-                    buf = st["momentum_buffer"]
-                    buf.mul_(group["momentum"]).add_(g)
-                    g = g.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
-                    u = self.ns(g, group["backend_steps"])
-                    u = u * max(1.0, g.size(0) / g.size(1)) ** 0.5
-                    flat[off:off + p.numel()] = u.reshape(-1)
-                off += p.numel()
+            if self.batched:
+                self._updates_batched(group, flat, world, rank)
+            else:
+                self._updates_loop(group, flat, world, rank)
             if distributed and world > 1:
                 dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            off = 0
             lr, wd = group["lr"], group["weight_decay"]
+            if self.batched and len({p.dtype for p in params}) == 1:
+                upd = flat.to(params[0].dtype)
+                views = _views(upd, params)
+                if wd:
+                    torch._foreach_mul_(params, 1.0 - lr * wd)
+                torch._foreach_add_(params, views, alpha=-lr)
+                continue
+            off = 0
             for p in params:
                 if wd:
                     p.mul_(1.0 - lr * wd)
                 p.add_(flat[off:off + p.numel()].view_as(p).to(p.dtype), alpha=-lr)
                 off += p.numel()
         return None
+
+    def _momentum_buffer(self, p: Tensor) -> Tensor:
+        st = self.state[p]
+        if "momentum_buffer" not in st:
+            st["momentum_buffer"] = torch.zeros_like(p.grad)
+        return st["momentum_buffer"]
+
+    def _updates_loop(self, group: dict, flat: Tensor, world: int, rank: int) -> None:
+        off = 0
+        for i, p in enumerate(group["params"]):
+            if i % world == rank and p.grad is not None:
+                g = p.grad
+                buf = self._momentum_buffer(p)
+                buf.mul_(group["momentum"]).add_(g)
+                g = g.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+                u = self.ns(g, group["backend_steps"])
+                u = u * max(1.0, g.size(0) / g.size(1)) ** 0.5
+                flat[off:off + p.numel()] = u.reshape(-1)
+            off += p.numel()
+
+    def _updates_batched(self, group: dict, flat: Tensor, world: int, rank: int) -> None:
+        params = group["params"]
+        views = _views(flat, params)
+        mine = [i for i, p in enumerate(params) if i % world == rank and p.grad is not None]
+        if not mine:
+            return
+        grads = [params[i].grad for i in mine]
+        bufs = [self._momentum_buffer(params[i]) for i in mine]
+        torch._foreach_mul_(bufs, group["momentum"])
+        torch._foreach_add_(bufs, grads)
+        gs = torch._foreach_add(grads, bufs, alpha=group["momentum"]) if group["nesterov"] else bufs
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for j, i in enumerate(mine):
+            by_shape.setdefault(tuple(params[i].shape), []).append(j)
+        for shape, js in by_shape.items():
+            u = self.ns(torch.stack([gs[j] for j in js]), group["backend_steps"])
+            u = u * max(1.0, shape[0] / shape[1]) ** 0.5
+            torch._foreach_copy_([views[mine[j]] for j in js], list(u.unbind(0)))
+
+
+def _views(flat: Tensor, params: list[Tensor]) -> list[Tensor]:
+    out, off = [], 0
+    for p in params:
+        out.append(flat[off:off + p.numel()].view_as(p))
+        off += p.numel()
+    return out
 
 
 @dataclass
@@ -130,7 +179,7 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig, tie_embeddings: bool,
             continue
         if row.optimizer == "muon":
             m = Muon(params, lr=row.lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps,
-                     weight_decay=row.weight_decay)
+                     weight_decay=row.weight_decay, batched=cfg.muon_batched)
             m.param_groups[0]["base_lr"] = row.lr
             m.param_groups[0]["name"] = row.group
             opts.append(m)

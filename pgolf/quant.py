@@ -210,19 +210,36 @@ def quantize_state(state: dict[str, Tensor], cfg: QuantConfig, model_config: dic
     return QuantResult(header, payload, records)
 
 
-FIT_ORDER = ("mlp", "attn", "other", "embed")  # what gives way first when an artifact is over budget
+FIT_ORDER = ("mlp", "attn", "other", "embed")  # the policy's integer groups (quant.fit_order's default order)
 
 
 def fit_ladder(cfg: QuantConfig):
-    """The policy, then the same with one bit less at a time: MLP down to int4, then attention, other, embedding.
-    Float formats are left as they are."""
+    """The policy, then the same with one bit less at a time, down to int4, in ``cfg.fit_order``: each group all
+    the way down before the next (default: MLP, then attention, other, embedding), or with ``cfg.fit_round_robin``
+    one bit from each group in turn. Float formats and groups not named in the order are left as they are."""
     import dataclasses
+
+    def lower(c, group):
+        f = getattr(c, group)
+        if f.startswith("int") and bits_of(f) > 4:
+            return dataclasses.replace(c, **{group: f"int{bits_of(f) - 1}"})
+        return None
 
     cur = cfg
     yield cur
-    for group in FIT_ORDER:
-        while getattr(cur, group).startswith("int") and bits_of(getattr(cur, group)) > 4:
-            cur = dataclasses.replace(cur, **{group: f"int{bits_of(getattr(cur, group)) - 1}"})
+    if cfg.fit_round_robin:
+        moved = True
+        while moved:
+            moved = False
+            for group in cfg.fit_order:
+                nxt = lower(cur, group)
+                if nxt is not None:
+                    cur, moved = nxt, True
+                    yield cur
+        return
+    for group in cfg.fit_order:
+        while (nxt := lower(cur, group)) is not None:
+            cur = nxt
             yield cur
 
 

@@ -161,3 +161,24 @@ def test_predict_cli(tmp_path):
     assert "vocab 512" in ok.stdout and "fits" in ok.stdout
     over = run_cli(["-m", "pgolf", "predict", "--recipe", "smoke", "--set", "quant.budget_bytes=100000"])
     assert over.returncode == 3 and "OVER" in over.stdout
+
+
+def test_fit_ladder_custom_order_and_round_robin():
+    from pgolf.config import ConfigError, apply_overrides
+    from pgolf.quant import fit_ladder
+    from pgolf.recipes import get_recipe
+
+    q = QuantConfig(mlp="int6", attn="int6", other="int8", embed="int8", fit_order=("mlp", "embed"))
+    steps = [(c.mlp, c.attn, c.embed) for c in fit_ladder(q)]
+    assert steps == [("int6", "int6", "int8"), ("int5", "int6", "int8"), ("int4", "int6", "int8"),
+                     ("int4", "int6", "int7"), ("int4", "int6", "int6"), ("int4", "int6", "int5"),
+                     ("int4", "int6", "int4")]  # attention and other are not in the order: left alone
+    rr = QuantConfig(mlp="int6", attn="int6", other="int8", embed="int8", fit_order=("mlp", "embed"),
+                     fit_round_robin=True)
+    steps = [(c.mlp, c.embed) for c in fit_ladder(rr)]
+    assert steps[:5] == [("int6", "int8"), ("int5", "int8"), ("int5", "int7"), ("int4", "int7"), ("int4", "int6")]
+    assert steps[-1] == ("int4", "int4") and len(steps) == len(set(steps))
+    cfg = apply_overrides(get_recipe("best"), ["quant.fit_order=mlp,embed,attn", "quant.fit_round_robin=true"])
+    assert cfg.quant.fit_order == ("mlp", "embed", "attn") and cfg.quant.fit_round_robin
+    with pytest.raises(ConfigError, match="fit_order"):
+        apply_overrides(get_recipe("best"), ["quant.fit_order=mlp,emb"])

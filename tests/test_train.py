@@ -49,13 +49,17 @@ def test_pgolf_eval_reproduces_the_run(tiny_run):
         assert got[mode] == pytest.approx(s["roundtrip"][mode]["val_bpb"], abs=1e-6), mode
 
 
-def test_two_gloo_processes_match_one(tmp_path, embedded_dir):
+@pytest.mark.parametrize("batched", [False, True])
+def test_two_gloo_processes_match_one(tmp_path, embedded_dir, batched):
+    """Same global batch on 1 and 2 processes; with ``batched`` the 2-process run uses the foreach / stacked
+    Newton-Schulz Muon and the 1-process run the per-parameter loop."""
     over = tiny_overrides(eval__ttt="false", eval__sliding_stride=0)
     args = ["--recipe", "smoke", "--out", str(tmp_path)] + [a for o in over for a in ("--set", o)]
     one = run_cli(["-m", "pgolf", "train", *args, "--name", "one"])
     assert one.returncode == 0, one.stderr
+    extra = ["--set", "optim.muon_batched=true"] if batched else []
     two = run_cli(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pgolf", "train",
-                   *args, "--name", "two"], env={"OMP_NUM_THREADS": "1"})
+                   *args, *extra, "--name", "two"], env={"OMP_NUM_THREADS": "1"})
     assert two.returncode == 0, two.stderr + two.stdout
     s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
     s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
