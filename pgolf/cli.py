@@ -71,12 +71,38 @@ def default_run_dir(cfg: Config, out: str | None, name: str | None) -> Path:
 def cmd_train(args) -> int:
     from .train import train
 
+    if args.resume:
+        return _resume(args)
     cfg = resolve_config(args)
     rank = int(os.environ.get("RANK", "0"))
     run_dir = default_run_dir(cfg, args.out, args.name)
     if rank == 0 and run_dir.exists() and any(run_dir.iterdir()):
         raise SystemExit(f"run directory {run_dir} already exists and is not empty; pick another --name")
     summary = train(cfg, run_dir)
+    return 3 if summary.get("over_budget") else 0
+
+
+def _resume(args) -> int:
+    """Continue a paused run with the config it was started with (``--set`` may change e.g. the segment length)."""
+    from .checkpoint import read_meta
+    from .config import InputError
+    from .train import train
+
+    run_dir = Path(args.resume)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise InputError(f"{cfg_path}: not found; --resume takes the run directory of a paused run")
+    read_meta(run_dir)  # a clear error before any process group starts
+    # (a packed train_gpt.py always passes its baked --config-json: the run saved that same config)
+    conflicting = [a for a in ("recipe", "data", "tokenizer", "name", "out", "seed")
+                   if getattr(args, a, None) is not None]
+    if conflicting or (args.gpu_share and args.gpu_share > 1):
+        raise InputError(f"--resume continues the run as configured in {cfg_path}; drop "
+                         f"{', '.join('--' + a.replace('_', '-') for a in conflicting) or '--gpu-share'}")
+    cfg = Config.from_dict(json.loads(cfg_path.read_text()))
+    ov = list(args.overrides) + \
+        ([f"train.max_seconds={args.budget}"] if args.budget is not None else [])
+    summary = train(apply_overrides(cfg, ov), run_dir, resume=True)
     return 3 if summary.get("over_budget") else 0
 
 
@@ -145,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--out", help="runs folder (default: $PGOLF_RUNS or ./runs)")
     p.add_argument("--name", help="run directory name (default: time-recipe-seed)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run paused by train.segment_seconds/steps "
+                                                        "(same number of processes)")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="score a saved artifact on a shard set")

@@ -151,6 +151,8 @@ class TrainConfig:
     log_every: int = 1
     compile: bool = True  # torch.compile on CUDA; CPU runs eager
     device: str = "auto"  # auto | cpu | cuda
+    segment_seconds: float = 0.0  # pause after this much training in this process, checkpoint, exit (0 = never)
+    segment_steps: int = 0  # the same in steps (0 = never); resume with pgolf train --resume RUN_DIR
 
     def __post_init__(self) -> None:
         _check(self.max_seconds >= 0, "train.max_seconds must be >= 0")
@@ -161,6 +163,7 @@ class TrainConfig:
                "train.batch_tokens must be a multiple of train.micro_batch_tokens")
         _check(self.warmup_steps >= 0 and self.val_every >= 0 and self.log_every >= 1, "bad train cadence values")
         _check(self.device in ("auto", "cpu", "cuda"), f"train.device: unknown {self.device!r}")
+        _check(self.segment_seconds >= 0 and self.segment_steps >= 0, "train.segment_* must be >= 0")
 
     def grad_accum(self, world_size: int) -> int:
         per_step = self.micro_batch_tokens * world_size

@@ -129,6 +129,16 @@ class TokenStream:
             filled += k
         return out
 
+    def state_dict(self) -> dict:
+        return {"file_idx": self.file_idx, "pos": self.pos, "files": [str(f) for f in self.files]}
+
+    def load_state_dict(self, st: dict) -> None:
+        if [Path(f).name for f in st["files"]] != [Path(f).name for f in self.files]:
+            raise ValueError(f"the checkpoint read shards {st['files']}, this run has {[str(f) for f in self.files]}")
+        self.file_idx = st["file_idx"]
+        self.tokens = read_shard(self.files[self.file_idx], mmap=True)
+        self.pos = st["pos"]
+
 
 class DistributedTokenLoader:
     """Each micro-step takes one contiguous span for all ranks; rank r gets the r-th slice of it.
@@ -150,6 +160,12 @@ class DistributedTokenLoader:
         if self.device.type == "cuda":
             return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
         return x.to(self.device), y.to(self.device)
+
+    def state_dict(self) -> dict:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, st: dict) -> None:
+        self.stream.load_state_dict(st)
 
 
 def challenge_data_dir(vocab_size: int = 1024) -> Path | None:

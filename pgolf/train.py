@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from . import checkpoint as CK
 from . import schedule as S
 from .config import Config, InputError
 from .data import DistributedTokenLoader, challenge_data_dir, check_vocab, find_tokenizer, list_shards, load_tokens
@@ -128,6 +129,12 @@ class WeightAverager:
             for p, a in zip(self.params, self.avg):
                 p.copy_(a.to(p.dtype))
 
+    def state_dict(self) -> dict:
+        return {"avg": self.avg, "count": self.count}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.avg, self.count = st["avg"], st["count"]
+
 
 def evaluate_all(model, eval_model, cfg: Config, val_tokens, table, device, modes: list[str]) -> dict[str, EvalResult]:
     seq = cfg.eval.seq_len or cfg.train.seq_len
@@ -147,20 +154,31 @@ def evaluate_all(model, eval_model, cfg: Config, val_tokens, table, device, mode
     return out
 
 
-def train(cfg: Config, run_dir: str | os.PathLike | None = None) -> dict:
-    """Run a full training job; returns the summary dict (also written to run_dir/summary.json)."""
+def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = False) -> dict:
+    """Run a full training job; returns the summary dict (also written to run_dir/summary.json). With ``resume``,
+    continue the paused run in ``run_dir`` from its checkpoint (pgolf.checkpoint). A run paused by
+    ``train.segment_*`` returns ``{"paused": True, ...}`` without exporting or evaluating."""
     cfg = copy.deepcopy(cfg).validate()
     info = init_distributed(cfg.train.device)
     try:
-        return _train(cfg, run_dir, info, code_bytes_for(cfg) if info.is_main else 0)
+        return _train(cfg, run_dir, info, code_bytes_for(cfg) if info.is_main else 0, resume)
     finally:
         cleanup_distributed()
 
 
-def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
+def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int, resume: bool = False) -> dict:
     device = info.device
     if device.type == "cuda":
         configure_cuda()
+    run_dir = broadcast_object(str(run_dir) if run_dir is not None else None, info)  # one folder for all ranks
+    ckpt = None
+    if resume:
+        if run_dir is None:
+            raise InputError("resume needs the run directory of the paused run")
+        ckpt = CK.load_rank(run_dir, info.rank, info.world_size, torch.device("cpu"))
+    segmented = cfg.train.segment_seconds > 0 or cfg.train.segment_steps > 0
+    if segmented and run_dir is None:
+        raise InputError("train.segment_* pauses a run into its run directory: give one (--out/--name)")
     rd = RunDir(run_dir, active=info.is_main)
     log = rd.log if info.is_main else (lambda *a, **k: None)
 
@@ -212,8 +230,9 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
     predicted, predicted_policy = 0, cfg.quant
     if info.is_main:
         predicted_policy, predicted = predict_fit(model_shapes(model), cfg.quant, cfg.model.__dict__, code_bytes)
-    rd.write_json("config.json", cfg.to_dict())
-    rd.write_json("env.json", environment())
+    if not resume:
+        rd.write_json("config.json", cfg.to_dict())
+        rd.write_json("env.json", environment())
     log(f"recipe:{cfg.name} params:{n_params:,} layers:{cfg.model.num_layers} dim:{cfg.model.model_dim} "
         f"vocab:{V} attention:{backend} compile:{use_compile} torch:{torch.__version__} device:{device}")
     log(f"world:{info.world_size} grad_accum:{accum} batch_tokens:{cfg.train.batch_tokens} "
@@ -277,10 +296,26 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
         torch.cuda.synchronize()
     train_s = 0.0
-    t0 = time.perf_counter()
     step = 0
     stop = False
     qat_fired_step = None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        for o, st in zip(optimizers, ckpt["optimizers"]):
+            o.load_state_dict(st)
+        loader.load_state_dict(ckpt["loader"])
+        if averager is not None and ckpt["averager"] is not None:
+            averager.load_state_dict({"avg": [a.to(device) for a in ckpt["averager"]["avg"]]
+                                      if ckpt["averager"]["avg"] is not None else None,
+                                      "count": ckpt["averager"]["count"]})
+        step, train_s, prev_prog, qat_fired_step = ckpt["step"], ckpt["train_s"], ckpt["prev_prog"], ckpt["qat_step"]
+        if qat_fired_step is not None:
+            model.set_qat_alpha(1.0)
+        log(f"resume: step {step}, {train_s:.1f}s of training done, from {CK.checkpoint_dir(run_dir)}")
+        del ckpt
+    seg_step0, seg_s0 = step, train_s
+    pause = False
+    t0 = time.perf_counter()
     pending = None
     tokens_per_step = cfg.train.batch_tokens
 
@@ -301,7 +336,7 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
 
     while True:
         elapsed = train_s + time.perf_counter() - t0
-        last = step >= cfg.train.iterations or stop
+        last = step >= cfg.train.iterations or stop or pause
         if last or (cfg.train.val_every > 0 and step % cfg.train.val_every == 0):
             if pending is not None:
                 flush(pending)
@@ -336,7 +371,14 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
         pending = (step, loss_t, lr_m, mom, elapsed)
         if cfg.train.max_seconds > 0:
             stop = all_reduce_max(elapsed, info) >= cfg.train.max_seconds
+        if cfg.train.segment_steps > 0 and step - seg_step0 >= cfg.train.segment_steps:
+            pause = True
+        if cfg.train.segment_seconds > 0:
+            pause = pause or all_reduce_max(elapsed - seg_s0, info) >= cfg.train.segment_seconds
 
+    if pause and not stop and step < cfg.train.iterations:
+        return _pause(rd, log, info, run_dir, model, optimizers, loader, averager, step, train_s, prev_prog,
+                      qat_fired_step)
     steps = step
     train_time = train_s
     peak_mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
@@ -406,5 +448,31 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int) -> dict:
         f"bytes_total:{total:,} (model {nbytes:,} + code {code_bytes:,})")
     if total > cfg.quant.budget_bytes:
         log(f"ERROR: artifact over budget: {total:,} > {cfg.quant.budget_bytes:,} bytes (everything is kept in {rd.path})")
+    if resume or segmented:
+        if info.distributed:
+            dist.barrier()
+        if info.is_main:
+            CK.remove(run_dir)  # consumed: the run is complete
+    rd.close()
+    return summary
+
+
+def _pause(rd, log, info: DistInfo, run_dir, model, optimizers, loader, averager, step: int, train_s: float,
+           prev_prog: float, qat_step) -> dict:
+    """Write this rank's checkpoint, then (rank 0, after all ranks) the meta file that makes it complete."""
+    t = time.perf_counter()
+    state = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
+             "loader": loader.state_dict(), "averager": averager.state_dict() if averager is not None else None,
+             "step": step, "train_s": train_s, "prev_prog": prev_prog, "qat_step": qat_step}
+    CK.save_rank(run_dir, info.rank, state)
+    if info.distributed:
+        dist.barrier()
+    if info.is_main:
+        CK.write_meta(run_dir, {"world_size": info.world_size, "step": step, "train_s": train_s})
+    log(f"paused: step {step}, {train_s:.1f}s of training; checkpoint {CK.checkpoint_dir(run_dir)} written in "
+        f"{time.perf_counter() - t:.1f}s. Continue with: pgolf train --resume {run_dir} (or train_gpt.py --resume; "
+        "same number of processes)")
+    summary = {"paused": True, "steps": step, "train_time_s": train_s, "checkpoint": str(CK.checkpoint_dir(run_dir))}
+    rd.metric(kind="paused", step=step, train_s=train_s)
     rd.close()
     return summary

@@ -116,7 +116,10 @@ def test_every_recipe_runs_end_to_end_tiny(recipe, tmp_path, embedded_dir):
 
 
 def test_over_budget_is_flagged_or_fitted(tmp_path, embedded_dir):
-    small = 140_000  # under the tiny model's int8 artifact + code (~165 KB), reachable with fewer bits
+    from pgolf.train import code_bytes_for
+
+    # under the tiny model's int8 artifact (~120 KB) + code, reachable with fewer bits (int4 everywhere: ~89 KB)
+    small = code_bytes_for(tiny_config()) + 100_000
     r = run_cli(["-m", "pgolf", "train", "--recipe", "smoke", "--out", str(tmp_path), "--name", "over",
                  *[a for o in tiny_overrides(eval__ttt="false", eval__sliding_stride=0,
                                              quant__budget_bytes=small) for a in ("--set", o)]])
@@ -127,3 +130,62 @@ def test_over_budget_is_flagged_or_fitted(tmp_path, embedded_dir):
     fit = train(tiny_config(eval__ttt="false", eval__sliding_stride=0, quant__budget_bytes=small,
                             quant__fit_budget="true", quant__compressor="lzma"), tmp_path / "fit")
     assert not fit["over_budget"] and fit["bytes_total"] <= small and fit["quant_used"]["mlp"] != "int8"
+
+
+def _train_losses(run):
+    return [m["loss"] for m in read_metrics(run) if m["kind"] == "train"]
+
+
+def test_paused_and_resumed_run_equals_one_straight_run(tmp_path, embedded_dir):
+    """Pause at step 5 of 12 (checkpoint), resume in a new process: every step's loss, the SWA average, the QAT
+    switch and the final scores are those of the uninterrupted run."""
+    over = tiny_overrides(eval__ttt="false", eval__sliding_stride=0, schedule__swa_every=2,
+                          schedule__swa_start_scale=0.95, schedule__warmdown_frac=0.9,
+                          schedule__qat_start_frac=0.3)
+    args = ["--recipe", "smoke", "--out", str(tmp_path)] + [a for o in over for a in ("--set", o)]
+    straight = run_cli(["-m", "pgolf", "train", *args, "--name", "straight"])
+    assert straight.returncode == 0, straight.stderr
+    first = run_cli(["-m", "pgolf", "train", *args, "--name", "paused", "--set", "train.segment_steps=5"])
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "paused"
+    assert "paused: step 5" in first.stdout and (run / "checkpoint" / "meta.json").is_file()
+    assert not (run / "summary.json").exists()
+    # a second --resume of a finished run, and a resume with other flags, are clear errors
+    bad = run_cli(["-m", "pgolf", "train", "--resume", str(run), "--recipe", "smoke"])
+    assert bad.returncode == 2 and "--recipe" in bad.stderr
+    second = run_cli(["-m", "pgolf", "train", "--resume", str(run), "--set", "train.segment_steps=0"])
+    assert second.returncode == 0, second.stderr
+    assert "resume: step 5" in second.stdout
+    a = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    b = json.loads((run / "summary.json").read_text())
+    assert a["qat_from_step"] is not None and a["qat_from_step"] == b["qat_from_step"]
+    assert "SWA over" in (run / "train.log").read_text()
+    assert _train_losses(run) == pytest.approx(_train_losses(tmp_path / "straight"), abs=1e-6)
+    assert len(_train_losses(run)) == 12
+    assert b["val_bpb"] == pytest.approx(a["val_bpb"], abs=1e-6) and b["steps"] == 12
+    assert b["bytes_model"] == a["bytes_model"]
+    assert not (run / "checkpoint").exists()  # consumed
+    again = run_cli(["-m", "pgolf", "train", "--resume", str(run)])
+    assert again.returncode == 2 and "no complete checkpoint" in again.stderr
+
+
+def test_pause_and_resume_under_two_gloo_processes(tmp_path, embedded_dir):
+    """Each rank keeps the Muon momentum of the matrices it owns: the checkpoint is per rank."""
+    over = tiny_overrides(eval__ttt="false", eval__sliding_stride=0)
+    args = ["--recipe", "smoke", "--out", str(tmp_path)] + [a for o in over for a in ("--set", o)]
+    tr = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pgolf", "train"]
+    env = {"OMP_NUM_THREADS": "1"}
+    straight = run_cli([*tr, *args, "--name", "straight"], env=env)
+    assert straight.returncode == 0, straight.stderr + straight.stdout
+    first = run_cli([*tr, *args, "--name", "paused", "--set", "train.segment_steps=6"], env=env)
+    assert first.returncode == 0, first.stderr + first.stdout
+    run = tmp_path / "paused"
+    assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["meta.json", "rank0.pt", "rank1.pt"]
+    one = run_cli(["-m", "pgolf", "train", "--resume", str(run)])
+    assert one.returncode == 2 and "resume with the same --nproc_per_node" in one.stderr
+    second = run_cli([*tr, "--resume", str(run)], env=env)
+    assert second.returncode == 0, second.stderr + second.stdout
+    assert _train_losses(run) == pytest.approx(_train_losses(tmp_path / "straight"), abs=1e-6)
+    a = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    b = json.loads((run / "summary.json").read_text())
+    assert b["val_bpb"] == pytest.approx(a["val_bpb"], abs=1e-6) and b["world_size"] == 2
