@@ -11,13 +11,14 @@ cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 vocabs=$(printf '%s\n' "$@" | grep -o 'VOCAB=[0-9]*' | cut -d= -f2 | sort -u)
 bench/data.sh 1024 $vocabs || exit 1
+names=()
 for spec in "$@"; do
   read -r -a words <<< "$spec"
   envs=()
   while [[ ${words[0]} == *=* ]]; do envs+=("${words[0]}"); words=("${words[@]:1}"); done
-  gpus=${words[0]}; name=${words[1]}
+  gpus=${words[0]}; name=${words[1]}; names+=("$out/$name.log")
   n=$(tr ',' '\n' <<< "$gpus" | wc -l)
   env "${envs[@]}" CUDA_VISIBLE_DEVICES="$gpus" NPROC="$n" bench/proxy.sh "${words[@]:1}" > "$out/$name.log" 2>&1 &
 done
 wait
-grep -h "^SUMMARY" "$out"/*.log
+grep -h "^SUMMARY" "${names[@]}"

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .config import InputError
+from .quant import write_atomic
 
 META = "meta.json"
 
@@ -37,10 +38,7 @@ def save_rank(run_dir, rank: int, state: dict) -> Path:
 
 
 def write_meta(run_dir, meta: dict) -> None:
-    d = checkpoint_dir(run_dir)
-    tmp = d / (META + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, d / META)
+    write_atomic(checkpoint_dir(run_dir) / META, json.dumps(meta, indent=2).encode())
 
 
 def read_meta(run_dir) -> dict:

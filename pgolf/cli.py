@@ -85,7 +85,6 @@ def cmd_train(args) -> int:
 def _resume(args) -> int:
     """Continue a paused run with the config it was started with (``--set`` may change e.g. the segment length)."""
     from .checkpoint import read_meta
-    from .config import InputError
     from .train import train
 
     run_dir = Path(args.resume)
@@ -144,13 +143,13 @@ def cmd_predict(args) -> int:
     and predicted bytes. The predictor assumes Gaussian-like rows (what short runs leave); long runs compress
     somewhat better, so it errs towards too large."""
     from .model import GPT
-    from .pack import build_script
+    from .pack import code_bytes
     from .quant import model_shapes, policy_of, predict_fit
 
     cfg = resolve_config(args)
     if cfg.model.vocab_size == 0:
         cfg.model.vocab_size = args.vocab
-    code = len(build_script(cfg).encode("utf-8"))
+    code = code_bytes(cfg)
     model = GPT(cfg.model)
     used, nbytes = predict_fit(model_shapes(model), cfg.quant, cfg.model.__dict__, code)
     total = nbytes + code

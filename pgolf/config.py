@@ -131,11 +131,11 @@ class ScheduleConfig:
         _check(self.swa_every >= 0 and 0 <= self.swa_every_frac < 1, "bad schedule.swa_every / swa_every_frac")
         _check(0 <= self.ema_decay < 1, "schedule.ema_decay must be in [0, 1)")
         _check(not (self.ema_decay > 0 and self.swa_enabled), "use SWA or EMA, not both")
+        _check(0 <= self.qat_start_frac < 1, "schedule.qat_start_frac must be in [0, 1)")
 
     @property
     def swa_enabled(self) -> bool:
         return self.swa_every > 0 or self.swa_every_frac > 0
-        _check(0 <= self.qat_start_frac < 1, "schedule.qat_start_frac must be in [0, 1)")
 
 
 @dataclass
@@ -178,6 +178,10 @@ class TrainConfig:
 QUANT_FORMATS = ("int4", "int5", "int6", "int7", "int8", "fp16", "fp32")
 
 
+BUDGET_BYTES = 16_000_000  # the challenge's limit on code + compressed model (decimal)
+QUANT_GROUPS = ("mlp", "attn", "other", "embed")  # the policy's integer groups, in the default fit order
+
+
 @dataclass
 class QuantConfig:
     """Per-tensor storage policy. Each tensor gets the first matching rule (see pgolf.quant.storage_format)."""
@@ -195,9 +199,9 @@ class QuantConfig:
     prune_frac: float = 0.0  # zero the smallest |w| of each quantized matrix before quantizing
     compressor: str = "zlib"  # zlib | zstd | lzma
     level: int = 9
-    budget_bytes: int = 16_000_000  # code + compressed model (decimal); the challenge's limit
+    budget_bytes: int = BUDGET_BYTES  # code + compressed model
     fit_budget: bool = False  # over budget: lower integer widths a bit at a time (to int4) until it fits ...
-    fit_order: tuple[str, ...] = ("mlp", "attn", "other", "embed")  # ... in this order of groups ...
+    fit_order: tuple[str, ...] = QUANT_GROUPS  # ... in this order of groups ...
     fit_round_robin: bool = False  # ... each group to int4 before the next, or one bit from each in turn
 
     def __post_init__(self) -> None:
@@ -211,9 +215,9 @@ class QuantConfig:
         if isinstance(self.fit_order, str):
             self.fit_order = tuple(s.strip() for s in self.fit_order.split(",") if s.strip())
         self.fit_order = tuple(self.fit_order)
-        _check(set(self.fit_order) <= {"mlp", "attn", "other", "embed"} and
-               len(set(self.fit_order)) == len(self.fit_order),
-               f"quant.fit_order: {','.join(self.fit_order)!r} must name distinct groups among mlp, attn, other, embed")
+        _check(set(self.fit_order) <= set(QUANT_GROUPS) and len(set(self.fit_order)) == len(self.fit_order),
+               f"quant.fit_order: {','.join(self.fit_order)!r} must name distinct groups among "
+               f"{', '.join(QUANT_GROUPS)}")
 
 
 @dataclass

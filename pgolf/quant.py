@@ -21,13 +21,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .config import InputError, QuantConfig
+from .config import BUDGET_BYTES, QUANT_GROUPS, InputError, QuantConfig
 from .model import CONTROL_PATTERNS
 
 MAGIC = b"PGOLF"
 VERSION = 1
 COMPRESSORS = {"zlib": 1, "zstd": 2, "lzma": 3}
-BUDGET_BYTES = 16_000_000  # decimal, code + compressed model
 
 
 class ArtifactError(InputError):
@@ -210,9 +209,6 @@ def quantize_state(state: dict[str, Tensor], cfg: QuantConfig, model_config: dic
     return QuantResult(header, payload, records)
 
 
-FIT_ORDER = ("mlp", "attn", "other", "embed")  # the policy's integer groups (quant.fit_order's default order)
-
-
 def fit_ladder(cfg: QuantConfig):
     """The policy, then the same with one bit less at a time, down to int4, in ``cfg.fit_order``: each group all
     the way down before the next (default: MLP, then attention, other, embedding), or with ``cfg.fit_round_robin``
@@ -247,15 +243,20 @@ def quantize_to_budget(state: dict[str, Tensor], cfg: QuantConfig, model_config:
                        code_bytes: int, log=print) -> tuple[QuantResult, QuantConfig, bytes]:
     """Quantize and encode; with ``cfg.fit_budget``, walk ``fit_ladder`` until code + model fit the budget.
     Returns the result, the policy used and the encoded artifact (the last attempt if nothing fits)."""
-    for attempt in fit_ladder(cfg) if cfg.fit_budget else [cfg]:
+    for attempt in budget_attempts(cfg):
         result = quantize_state(state, attempt, model_config, meta)
         data = encode(result, attempt)
         if len(data) + code_bytes <= cfg.budget_bytes:
             break
         if cfg.fit_budget:
-            log(f"artifact: {len(data) + code_bytes:,} bytes with mlp={attempt.mlp} attn={attempt.attn} "
-                f"other={attempt.other} embed={attempt.embed} is over {cfg.budget_bytes:,}; trying one bit less")
+            log(f"artifact: {len(data) + code_bytes:,} bytes with {policy_of(attempt)} is over "
+                f"{cfg.budget_bytes:,}; trying one bit less")
     return result, attempt, data
+
+
+def budget_attempts(cfg: QuantConfig):
+    """The policies the export tries in turn: the fit ladder with ``fit_budget``, else the policy alone."""
+    return fit_ladder(cfg) if cfg.fit_budget else [cfg]
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> int:
@@ -335,7 +336,7 @@ def tensor_table(path: str | os.PathLike) -> tuple[list[dict], int]:
         if rec.get("scale_nbytes"):
             b += bytes(body[rec["scale_offset"]:rec["scale_offset"] + rec["scale_nbytes"]])
         rows.append({"name": rec["name"], "shape": rec["shape"], "fmt": rec["fmt"], "raw_bytes": len(b),
-                     "own": len(_compress(bytes(b), compressor, level)), "rel_error": rec.get("rel_error")})
+                     "own": len(_compress(b, compressor, level)), "rel_error": rec.get("rel_error")})
     own_sum = sum(r["own"] for r in rows) or 1
     acc = 0
     for r in rows:
@@ -411,7 +412,7 @@ def predict_fit(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], cfg: Qua
     """The policy the export will settle on and its predicted model bytes: ``predict_bytes`` walked down
     ``fit_ladder`` the way ``quantize_to_budget`` walks the real artifact (only the first step without
     ``fit_budget``). When nothing fits, the last policy tried and its bytes."""
-    for attempt in fit_ladder(cfg) if cfg.fit_budget else [cfg]:
+    for attempt in budget_attempts(cfg):
         nbytes = predict_bytes(shapes, attempt, model_config, **kw)
         if nbytes + code_bytes <= cfg.budget_bytes:
             break
@@ -419,7 +420,7 @@ def predict_fit(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], cfg: Qua
 
 
 def policy_of(cfg: QuantConfig) -> dict[str, str]:
-    return {g: getattr(cfg, g) for g in FIT_ORDER}
+    return {g: getattr(cfg, g) for g in QUANT_GROUPS}
 
 
 def model_shapes(model: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:

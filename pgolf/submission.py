@@ -16,12 +16,12 @@ import json
 import math
 import os
 import shutil
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config, InputError
-from .quant import BUDGET_BYTES
+from .config import BUDGET_BYTES, Config, InputError
 
 RECORD_THRESHOLD_NATS = 0.005
 
@@ -91,9 +91,8 @@ def welch_one_sided(a: list[float], b: list[float], margin: float = RECORD_THRES
     """Welch's t-test of H1: mean(a) - mean(b) > margin (B lower than A by more than the margin)."""
     if len(a) < 2 or len(b) < 2:
         raise InputError(f"a t-test needs at least 2 runs per group (got {len(a)} and {len(b)})")
-    ma, mb = sum(a) / len(a), sum(b) / len(b)
-    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1)
-    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1)
+    ma, mb = statistics.fmean(a), statistics.fmean(b)
+    va, vb = statistics.variance(a, ma), statistics.variance(b, mb)
     se2 = va / len(a) + vb / len(b)
     if se2 == 0:
         diff = ma - mb - margin
@@ -102,6 +101,11 @@ def welch_one_sided(a: list[float], b: list[float], margin: float = RECORD_THRES
     t = (ma - mb - margin) / math.sqrt(se2)
     df = se2 ** 2 / ((va / len(a)) ** 2 / (len(a) - 1) + (vb / len(b)) ** 2 / (len(b) - 1))
     return Welch(ma, mb, math.sqrt(va), math.sqrt(vb), len(a), len(b), t, df, t_sf(t, df))
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
 # ---------------- runs ----------------
@@ -157,8 +161,7 @@ def cmd_seeds(args) -> int:
             print(f"  seed {seed}: val_bpb {s['val_bpb']:.6f} val_loss {s['val_loss']:.6f} bytes {s['bytes_total']:,}")
         bpbs = [s["val_bpb"] for _, s in results]
         if len(bpbs) > 1:
-            m = sum(bpbs) / len(bpbs)
-            sd = math.sqrt(sum((x - m) ** 2 for x in bpbs) / (len(bpbs) - 1))
+            m, sd = mean_std(bpbs)
             print(f"  mean val_bpb {m:.6f} std {sd:.6f}")
     return 0
 
@@ -204,12 +207,8 @@ def cmd_compare(args) -> int:
     w = welch_one_sided(la, lb, args.margin)
     wb = welch_one_sided(ba, bb, 0.0)
 
-    def ms(xs):
-        m = sum(xs) / len(xs)
-        return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)
-
     for name, loss, bpb in (("A", la, ba), ("B", lb, bb)):
-        (ml, sl), (mb, sb) = ms(loss), ms(bpb)
+        (ml, sl), (mb, sb) = mean_std(loss), mean_std(bpb)
         print(f"{name}: n={len(loss)} val_loss {ml:.6f} +- {sl:.6f}  val_bpb {mb:.6f} +- {sb:.6f}")
     print(f"B - A: val_loss {w.mean_b - w.mean_a:+.6f} nats, val_bpb {wb.mean_b - wb.mean_a:+.6f}")
     print(f"one-sided Welch t-test, H1: B beats A by more than {args.margin} nats: t={w.t:.3f} df={w.df:.2f} "
@@ -274,8 +273,7 @@ def cmd_submit(args) -> int:
     bpb = [s["val_bpb"] for s in sums]
     loss = [s["val_loss"] for s in sums]
     n = len(bpb)
-    m_bpb, m_loss = sum(bpb) / n, sum(loss) / n
-    sd = math.sqrt(sum((x - m_bpb) ** 2 for x in bpb) / (n - 1)) if n > 1 else 0.0
+    (m_bpb, sd), (m_loss, _) = mean_std(bpb), mean_std(loss)
     for r, s in zip(runs, sums):
         shutil.copy(r / "train.log", tmp / f"train_seed{s['seed']}.log")
     meta = {

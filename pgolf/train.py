@@ -133,7 +133,9 @@ class WeightAverager:
         return {"avg": self.avg, "count": self.count}
 
     def load_state_dict(self, st: dict) -> None:
-        self.avg, self.count = st["avg"], st["count"]
+        """From ``state_dict()``, on any device: the average moves to the parameters' device."""
+        self.avg = [a.to(p.device) for a, p in zip(st["avg"], self.params)] if st["avg"] is not None else None
+        self.count = st["count"]
 
 
 def evaluate_all(model, eval_model, cfg: Config, val_tokens, table, device, modes: list[str]) -> dict[str, EvalResult]:
@@ -305,9 +307,7 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int, resume: bool =
             o.load_state_dict(st)
         loader.load_state_dict(ckpt["loader"])
         if averager is not None and ckpt["averager"] is not None:
-            averager.load_state_dict({"avg": [a.to(device) for a in ckpt["averager"]["avg"]]
-                                      if ckpt["averager"]["avg"] is not None else None,
-                                      "count": ckpt["averager"]["count"]})
+            averager.load_state_dict(ckpt["averager"])
         step, train_s, prev_prog, qat_fired_step = ckpt["step"], ckpt["train_s"], ckpt["prev_prog"], ckpt["qat_step"]
         if qat_fired_step is not None:
             model.set_qat_alpha(1.0)
