@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .config import InputError
-from .quant import write_atomic
+from .files import atomic_write, write_json
 
 META = "meta.json"
 
@@ -31,14 +31,12 @@ def save_rank(run_dir, rank: int, state: dict) -> Path:
     d = checkpoint_dir(run_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"rank{rank}.pt"
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(state, f))
     return path
 
 
 def write_meta(run_dir, meta: dict) -> None:
-    write_atomic(checkpoint_dir(run_dir) / META, json.dumps(meta, indent=2).encode())
+    write_json(checkpoint_dir(run_dir) / META, meta)
 
 
 def read_meta(run_dir) -> dict:

@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import Config, ConfigError, InputError, apply_overrides
+from .config import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OVER_BUDGET, Config, ConfigError, InputError, Interrupted, \
+    apply_overrides
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -54,7 +55,9 @@ def resolve_config(args) -> Config:
         ov.append(f"data.tokenizer={args.tokenizer}")
     if args.budget is not None:
         ov.append(f"train.max_seconds={args.budget}")
-    if args.gpu_share and args.gpu_share > 1:
+    if args.gpu_share < 1:
+        raise ConfigError(f"--gpu-share {args.gpu_share}: must be >= 1 (the number of GPUs whose batch share to run)")
+    if args.gpu_share > 1:
         share = cfg.train.batch_tokens // args.gpu_share
         if share * args.gpu_share != cfg.train.batch_tokens or share % cfg.train.seq_len:
             raise ConfigError(f"--gpu-share {args.gpu_share} does not divide batch_tokens={cfg.train.batch_tokens} "
@@ -74,12 +77,8 @@ def cmd_train(args) -> int:
     if args.resume:
         return _resume(args)
     cfg = resolve_config(args)
-    rank = int(os.environ.get("RANK", "0"))
-    run_dir = default_run_dir(cfg, args.out, args.name)
-    if rank == 0 and run_dir.exists() and any(run_dir.iterdir()):
-        raise SystemExit(f"run directory {run_dir} already exists and is not empty; pick another --name")
-    summary = train(cfg, run_dir)
-    return 3 if summary.get("over_budget") else 0
+    summary = train(cfg, default_run_dir(cfg, args.out, args.name))
+    return EXIT_OVER_BUDGET if summary.get("over_budget") else 0
 
 
 def _resume(args) -> int:
@@ -102,7 +101,7 @@ def _resume(args) -> int:
     ov = list(args.overrides) + \
         ([f"train.max_seconds={args.budget}"] if args.budget is not None else [])
     summary = train(apply_overrides(cfg, ov), run_dir, resume=True)
-    return 3 if summary.get("over_budget") else 0
+    return EXIT_OVER_BUDGET if summary.get("over_budget") else 0
 
 
 def cmd_eval(args) -> int:
@@ -144,7 +143,8 @@ def cmd_predict(args) -> int:
     somewhat better, so it errs towards too large."""
     from .model import GPT
     from .pack import code_bytes
-    from .quant import model_shapes, policy_of, predict_fit
+    from .predict import model_shapes, predict_fit
+    from .quant import policy_of
 
     cfg = resolve_config(args)
     if cfg.model.vocab_size == 0:
@@ -158,7 +158,7 @@ def cmd_predict(args) -> int:
           f"{policy_of(used)}{fitted}, {cfg.quant.compressor}-{cfg.quant.level}")
     print(f"predicted artifact: {total:,} bytes (model {nbytes:,} + code {code:,}); budget {cfg.quant.budget_bytes:,}"
           f" -> {'fits' if total <= cfg.quant.budget_bytes else 'OVER'}")
-    return 0 if total <= cfg.quant.budget_bytes else 3
+    return 0 if total <= cfg.quant.budget_bytes else EXIT_OVER_BUDGET
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,8 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, FileNotFoundError) as e:
         if os.environ.get("PGOLF_DEBUG"):
             raise
-        print(f"pgolf {args.cmd}: error: {e}", file=sys.stderr)
-        return 2
+        if not getattr(e, "quiet", False) and not (isinstance(e, ConfigError) and int(os.environ.get("RANK", "0"))):
+            print(f"pgolf {args.cmd}: error: {e}", file=sys.stderr)  # once: every rank raises the same
+        return EXIT_INPUT
+    except Interrupted as e:
+        print(f"pgolf {args.cmd}: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

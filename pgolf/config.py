@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+# Process exit codes, the same for every command (README: exit codes).
+EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_OVER_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 4
+
+
 class InputError(ValueError):
     """Bad input from the user (a file, a flag, a value): reported as a one-line error naming what is wrong."""
 
@@ -21,9 +25,19 @@ class ConfigError(InputError):
     """A configuration value or key is invalid."""
 
 
+class Interrupted(Exception):
+    """A run stopped by SIGINT/SIGTERM; its summary.json says ``status: interrupted``."""
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
+
+
+def _at_least(obj, section: str, low: float, *names: str) -> None:
+    for name in names:
+        v = getattr(obj, name)
+        _check(v >= low, f"{section}.{name}={v}: must be >= {low}")
 
 
 @dataclass
@@ -43,6 +57,7 @@ class ModelConfig:
     rope_dims: int = 0  # rotary dims per head; 0 = the whole head (partial RoPE when smaller)
     ntk_rope: bool = False  # NTK-aware base scaling when a sequence is longer than rope_ref_len
     rope_ref_len: int = 0  # reference length for NTK scaling; 0 = train.seq_len
+    train_seq_len: int = 0  # derived: train.seq_len (Config.validate sets it); fixes the RoPE base of shorter windows
     qk_gain_init: float = 1.5
     unet_skips: bool = True  # encoder/decoder skips with learned per-dim weights
     smear_gate: bool = False  # per-dim sigmoid blend with the previous token's embedding (not across BOS)
@@ -57,7 +72,10 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(self.vocab_size >= 0, "model.vocab_size must be >= 0 (0 = from tokenizer)")
-        _check(self.num_layers >= 1, "model.num_layers must be >= 1")
+        _at_least(self, "model", 1, "num_layers", "model_dim", "num_heads", "num_kv_heads", "bigram_dim")
+        _at_least(self, "model", 0, "mlp_hidden", "mlp_mult", "rope_dims", "rope_ref_len", "train_seq_len", "bos_id",
+                  "qk_gain_init")
+        _check(self.rope_base > 0, "model.rope_base must be > 0")
         _check(self.model_dim % self.num_heads == 0, "model.model_dim must be divisible by model.num_heads")
         _check(self.num_heads % self.num_kv_heads == 0, "model.num_heads must be divisible by model.num_kv_heads")
         _check((self.model_dim // self.num_heads) % 2 == 0, "head dim must be even for RoPE")
@@ -107,6 +125,8 @@ class OptimConfig:
         _check(self.muon_backend_steps >= 1, "optim.muon_backend_steps must be >= 1")
         _check(0 <= self.muon_momentum_warmup_frac <= 1, "optim.muon_momentum_warmup_frac must be in [0, 1]")
         _check(self.grad_clip_norm >= 0, "optim.grad_clip_norm must be >= 0")
+        _at_least(self, "optim", 0, "muon_momentum_warmup_steps", "muon_wd", "adam_wd", "embed_wd")
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.adam_eps > 0, "bad optim.beta1/beta2/adam_eps")
 
 
 @dataclass
@@ -158,6 +178,7 @@ class TrainConfig:
         _check(self.max_seconds >= 0, "train.max_seconds must be >= 0")
         _check(self.iterations >= 1, "train.iterations must be >= 1")
         _check(self.seq_len >= 2, "train.seq_len must be >= 2")
+        _at_least(self, "train", 1, "batch_tokens", "micro_batch_tokens")
         _check(self.micro_batch_tokens % self.seq_len == 0, "train.micro_batch_tokens must be a multiple of seq_len")
         _check(self.batch_tokens % self.micro_batch_tokens == 0,
                "train.batch_tokens must be a multiple of train.micro_batch_tokens")
@@ -210,6 +231,8 @@ class QuantConfig:
         _check(self.compressor in ("zlib", "zstd", "lzma"), f"quant.compressor: unknown {self.compressor!r}")
         _check(0.5 < self.clip_quantile <= 1.0, "quant.clip_quantile must be in (0.5, 1]")
         _check(0 <= self.prune_frac < 0.5, "quant.prune_frac must be in [0, 0.5)")
+        _at_least(self, "quant", 0, "keep_float_max_numel", "int8_scale_floor")
+        _at_least(self, "quant", 1, "budget_bytes", "level")
         if isinstance(self.keep_fp16, str):  # from --set
             self.keep_fp16 = tuple(s for s in self.keep_fp16.split(",") if s)
         if isinstance(self.fit_order, str):
@@ -239,7 +262,12 @@ class EvalConfig:
         _check(self.final in ("plain", "sliding", "ttt"), f"eval.final: unknown {self.final!r}")
         _check(self.final != "sliding" or self.sliding_stride > 0, "eval.final=sliding needs eval.sliding_stride > 0")
         _check(self.final != "ttt" or self.ttt, "eval.final=ttt needs eval.ttt=true")
-        _check(self.sliding_stride >= 0 and self.ttt_rank >= 1 and self.ttt_chunk >= 1, "bad eval values")
+        _at_least(self, "eval", 0, "seq_len", "sliding_stride", "ttt_lr", "max_tokens")
+        _at_least(self, "eval", 1, "batch_tokens", "sliding_batch_seqs", "ttt_rank", "ttt_chunk", "ttt_batch_docs")
+        _at_least(self, "eval", 2, "ttt_seq_len")
+        _check(self.ttt_chunk <= self.ttt_seq_len,
+               f"eval.ttt_chunk={self.ttt_chunk} > eval.ttt_seq_len={self.ttt_seq_len}: a chunk must fit the TTT "
+               "window, or its first tokens would never be scored")
 
 
 @dataclass
@@ -271,6 +299,7 @@ class Config:
             obj.__post_init__()
         seq = self.eval.seq_len or self.train.seq_len
         _check(self.eval.sliding_stride <= seq, "eval.sliding_stride must be <= the eval sequence length")
+        self.model.train_seq_len = self.train.seq_len  # derived: the context the RoPE base is fixed for
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,14 +7,18 @@ little-endian uint16 tokens. Documents are framed ``[BOS] + tokens`` with no EOS
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import InputError
+from .config import Config, InputError
+from .files import atomic_write, sha256_file
+from .tokenizer import ByteTable, build_byte_table, check_space_piece, load_sentencepiece
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
@@ -35,12 +39,12 @@ def write_shard(path: str | os.PathLike, tokens) -> None:
         raise ValueError(f"{path}: too many tokens for one shard ({arr.size})")
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, arr.size
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+
+    def write(f) -> None:
         f.write(header.tobytes())
         f.write(arr.astype("<u2", copy=False).tobytes())
-    os.replace(tmp, path)
+
+    atomic_write(path, write)
 
 
 def read_header(path: str | os.PathLike) -> int:
@@ -94,20 +98,14 @@ def load_tokens(files: list[Path], max_tokens: int = 0) -> torch.Tensor:
     return torch.from_numpy(arr.astype(np.int32))
 
 
-def check_vocab(tokens: torch.Tensor, vocab_size: int, source: str) -> None:
-    if tokens.numel() and int(tokens.max()) >= vocab_size:
-        raise ShardError(f"{source}: token id {int(tokens.max())} >= vocab size {vocab_size} "
-                         "(vocab mismatch between the shards and the tokenizer/model)")
-
-
 class TokenStream:
     """Reads shards in order (memory-mapped) and wraps around forever."""
 
     def __init__(self, files: list[Path]):
         if not files:
             raise FileNotFoundError("TokenStream needs at least one shard")
-        for f in files:
-            read_header(f)  # fail fast on any bad shard, before training starts
+        if sum(read_header(f) for f in files) == 0:  # fail fast on any bad shard, before training starts
+            raise ShardError(f"{files[0].parent}: the train shards hold no tokens")
         self.files = files
         self.file_idx = 0
         self.tokens = read_shard(files[0], mmap=True)
@@ -198,3 +196,166 @@ def find_tokenizer(data_dir: str | os.PathLike) -> Path:
     looked = [str(d / "*.model")] + [str(c) for c in candidates]
     raise FileNotFoundError(f"no tokenizer found for {d}; looked at {looked}. Pass --tokenizer PATH "
                             "(or --set data.tokenizer=PATH)")
+
+
+# ---------------- the data a run reads, resolved and checked before the clock starts ----------------
+
+ROUNDTRIP_DOCS = 64  # documents the tokenizer round trip reads (about 0.1 s)
+
+
+def resolve_data(cfg: Config, log) -> tuple[Path, Path, bool]:
+    """(data folder, tokenizer, is_embedded). Order: data.path, $PGOLF_DATA, ./data/datasets/fineweb10B_spN (the
+    challenge's layout, when present), the embedded corpus."""
+    path = cfg.data.path or os.environ.get("PGOLF_DATA", "")
+    if path:
+        d = Path(path)
+        if not d.is_dir():
+            raise InputError(f"data folder not found: {d}")
+        tok = Path(cfg.data.tokenizer) if cfg.data.tokenizer else find_tokenizer(d)
+        return d, tok, False
+    local = challenge_data_dir(cfg.model.vocab_size)
+    if local is not None:
+        tok = Path(cfg.data.tokenizer) if cfg.data.tokenizer else find_tokenizer(local)
+        return local, tok, False
+    from .embedded import ensure_embedded
+
+    d = ensure_embedded(log)
+    tok = Path(cfg.data.tokenizer) if cfg.data.tokenizer else d / "embedded.model"
+    return d, tok, True
+
+
+@dataclass
+class DataSet:
+    """What a run reads: shards, tokenizer and byte table, and the record of what was checked about them."""
+
+    folder: Path
+    tokenizer: Path
+    tokenizer_sha256: str
+    embedded: bool
+    vocab_size: int
+    table: ByteTable
+    train_files: list[Path]
+    val_files: list[Path]
+    val_tokens: torch.Tensor
+    checks: list[str] = field(default_factory=list)
+
+
+def shard_max_ids(files: list[Path], rank: int = 0, world: int = 1, group=None) -> list[int]:
+    """The largest token id of every shard (-1 for an empty one), each rank reading every world-th shard; with a
+    process group the results are combined (MAX) so every rank holds all of them. A vectorised max over a
+    memory map: about a second per 100M-token shard."""
+    out = torch.full((len(files),), -2, dtype=torch.int64)
+    for i in range(rank, len(files), world):
+        t = read_shard(files[i], mmap=True)
+        out[i] = int(t.max()) if t.size else -1
+    if group is not None:
+        import torch.distributed as dist
+
+        dist.all_reduce(out, op=dist.ReduceOp.MAX, group=group)
+    return out.tolist()
+
+
+def _manifest_fingerprint(folder: Path) -> tuple[str | None, str]:
+    """The sha256 of the tokenizer the shards were built with, when a manifest records it: our builds' own
+    manifest.json, or the challenge download's (``data/manifest.json`` names the tokenizer file of each variant).
+    Returns (sha256 or None, where it came from)."""
+    own = folder / "manifest.json"
+    if own.is_file():
+        try:
+            m = json.loads(own.read_text())
+        except (OSError, json.JSONDecodeError):
+            m = {}
+        if isinstance(m, dict) and m.get("tokenizer_sha256"):
+            return m["tokenizer_sha256"], str(own)
+    root = folder.parent.parent  # data/datasets/fineweb10B_spN -> data/
+    dl = root / "manifest.json"
+    if folder.parent.name == "datasets" and dl.is_file():
+        try:
+            m = json.loads(dl.read_text())
+            entry = next(d for d in m.get("datasets", []) if d.get("name") == folder.name)
+            tok = next(t for t in m.get("tokenizers", []) if t.get("name") == entry.get("tokenizer_name"))
+            model = root / tok["model_path"]
+        except (OSError, json.JSONDecodeError, StopIteration, KeyError, TypeError, AttributeError):
+            return None, ""
+        if model.is_file():
+            return sha256_file(model), f"{dl} ({tok['model_path']})"
+    return None, ""
+
+
+def tokenizer_roundtrip(sp, tokens: torch.Tensor | np.ndarray, bos_id: int, max_docs: int = ROUNDTRIP_DOCS
+                        ) -> tuple[int, int]:
+    """(documents that decode and re-encode to the very same ids, documents tried), over the first documents of
+    ``tokens`` made only of ordinary pieces (byte-fallback and control pieces may not round-trip even with the right
+    tokenizer). With the tokenizer the shards were made with, all of them match; with another (the sp4096 one on
+    sp1024 shards, say) none do, although its byte table would score them."""
+    arr = np.asarray(tokens)
+    V = int(sp.vocab_size())
+    special = np.array([sp.is_byte(i) or sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i) for i in range(V)])
+    bos = np.flatnonzero(arr == bos_id)
+    tried = same = 0
+    for a, b in zip(bos, list(bos[1:]) + [arr.size]):
+        ids = arr[a + 1:b]
+        if ids.size == 0 or int(ids.max()) >= V or special[ids].any():
+            continue
+        ids = ids.tolist()
+        tried += 1
+        same += sp.encode(sp.decode(ids)) == ids
+        if tried >= max_docs:
+            break
+    return same, tried
+
+
+def prepare_data(cfg: Config, log, rank: int = 0, world: int = 1, group=None, train: bool = True) -> DataSet:
+    """Resolve the shards and tokenizer of ``cfg`` and check everything that could make a run fail late or score
+    wrong, before the clock starts: every shard's header and size, no empty shard, every token id (of every shard)
+    below the vocabulary, the tokenizer the shards were built with (fingerprint from a manifest where there is one;
+    always a decode/re-encode round trip of validation documents), and validation tokens that carry text bytes.
+    Raises one InputError naming the file; sets ``cfg.model.vocab_size`` (when 0) and ``cfg.data`` paths. With
+    ``train=False`` (scoring an artifact) the train shards are not read."""
+    data_dir, tok_path, embedded = resolve_data(cfg, log)
+    sp = load_sentencepiece(tok_path)
+    check_space_piece(sp, str(tok_path))
+    V = int(sp.vocab_size())
+    if cfg.model.vocab_size == 0:
+        cfg.model.vocab_size = V
+    elif cfg.model.vocab_size != V:
+        raise InputError(f"vocab mismatch: model.vocab_size={cfg.model.vocab_size} but tokenizer {tok_path} has {V} "
+                         "pieces (set model.vocab_size=0 to take it from the tokenizer)")
+    cfg.data.path, cfg.data.tokenizer = str(data_dir), str(tok_path)
+    fingerprint = sha256_file(tok_path)
+    checks = [f"tokenizer {tok_path.name} sha256 {fingerprint[:12]}"]
+    val_files = list_shards(data_dir, cfg.data.val_glob)
+    train_files = list_shards(data_dir, cfg.data.train_glob) if train else []
+    files = val_files + train_files
+    for f in files:
+        if read_header(f) == 0:
+            raise ShardError(f"{f}: holds 0 tokens")
+    top = shard_max_ids(files, rank, world, group)
+    for f, m in zip(files, top):
+        if m >= V:
+            raise ShardError(f"{f}: token id {m} >= vocab size {V} of tokenizer {tok_path} (shards and tokenizer "
+                             "do not match)")
+    checks.append(f"{len(files)} shards: ids < {V}")
+    expected, source = _manifest_fingerprint(data_dir)
+    if expected is not None:
+        if expected != fingerprint:
+            raise InputError(f"{tok_path}: not the tokenizer the shards in {data_dir} were built with (sha256 "
+                             f"{fingerprint[:12]}, {source} says {expected[:12]}); pass the right --tokenizer")
+        checks.append(f"fingerprint matches {source}")
+    else:
+        checks.append("no manifest with a tokenizer fingerprint")
+    val_tokens = load_tokens(val_files, cfg.eval.max_tokens)
+    if val_tokens.numel() < 2:
+        raise ShardError(f"{val_files[0]}: fewer than 2 validation tokens")
+    same, tried = tokenizer_roundtrip(sp, val_tokens.numpy(), cfg.model.bos_id)
+    if tried >= 8 and same < 0.9 * tried:
+        raise InputError(f"{tok_path}: does not reproduce the validation tokens of {data_dir} ({same} of {tried} "
+                         "documents decode and re-encode to the same ids; the right tokenizer gives all): the shards "
+                         "were made with another tokenizer. Pass the right --tokenizer")
+    checks.append(f"round trip {same}/{tried} val documents" if tried >= 8 else
+                  f"round trip not checkable ({tried} plain val documents)")
+    table = build_byte_table(sp, V)
+    if float(table.count(val_tokens[:-1].long(), val_tokens[1:].long()).sum()) <= 0:
+        raise ShardError(f"{val_files[0]}: the validation tokens hold no text bytes (only empty documents?); "
+                         "val_bpb would be undefined")
+    return DataSet(data_dir, tok_path, fingerprint, embedded, V, table, train_files, val_files, val_tokens, checks)

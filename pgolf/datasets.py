@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import shutil
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from tqdm import tqdm
 
 from .config import InputError
 from .data import ShardError, read_header, read_shard, write_shard
+from .files import sha256_file, write_json
 from .tokenizer import check_space_piece, load_sentencepiece, train_tokenizer
 
 DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
@@ -178,6 +180,7 @@ def train_tokenizer_from_file(input_path: str | os.PathLike, vocab_size: int, pr
 class SplitStats:
     source: str
     docs: int = 0
+    empty_docs: int = 0  # documents whose text encodes to no token (kept as a lone BOS, as the challenge does)
     tokens: int = 0
     text_bytes: int = 0  # UTF-8 bytes of the documents' text as it was encoded (before SentencePiece's NFKC)
     shards: list[dict[str, Any]] = field(default_factory=list)  # {"file": name, "tokens": n}, in order
@@ -219,15 +222,18 @@ def _init_encoder(model_path: str) -> None:
     _encoder = spm.SentencePieceProcessor(model_file=model_path)
 
 
-def _encode_chunk(source: str, jsonl: bool, lines: list[tuple[int, str]]) -> tuple[np.ndarray, int, int]:
-    """Parse and frame a chunk of documents as ``[BOS] + ids`` each; return (tokens, documents, text bytes)."""
+def _encode_chunk(source: str, jsonl: bool, lines: list[tuple[int, str]]) -> tuple[np.ndarray, int, int, int]:
+    """Parse and frame a chunk of documents as ``[BOS] + ids`` each; return (tokens, documents, empty documents,
+    text bytes)."""
     texts = [_parse_document(line, jsonl, f"{source}:{lineno}") for lineno, line in lines]
     bos = _encoder.bos_id()
     flat: list[int] = []
+    empty = 0
     for ids in _encoder.encode(texts, num_threads=1):  # one thread: the parallelism is across worker processes
         flat.append(bos)
         flat.extend(ids)
-    return np.array(flat, dtype=np.uint16), len(texts), sum(len(t.encode("utf-8")) for t in texts)
+        empty += not ids
+    return np.array(flat, dtype=np.uint16), len(texts), empty, sum(len(t.encode("utf-8")) for t in texts)
 
 
 def _chunks(lines: Iterable[tuple[int, str]]) -> Iterator[list[tuple[int, str]]]:
@@ -317,9 +323,10 @@ def build_shards(input_path: str | os.PathLike, tokenizer: str | os.PathLike, ou
                 writer = _ShardWriter(stage, split, shard_tokens, s)
                 jobs = ((str(path), jsonl, chunk) for chunk in _chunks(split_lines))
                 with tqdm(desc=split, unit=" docs", disable=not progress) as bar:
-                    for tokens, docs, text_bytes in encode(jobs):
+                    for tokens, docs, empty, text_bytes in encode(jobs):
                         writer.add(tokens)
                         s.docs += docs
+                        s.empty_docs += empty
                         s.tokens += tokens.size
                         s.text_bytes += text_bytes
                         bar.update(docs)
@@ -327,8 +334,13 @@ def build_shards(input_path: str | os.PathLike, tokenizer: str | os.PathLike, ou
                 writer.flush()
         if val_docs is not None and stats["val"].docs < val_docs:
             raise InputError(f"{input_path}: has {stats['val'].docs} documents, fewer than --val-docs {val_docs}")
+        for split, st in stats.items():
+            if st.docs and st.empty_docs == st.docs:
+                raise InputError(f"{st.source}: every {split} document is empty (no text to "
+                                 f"{'score' if split == 'val' else 'train on'})")
         manifest = {
-            "tokenizer": str(tokenizer.resolve()), "vocab_size": int(sp.vocab_size()), "bos_id": int(sp.bos_id()),
+            "tokenizer": str(tokenizer.resolve()), "tokenizer_sha256": sha256_file(tokenizer),
+            "vocab_size": int(sp.vocab_size()), "bos_id": int(sp.bos_id()),
             "append_eos": False, "shard_tokens": shard_tokens, "splits": {k: asdict(v) for k, v in stats.items()},
         }
         (out / "manifest.json").unlink(missing_ok=True)  # no manifest while the shard set is being swapped
@@ -337,16 +349,10 @@ def build_shards(input_path: str | os.PathLike, tokenizer: str | os.PathLike, ou
         for s in stats.values():
             for shard in s.shards:
                 os.replace(stage / shard["file"], out / shard["file"])
-        _write_json_atomic(out / "manifest.json", manifest)
+        write_json(out / "manifest.json", manifest)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return manifest
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def decode_shards(paths: Iterable[str | os.PathLike], tokenizer) -> list[str]:
@@ -408,16 +414,43 @@ def _manifest_path(value: Any, what: str) -> str:
     return p.as_posix()
 
 
+REQUEST_TIMEOUT = 20.0  # seconds without an answer before a request counts as failed
+REQUEST_ATTEMPTS = 3
+
+
+def _probe(url: str, timeout: float, attempts: int) -> None:
+    """A HEAD request with a timeout, tried ``attempts`` times with back-off: a server that accepts connections
+    and never answers (or refuses them) is a clear error in seconds, not a wait of many minutes inside the hub
+    client's own, longer retries."""
+    import urllib.error
+    import urllib.request
+
+    last = ""
+    for i in range(attempts):
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+                return
+        except urllib.error.HTTPError:
+            return  # the server answers; its status is the hub client's business
+        except (OSError, ValueError) as e:
+            last = f"{type(e).__name__}: {e}"
+        if i + 1 < attempts:
+            time.sleep(min(2.0 ** i, 4.0))
+    raise DownloadError(f"{url}: no answer after {attempts} attempts of {timeout:.0f} s ({last})")
+
+
 def fetch_fineweb(variant: str, train_shards: int, out: str | os.PathLike, *, repo_id: str = DEFAULT_REPO_ID,
-                  endpoint: str | None = None, cache_dir: str | os.PathLike | None = None) -> FetchResult:
+                  endpoint: str | None = None, cache_dir: str | os.PathLike | None = None,
+                  timeout: float = REQUEST_TIMEOUT, attempts: int = REQUEST_ATTEMPTS) -> FetchResult:
     """Fetch one variant of the challenge's export into the challenge's layout under ``out``.
 
     Files come through the hub cache (``cache_dir``, default $HF_HOME's): huggingface_hub writes each download to a
     temporary file, resumes a body cut off mid-transfer with a Range request from its last whole chunk, and renames
     the file into the cache only when whole (a process killed mid-file starts that file over on the next run). Each
     file is then verified and linked into place. ``endpoint`` defaults to $HF_ENDPOINT, else the public hub.
+    Every request has a ``timeout`` (seconds without an answer); the server is probed first (``attempts`` tries), so
+    one that never answers is reported within about ``attempts * timeout`` seconds.
     """
-    import httpx2  # huggingface_hub's HTTP client; its transport errors escape once hf's own retries are spent
     from huggingface_hub import constants, hf_hub_download
 
     if train_shards < 0:
@@ -429,12 +462,13 @@ def fetch_fineweb(variant: str, train_shards: int, out: str | os.PathLike, *, re
         remote = f"{REMOTE_PREFIX}/{rel}"
         try:
             return Path(hf_hub_download(repo_id=repo_id, filename=remote, repo_type="dataset", endpoint=endpoint,
-                                        cache_dir=cache_dir, force_download=force))
-        except (OSError, httpx2.HTTPError) as e:
+                                        cache_dir=cache_dir, force_download=force, etag_timeout=timeout))
+        except Exception as e:  # HTTP and transport errors of the hub client (its HTTP library's own types)
             detail = (str(e).strip().splitlines() or [""])[0]
             raise DownloadError(f"fetching {remote} from dataset {repo_id} on {server} failed: "
                                 f"{type(e).__name__}: {detail}") from e
 
+    _probe(f"{server.rstrip('/')}/datasets/{repo_id}/resolve/main/{REMOTE_PREFIX}/manifest.json", timeout, attempts)
     # The manifest is always resolved again (a HEAD request; no body unless it changed) so it is never stale.
     cached_manifest = download("manifest.json")
     try:
@@ -501,7 +535,8 @@ def fetch_fineweb(variant: str, train_shards: int, out: str | os.PathLike, *, re
 
 
 def cmd_fineweb(args) -> int:
-    res = fetch_fineweb(args.variant, args.train_shards, args.out, repo_id=args.repo_id, endpoint=args.endpoint)
+    res = fetch_fineweb(args.variant, args.train_shards, args.out, repo_id=args.repo_id, endpoint=args.endpoint,
+                        timeout=args.timeout)
     print(f"{args.variant}: {len(res.fetched)} files fetched, {len(res.skipped)} already in place and verified "
           f"-> {Path(args.out) / 'datasets' / f'fineweb10B_{args.variant}'}")
     return 0
@@ -549,6 +584,9 @@ def add_parsers(sub) -> None:
                         "kevclark/parameter-golf)")
     f.add_argument("--out", default="data", help="data root (default ./data)")
     f.add_argument("--endpoint", help="hub server URL (default $HF_ENDPOINT, else https://huggingface.co)")
+    f.add_argument("--timeout", type=float, default=REQUEST_TIMEOUT, metavar="S",
+                   help=f"seconds without an answer before a request fails (default {REQUEST_TIMEOUT:.0f}; "
+                        f"{REQUEST_ATTEMPTS} attempts)")
     f.set_defaults(fn=cmd_fineweb)
 
     t = dsub.add_parser("tokenizer", help="train a SentencePiece BPE tokenizer with the challenge's settings",

@@ -1,9 +1,15 @@
-"""Distributed set-up in two functions. torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; NCCL on GPU, gloo on CPU."""
+"""Distributed set-up in two functions. torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; NCCL on GPU, gloo on CPU.
+
+Failure: a rank that raises never waits for the others (no barrier on the error path); it exits, and torchrun
+ends every other rank within its monitor interval. Collectives time out after ``PGOLF_DIST_TIMEOUT`` seconds
+(default 300, a machine fact: longer than the slowest compile) so that no launch without an agent hangs forever.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -15,6 +21,7 @@ class DistInfo:
     world_size: int
     local_rank: int
     device: torch.device
+    cpu_group: object = None  # a gloo group over all ranks for host-side collectives (None with one process)
 
     @property
     def is_main(self) -> bool:
@@ -23,6 +30,10 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+def timeout() -> timedelta:
+    return timedelta(seconds=float(os.environ.get("PGOLF_DIST_TIMEOUT", "300")))
 
 
 def init_distributed(device_choice: str = "auto") -> DistInfo:
@@ -37,32 +48,29 @@ def init_distributed(device_choice: str = "auto") -> DistInfo:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        if use_cuda:
-            dist.init_process_group(backend="nccl", device_id=device)
-        else:
-            dist.init_process_group(backend="gloo")
-        dist.barrier()
-    return DistInfo(rank, world, local, device)
+    cpu_group = None
+    if world > 1:
+        if not dist.is_initialized():
+            if use_cuda:
+                dist.init_process_group(backend="nccl", device_id=device, timeout=timeout())
+            else:
+                dist.init_process_group(backend="gloo", timeout=timeout())
+        cpu_group = dist.new_group(backend="gloo", timeout=timeout()) if use_cuda else dist.group.WORLD
+        dist.barrier(group=cpu_group)
+    return DistInfo(rank, world, local, device, cpu_group)
 
 
-def cleanup_distributed() -> None:
-    if dist.is_available() and dist.is_initialized():
+def cleanup_distributed(ok: bool = True) -> None:
+    """After a successful run: wait for every rank, then tear down. After an error: return at once (a barrier
+    here would wait for ranks that are themselves waiting in a collective for this one)."""
+    if ok and dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-
-
-def all_reduce_max(value: float, info: DistInfo) -> float:
-    if not info.distributed:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=info.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t.item())
 
 
 def broadcast_object(obj, info: DistInfo):
     if not info.distributed:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=info.cpu_group)
     return box[0]

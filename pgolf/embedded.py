@@ -15,8 +15,9 @@ import sysconfig
 from pathlib import Path
 
 from .data import write_shard
+from .files import sha256_file
 
-VERSION = 1
+VERSION = 2
 SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "turtledemo", "__pycache__"}
 
 
@@ -72,7 +73,7 @@ def ensure_embedded(log=print, vocab_size: int = 1024) -> Path:
     write_shard(tmp / "fineweb_val_000000.bin", val)
     (tmp / "manifest.json").write_text(json.dumps({
         "docs": len(docs), "train_tokens": len(train), "val_tokens": len(val), "vocab_size": sp.vocab_size(),
-        "source": "pydoc_data.topics + stdlib docstrings"}))
+        "tokenizer_sha256": sha256_file(model), "source": "pydoc_data.topics + stdlib docstrings"}))
     try:
         os.rename(tmp, out)
     except OSError:  # another process finished first

@@ -1,16 +1,22 @@
-"""Evaluation: val_bpb = sum NLL / (ln 2 * sum bytes), sums in float64, all-reduced, divided once.
+"""Evaluation: val_bpb = sum NLL / (ln 2 * sum bytes), float64 sums, divided once.
+
+The work is cut into units (blocks of windows, documents) that are evaluated with the same shapes whatever the
+process count; per-unit float64 sums are gathered and added exactly (``exact_total``), so every mode gives the same
+val_bpb on 1 or N processes.
 
 Every mode scores the same targets -- every token of the validation stream after the first -- exactly once:
 - plain:   non-overlapping windows of seq_len (a window's first tokens see little context);
 - sliding: windows every ``stride`` tokens; each target is scored in the window that gives it the longest
            context (>= seq_len - stride tokens, except the first window's); the tail is never scored twice;
 - ttt:     per document, chunk by chunk: score a chunk, then take one Adam step on per-document LoRA adapters
-           using only that (already scored) chunk; adapters reset for every document.
+           using only that (already scored) chunk; every document starts from the same adapters.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -43,14 +49,52 @@ def rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _reduce(sums: Tensor) -> Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
-    return sums
-
-
 def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def rank_range(n: int, rank: int, world: int) -> tuple[int, int]:
+    """The contiguous share [lo, hi) of n work units that ``rank`` evaluates."""
+    return n * rank // world, n * (rank + 1) // world
+
+
+def exact_total(unit_sums: Tensor, n_units: int) -> tuple[float, int, float]:
+    """(nll, tokens, bytes) over all ranks from each rank's per-unit float64 sums (rows: its ``rank_range`` units).
+
+    Every rank's rows are gathered in unit order and added with ``math.fsum`` (exactly rounded, so independent of
+    order and grouping): the total depends on the per-unit sums alone, never on how many processes computed them.
+    A unit (a block of windows, a document) is always evaluated with the same shapes, so its sums are the same for
+    any world size, and so is val_bpb."""
+    rank, world = rank_world()
+    rows = unit_sums.detach().double()
+    if world > 1:
+        sizes = [rank_range(n_units, r, world) for r in range(world)]
+        width = max(hi - lo for lo, hi in sizes)
+        pad = torch.zeros(width, 3, dtype=torch.float64, device=rows.device)
+        pad[:rows.shape[0]] = rows
+        parts = [torch.empty_like(pad) for _ in range(world)]
+        dist.all_gather(parts, pad)
+        rows = torch.cat([part[:hi - lo] for part, (lo, hi) in zip(parts, sizes)])
+    cols = rows.cpu().tolist()
+    return (math.fsum(r[0] for r in cols), int(round(math.fsum(r[1] for r in cols))), math.fsum(r[2] for r in cols))
+
+
+class Progress:
+    """Plain progress lines with an ETA from rank 0, at most every ``every_s`` seconds (no tqdm: the packed file
+    runs without it)."""
+
+    def __init__(self, label: str, total: int, log: Callable[[str], None] | None, every_s: float = 15.0):
+        self.label, self.total, self.log, self.every_s = label, total, log, every_s
+        self.t0 = self.last = time.perf_counter()
+
+    def update(self, done: int) -> None:
+        now = time.perf_counter()
+        if self.log is None or now - self.last < self.every_s or done >= self.total:
+            return
+        self.last = now
+        rate = done / max(now - self.t0, 1e-9)
+        self.log(f"{self.label}: {done:,}/{self.total:,} ({100 * done / max(self.total, 1):.0f}%) "
+                 f"elapsed {now - self.t0:.0f}s eta {(self.total - done) / max(rate, 1e-9):.0f}s")
 
 
 def window_plan(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
@@ -73,56 +117,57 @@ def window_plan(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int
 
 @torch.no_grad()
 def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable, seq_len: int, stride: int,
-                 batch_seqs: int, device: torch.device) -> EvalResult:
-    """Sliding-window eval (plain eval is stride == seq_len). ``model(x, y, reduction='none')`` -> (B, T) nats."""
-    import time
+                 batch_seqs: int, device: torch.device, log: Callable[[str], None] | None = None,
+                 label: str = "eval") -> EvalResult:
+    """Sliding-window eval (plain eval is stride == seq_len). ``model(x, y, reduction='none')`` -> (B, T) nats.
 
+    The windows are cut into blocks of ``batch_seqs`` (one forward each, always full-size: the last block is padded
+    with unscored windows); ranks take contiguous runs of blocks, and the per-block sums meet in ``exact_total``."""
     t0 = time.perf_counter()
     rank, world = rank_world()
     plan = window_plan(tokens.numel(), seq_len, stride)
-    mine = plan[len(plan) * rank // world: len(plan) * (rank + 1) // world]
+    n_blocks = math.ceil(len(plan) / batch_seqs)
+    lo, hi = rank_range(n_blocks, rank, world)
     table = table.to(device)
     toks = tokens.to(device=device, dtype=torch.int64)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # nll, tokens, bytes
+    sums = torch.zeros(hi - lo, 3, dtype=torch.float64, device=device)  # per block: nll, tokens, bytes
     pos = torch.arange(seq_len, device=device)
+    progress = Progress(label, hi - lo, log if rank == 0 else None)
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for i in range(0, len(mine), batch_seqs):
-            batch = mine[i:i + batch_seqs]
-            starts = torch.tensor([b[0] for b in batch] + [0] * (batch_seqs - len(batch)), device=device)
-            firsts = torch.tensor([b[1] for b in batch] + [seq_len] * (batch_seqs - len(batch)), device=device)
-            lens = torch.tensor([b[2] for b in batch] + [0] * (batch_seqs - len(batch)), device=device)
+        for k, blk in enumerate(range(lo, hi)):
+            batch = plan[blk * batch_seqs:(blk + 1) * batch_seqs]
+            pad = batch_seqs - len(batch)
+            starts = torch.tensor([b[0] for b in batch] + [0] * pad, device=device)
+            firsts = torch.tensor([b[1] for b in batch] + [seq_len] * pad, device=device)
+            lens = torch.tensor([b[2] for b in batch] + [0] * pad, device=device)
             idx = (starts[:, None] + pos[None, :]).clamp_max(toks.numel() - 2)
             x, y = toks[idx], toks[idx + 1]
             with _autocast(device):
                 nll = model(x, y, reduction="none").float()
             mask = (pos[None, :] >= firsts[:, None]) & (pos[None, :] < lens[:, None])
-            nbytes = table.count(x, y)
-            sums[0] += (nll.double() * mask).sum()
-            sums[1] += mask.sum()
-            sums[2] += (nbytes * mask).sum()
+            sums[k, 0] = (nll.double() * mask).sum()
+            sums[k, 1] = mask.sum()
+            sums[k, 2] = (table.count(x, y) * mask).sum()
+            progress.update(k + 1)
     model.train(was_training)
-    sums = _reduce(sums)
-    return EvalResult(sums[0].item(), int(sums[1].item()), sums[2].item(), time.perf_counter() - t0)
+    nll, n, nbytes = exact_total(sums, n_blocks)
+    return EvalResult(nll, n, nbytes, time.perf_counter() - t0)
 
 
 # ---------------- LoRA test-time training ----------------
 
 class BatchedLoRA(nn.Module):
-    """Independent rank-r adapters per batch element: delta(x) = x A^T B^T, A (bsz, r, in), B (bsz, out, r)."""
+    """Independent rank-r adapters per batch element: delta(x) = x A^T B^T, A (bsz, r, in), B (bsz, out, r).
+    Every document starts from the same A (``init_A``, fixed by a seed) and B = 0, so a document's adapted scores
+    depend on the document alone, not on its batch or rank."""
 
-    def __init__(self, bsz: int, d_in: int, d_out: int, rank: int, gen: torch.Generator | None = None):
+    def __init__(self, init_A: Tensor, bsz: int, d_out: int):
         super().__init__()
-        self.A = nn.Parameter(torch.empty(bsz, rank, d_in))
-        self.B = nn.Parameter(torch.empty(bsz, d_out, rank))
-        self.reset(gen)
-
-    @torch.no_grad()
-    def reset(self, gen: torch.Generator | None = None) -> None:
-        bound = 1.0 / math.sqrt(self.A.size(-1))
-        self.A.copy_(torch.rand(self.A.shape, generator=gen) * (2 * bound) - bound)
-        self.B.zero_()
+        rank, d_in = init_A.shape
+        self.A = nn.Parameter(init_A.expand(bsz, rank, d_in).clone())
+        self.B = nn.Parameter(torch.zeros(bsz, d_out, rank, dtype=init_A.dtype, device=init_A.device))
 
     def forward(self, x: Tensor) -> Tensor:
         return (x @ self.A.transpose(1, 2).to(x.dtype)) @ self.B.transpose(1, 2).to(x.dtype)
@@ -135,10 +180,17 @@ class TTTAdapters(nn.Module):
         super().__init__()
         d, V = model.cfg.model_dim, model.tok_emb.weight.size(0)
         kv = model.cfg.num_kv_heads * model.cfg.head_dim
-        g = torch.Generator().manual_seed(seed)  # deterministic adapters, whatever the global RNG state
-        self.qs = nn.ModuleList(BatchedLoRA(bsz, d, d, rank, g) for _ in model.blocks)
-        self.vs = nn.ModuleList(BatchedLoRA(bsz, d, kv, rank, g) for _ in model.blocks)
-        self.lm = BatchedLoRA(bsz, d, V, rank, g)
+        dev = model.tok_emb.weight.device
+        g = torch.Generator().manual_seed(seed)
+        bound = 1.0 / math.sqrt(d)
+
+        def lora(d_out: int) -> BatchedLoRA:  # U(-1/sqrt(in), 1/sqrt(in)), PyTorch's Linear default
+            return BatchedLoRA((torch.rand(rank, d, generator=g, dtype=torch.float64) * 2 - 1).mul_(bound)
+                               .float().to(dev), bsz, d_out)
+
+        self.qs = nn.ModuleList(lora(d) for _ in model.blocks)
+        self.vs = nn.ModuleList(lora(kv) for _ in model.blocks)
+        self.lm = lora(V)
 
     def q(self, layer: int, x: Tensor) -> Tensor:
         return self.qs[layer](x)
@@ -148,7 +200,6 @@ class TTTAdapters(nn.Module):
 
     def head(self, h: Tensor) -> Tensor:
         return self.lm(h)
-
 
 
 def find_docs(tokens: Tensor, bos_id: int) -> list[tuple[int, int]]:
@@ -176,20 +227,26 @@ def ttt_chunks(pred_len: int, chunk: int, seq_len: int) -> list[tuple[int, int, 
 
 
 def eval_ttt(model, tokens: Tensor, table: ByteTable, device: torch.device, *, rank_r: int = 8, lr: float = 0.01,
-             chunk: int = 256, seq_len: int = 1024, batch_docs: int = 64, bos_id: int = 1,
-             betas=(0.9, 0.95), trace: list | None = None) -> EvalResult:
-    """LoRA TTT eval. ``trace``, when given, receives ("score"|"train", doc_start, target_lo, target_hi) events in
-    stream target indices, so tests can check that nothing is trained on before it is scored."""
-    import time
+             chunk: int = 256, seq_len: int = 1024, batch_docs: int = 64, bos_id: int = 1, betas=(0.9, 0.95),
+             seed: int = 0, log: Callable[[str], None] | None = None,
+             token_nll: dict[int, float] | None = None) -> EvalResult:
+    """LoRA TTT eval: per document, chunk by chunk, score the chunk, then one Adam step on that document's adapters
+    using only the chunk just scored (never the document's last chunk: nothing after it is scored).
 
+    A document's score is a function of the model and that document: adapters start from the same seeded state for
+    every document, documents in one batch never share gradients (the loss is a sum of per-document means and
+    Adam is elementwise), and the window of chunk ``ci`` is always ``min((ci+1)*chunk, seq_len)`` wide. Batch size
+    and process count only change how the work is cut. ``token_nll``, when given, receives every scored target's
+    NLL under its index in ``tokens`` -- for the perturbation tests."""
     t0 = time.perf_counter()
     rank, world = rank_world()
     docs = find_docs(tokens, bos_id)
-    mine = docs[len(docs) * rank // world: len(docs) * (rank + 1) // world]
-    mine.sort(key=lambda d: d[1])
+    lo, hi = rank_range(len(docs), rank, world)
+    mine = sorted(range(lo, hi), key=lambda i: docs[i][1])  # similar lengths share a batch
     table = table.to(device)
     toks = tokens.to(device=device, dtype=torch.int64)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    sums = torch.zeros(hi - lo, 3, dtype=torch.float64, device=device)  # per document
+    progress = Progress("ttt", hi - lo, log if rank == 0 else None)
     was_training = model.training
     model.eval()
     req = [p.requires_grad for p in model.parameters()]
@@ -197,16 +254,17 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable, device: torch.device, *, r
         p.requires_grad_(False)
     try:
         for bi in range(0, len(mine), batch_docs):
-            batch = mine[bi:bi + batch_docs]
+            batch = [docs[i] for i in mine[bi:bi + batch_docs]]
+            rows = [i - lo for i in mine[bi:bi + batch_docs]]
             bsz = len(batch)
-            lora = TTTAdapters(model, bsz, rank_r, seed=rank * 1_000_003 + bi).to(device)
+            lora = TTTAdapters(model, bsz, rank_r, seed=seed)
             opt = torch.optim.Adam(lora.parameters(), lr=lr, betas=betas, eps=1e-10)
             plans = [ttt_chunks(n - 1, chunk, seq_len) for _, n in batch]
             for ci in range(max(len(p) for p in plans)):
                 active = [ci < len(p) for p in plans]
                 train_mask = [ci < len(p) - 1 for p in plans]  # the last chunk of a document is never trained on
                 spans = [p[ci] if ci < len(p) else (0, 0, 0) for p in plans]
-                W = max(ce - ws for ws, _, ce in spans)
+                W = min((ci + 1) * chunk, seq_len)
                 x = torch.zeros(bsz, W, dtype=torch.int64, device=device)
                 y = torch.zeros(bsz, W, dtype=torch.int64, device=device)
                 score = torch.zeros(bsz, W, dtype=torch.bool, device=device)
@@ -216,29 +274,52 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable, device: torch.device, *, r
                     x[b, :ce - ws] = toks[ds + ws: ds + ce]
                     y[b, :ce - ws] = toks[ds + ws + 1: ds + ce + 1]
                     score[b, cs - ws: ce - ws] = True
-                    if trace is not None:
-                        trace.append(("score", ds, ds + cs + 1, ds + ce))
                 need_train = any(train_mask)
                 with torch.enable_grad() if need_train else torch.no_grad(), _autocast(device):
                     nll = model(x, y, reduction="none", lora=lora).float()  # (bsz, W)
                 with torch.no_grad():
                     m = score.double()
-                    sums[0] += (nll.detach().double() * m).sum()
-                    sums[1] += m.sum()
-                    sums[2] += (table.count(x, y) * m).sum()
+                    per = torch.stack(((nll.detach().double() * m).sum(1), m.sum(1), (table.count(x, y) * m).sum(1)),
+                                      1)
+                    sums[rows] += per
+                    if token_nll is not None:
+                        for b, ((ds, _), (ws, _, _)) in enumerate(zip(batch, spans)):
+                            for p in score[b].nonzero().flatten().tolist():
+                                token_nll[ds + ws + p + 1] = nll[b, p].item()
                 if need_train:
                     tm = torch.tensor(train_mask, device=device, dtype=nll.dtype)[:, None] * score.to(nll.dtype)
                     per_doc = (nll * tm).sum(1) / tm.sum(1).clamp_min(1)
                     opt.zero_grad(set_to_none=True)
                     per_doc.sum().backward()
                     opt.step()
-                    if trace is not None:
-                        for b, ((ds, _), (ws, cs, ce)) in enumerate(zip(batch, spans)):
-                            if train_mask[b]:
-                                trace.append(("train", ds, ds + cs + 1, ds + ce))
+            progress.update(bi + bsz)
     finally:
         for p, r in zip(model.parameters(), req):
             p.requires_grad_(r)
         model.train(was_training)
-    sums = _reduce(sums)
-    return EvalResult(sums[0].item(), int(sums[1].item()), sums[2].item(), time.perf_counter() - t0)
+    nll, n, nbytes = exact_total(sums, len(docs))
+    return EvalResult(nll, n, nbytes, time.perf_counter() - t0)
+
+
+def evaluate(model, eval_model, cfg, val_tokens: Tensor, table: ByteTable, device: torch.device, modes: list[str],
+             log: Callable[[str], None] | None = None) -> dict[str, EvalResult]:
+    """The eval modes of a run's config: plain (non-overlapping windows of the eval length), sliding (stride
+    ``eval.sliding_stride``) and ttt. ``eval_model`` (compiled, maybe) runs the no-grad forwards; ``model`` the
+    TTT, which needs gradients through adapters the compiled graph does not know."""
+    e = cfg.eval
+    seq = e.seq_len or cfg.train.seq_len
+    out = {}
+    for mode in modes:
+        if mode == "plain":
+            out[mode] = eval_windows(eval_model, val_tokens, table, seq, seq, max(1, e.batch_tokens // seq), device,
+                                     log, "plain eval")
+        elif mode == "sliding":
+            out[mode] = eval_windows(eval_model, val_tokens, table, seq, e.sliding_stride, e.sliding_batch_seqs,
+                                     device, log, "sliding eval")
+        elif mode == "ttt":
+            out[mode] = eval_ttt(model, val_tokens, table, device, rank_r=e.ttt_rank, lr=e.ttt_lr, chunk=e.ttt_chunk,
+                                 seq_len=e.ttt_seq_len, batch_docs=e.ttt_batch_docs, bos_id=cfg.model.bos_id,
+                                 log=log)
+        else:
+            raise ValueError(f"unknown eval mode {mode!r}")
+    return out

@@ -8,6 +8,7 @@ Switches: SmearGate, BigramHash, OrthoInit, MLP width, partial/NTK RoPE, XSA, LN
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -37,38 +38,42 @@ def resolve_attention(choice: str, device: torch.device) -> str:
     return "fa3" if fa3 is not None else "sdpa"
 
 
-def fake_quantize(w: Tensor, clip_range: int) -> Tensor:
-    """Per-row symmetric quantize-dequantize to [-clip_range-1, clip_range] with a row-max scale."""
-    scale = (w.detach().abs().amax(dim=1, keepdim=True) / clip_range).clamp_min(1e-8)
-    return torch.clamp(torch.round(w / scale), -clip_range - 1, clip_range) * scale
-
-
 class CastedLinear(nn.Linear):
     """fp32 master weight, cast to the activation dtype at the matmul.
 
-    Delayed QAT: when ``qat_bits`` > 0 the forward uses ``w + alpha * (fq(w) - w).detach()`` (straight-through).
-    NOTE: torch.compile folds Python flags into constants, so the switch ``alpha`` is a tensor buffer
+    Delayed QAT: with a ``fake_quant`` function (``pgolf.quant.qat_function``: the export's own quantizer in the
+    tensor's storage format) and QAT on, the forward computes with exactly the weights the artifact will hold, and a
+    straight-through gradient: ``where(on, qat_weight, w) + (w - w.detach())`` (the last term is 0 in value and 1 in
+    gradient). ``qat_weight`` is filled by ``GPT.refresh_qat`` once per step, eagerly, by the very function the
+    export calls -- so the values agree bit for bit with the export, nothing of the quantizer is compiled, and
+    nothing is computed before QAT fires.
+    NOTE: torch.compile folds Python flags into constants, so the switch ``qat_alpha`` is a tensor buffer
     (non-persistent), filled in place by ``GPT.set_qat_alpha``; it can never be compiled away.
     """
 
     def __init__(self, in_features: int, out_features: int, zero_init: bool = False):
         super().__init__(in_features, out_features, bias=False)
         self.zero_init = zero_init
-        self.qat_bits = 0
+        self.fake_quant: Callable[[Tensor], Tensor] | None = None
         self.register_buffer("qat_alpha", torch.zeros(()), persistent=False)
+        self.register_buffer("qat_weight", None, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight
-        if self.qat_bits:
-            alpha = self.qat_alpha.to(w.dtype)
-            w = w + alpha * (fake_quantize(w, 2 ** (self.qat_bits - 1) - 1) - w).detach()
+        if self.fake_quant is not None:
+            wd = w.detach()
+            w = torch.where(self.qat_alpha > 0, self.qat_weight, wd) + (w - wd)
         return F.linear(x, w.to(x.dtype))
 
 
-def rotary_cos_sin(seq_len: int, dims: int, base: float, device, ntk_ref_len: int = 0) -> tuple[Tensor, Tensor]:
-    """RoPE tables (T, dims/2). NTK-aware: base * s^(d/(d-2)) when seq_len exceeds ntk_ref_len by s."""
-    if ntk_ref_len and seq_len > ntk_ref_len:
-        base = base * (seq_len / ntk_ref_len) ** (dims / (dims - 2))
+def rotary_cos_sin(seq_len: int, dims: int, base: float, device, ntk_ref_len: int = 0,
+                   trained_len: int = 0) -> tuple[Tensor, Tensor]:
+    """RoPE tables (T, dims/2). NTK-aware (``ntk_ref_len`` > 0): base * s^(d/(d-2)) with s = L / ntk_ref_len when
+    L > ntk_ref_len, where L = max(seq_len, trained_len): a window shorter than the training context uses the base
+    the model trained with, never one it did not see."""
+    length = max(seq_len, trained_len)
+    if ntk_ref_len and length > ntk_ref_len:
+        base = base * (length / ntk_ref_len) ** (dims / (dims - 2))
     inv_freq = 1.0 / (base ** (torch.arange(0, dims, 2, dtype=torch.float32, device=device) / dims))
     freqs = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
     return freqs.cos(), freqs.sin()
@@ -214,8 +219,9 @@ class GPT(nn.Module):
         self.smear = SmearGate(cfg) if cfg.smear_gate else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(L))
         self.num_encoder = L // 2 if cfg.unet_skips else 0
-        n_skips = min(self.num_encoder, L - self.num_encoder) if cfg.unet_skips else 0
-        self.skip_weights = nn.Parameter(torch.ones(n_skips, d))
+        n_skips = min(self.num_encoder, L - self.num_encoder)
+        # no parameter at all without skips: a (0, d) tensor gets no gradient, which DDP refuses
+        self.skip_weights = nn.Parameter(torch.ones(n_skips, d)) if n_skips else None
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(d, cfg.vocab_size, zero_init=True)
         self.rope_dims = cfg.rope_dims or cfg.head_dim
         self.init_weights()
@@ -251,17 +257,29 @@ class GPT(nn.Module):
         for b in self.blocks:
             b.attn.backend = backend
 
-    def set_qat(self, bits_for) -> None:
-        """Give each CastedLinear its fake-quant bit width (0 = none); ``bits_for(name) -> int``."""
+    def set_qat(self, fake_quant_for: Callable[[str], Callable[[Tensor], Tensor] | None]) -> None:
+        """Give each CastedLinear its fake quantization: ``fake_quant_for(weight name)`` -> a function or None."""
         for name, m in self.named_modules():
             if isinstance(m, CastedLinear):
-                m.qat_bits = bits_for(name + ".weight")
+                m.fake_quant = fake_quant_for(name + ".weight")
+                m.qat_weight = torch.zeros_like(m.weight) if m.fake_quant is not None else None
 
     @torch.no_grad()
     def set_qat_alpha(self, value: float) -> None:
+        """QAT on (1) or off (0); on, the fake-quantized weights are computed now (and by ``refresh_qat`` after
+        every update)."""
         for m in self.modules():
             if isinstance(m, CastedLinear):
                 m.qat_alpha.fill_(value)
+        if value > 0:
+            self.refresh_qat()
+
+    @torch.no_grad()
+    def refresh_qat(self) -> None:
+        """The current weights, quantized and dequantized by the export's quantizer, into ``qat_weight``."""
+        for m in self.modules():
+            if isinstance(m, CastedLinear) and m.fake_quant is not None:
+                m.qat_weight.copy_(m.fake_quant(m.weight.detach()))
 
     def embed(self, ids: Tensor) -> Tensor:
         x = self.tok_emb(ids)
@@ -274,8 +292,9 @@ class GPT(nn.Module):
 
     def hidden(self, ids: Tensor, lora=None) -> Tensor:
         T = ids.size(1)
-        cos, sin = rotary_cos_sin(T, self.rope_dims, self.cfg.rope_base, ids.device,
-                                  self.cfg.rope_ref_len if self.cfg.ntk_rope else 0)
+        c = self.cfg
+        ref = (c.rope_ref_len or c.train_seq_len) if c.ntk_rope else 0
+        cos, sin = rotary_cos_sin(T, self.rope_dims, c.rope_base, ids.device, ref, c.train_seq_len)
         x = self.embed(ids)
         x0 = x
         skips: list[Tensor] = []
@@ -290,8 +309,8 @@ class GPT(nn.Module):
     def logits(self, ids: Tensor, lora=None) -> Tensor:
         """Softcapped logits (B, T, V), float32."""
         h = self.hidden(ids, lora)
-        w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        out = F.linear(h, w.to(h.dtype))
+        # an untied head goes through its CastedLinear forward, so QAT covers it too
+        out = F.linear(h, self.tok_emb.weight.to(h.dtype)) if self.lm_head is None else self.lm_head(h)
         if lora is not None:
             out = out + lora.head(h)
         c = self.cfg.logit_softcap

@@ -1,38 +1,45 @@
 """``pgolf pack``: build the single-file ``train_gpt.py`` the challenge wants, as an output of the package.
 
-The file holds the package modules that training needs (compressed with LZMA and base85, the challenge's usual
-self-extracting form, or as plain text with ``compress=False``) and the recipe's resolved config. It installs an
-import hook that serves ``pgolf.*`` from those sources, so it runs the very code ``pgolf train`` runs:
+The file holds the package modules that training imports -- the import closure of ``pgolf.cli``, found by reading
+the modules' import statements, minus the tool subcommands (``NOT_PACKED``) -- compressed with LZMA and base85
+(the challenge's usual self-extracting form, or as plain text with ``compress=False``), and the recipe's config.
+Its import hook serves ``pgolf.*`` from those sources and refuses any other ``pgolf`` module, so the file never
+falls back on an installed pgolf: it runs where pgolf is not installed, and runs the very code ``pgolf train`` ran:
 
-    torchrun --standalone --nproc_per_node=8 train_gpt.py [--data DIR] [--set key=value ...]
+    torchrun --standalone --nproc_per_node=8 train_gpt.py [--data DIR] [--seed N] [--set key=value ...]
 
-Its byte count is the code part of the artifact's total; ``pgolf train`` computes the same number for its config.
+Every run writes this file into its run directory when it starts (``train_gpt.py``): its bytes are the run's code
+bytes, and ``pgolf submit`` ships that very file. The config is packed without machine paths and with the default
+seed (the seed is a run argument), so runs of one recipe that differ only in seed trained the same file.
 """
 
 from __future__ import annotations
 
+import ast
 import base64
-import importlib
+import importlib.util
 import json
 import lzma
 
-from .config import Config
+from .config import Config, TrainConfig
 
-# Modules a training run imports; data download, stats, submit and inspect are left out.
-PACKED_MODULES = ("__init__", "__main__", "cli", "config", "data", "dist", "embedded", "evaluate", "model", "optim",
-                  "pack", "quant", "recipes", "rundir", "schedule", "tokenizer", "train")
+ROOT = ("__init__", "__main__", "cli")  # what the packed file executes
+NOT_PACKED = ("tools",)  # subcommands beyond training (data, submit, audit): cli imports them optionally
 
 _TEMPLATE = '''#!/usr/bin/env python3
 """train_gpt.py for recipe {name!r}, built by `pgolf pack` from pgolf {version}. Do not edit: it is a build
 output of the pgolf package (edit the package and pack again).
-Run: torchrun --standalone --nproc_per_node=8 train_gpt.py [--data DIR] [--set key=value ...]"""
+Run: torchrun --standalone --nproc_per_node=8 train_gpt.py [--data DIR] [--seed N] [--set key=value ...]"""
 import importlib.abc, importlib.util, json, sys
 {decoder}
 class _PgolfSource(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
     def find_spec(self, name, path=None, target=None):
-        mod = "__init__" if name == "pgolf" else name[6:] if name.startswith("pgolf.") else None
-        if mod in SOURCES:
-            return importlib.util.spec_from_loader(name, self, is_package=name == "pgolf")
+        if name != "pgolf" and not name.startswith("pgolf."):
+            return None
+        mod = "__init__" if name == "pgolf" else name[6:]
+        if mod not in SOURCES:  # never an installed pgolf: this file runs its own code or none
+            raise ModuleNotFoundError(name + " is not packed into this file", name=name)
+        return importlib.util.spec_from_loader(name, self, is_package=name == "pgolf")
     def get_source(self, name):
         return SOURCES["__init__" if name == "pgolf" else name[6:]]
     def exec_module(self, module):
@@ -45,33 +52,62 @@ if __name__ == "__main__":
 '''
 
 
-def module_sources() -> dict[str, str]:
-    """The packed modules' sources, from files or (inside a packed script) from the import hook."""
-    out = {}
-    for mod in PACKED_MODULES:
-        full = "pgolf" if mod == "__init__" else f"pgolf.{mod}"
-        spec = importlib.util.find_spec(full)
-        if spec is None or spec.loader is None:
-            raise RuntimeError(f"cannot find the source of {full}")
-        src = spec.loader.get_source(full)
-        if src is None:
-            raise RuntimeError(f"no source for {full} (installed without .py files?)")
-        out[mod] = src
+def _source(mod: str) -> str:
+    full = "pgolf" if mod == "__init__" else f"pgolf.{mod}"
+    spec = importlib.util.find_spec(full)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot find the source of {full}")
+    src = spec.loader.get_source(full)
+    if src is None:
+        raise RuntimeError(f"no source for {full} (installed without .py files?)")
+    return src
+
+
+def _imports(src: str) -> set[str]:
+    """The pgolf modules a source imports, at module level or inside functions."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level == 0 and not (base == "pgolf" or base.startswith("pgolf.")):
+                continue
+            base = base.removeprefix("pgolf").lstrip(".") if node.level == 0 else base
+            if base:
+                out.add(base.split(".")[0])
+            else:  # from . import a, b (modules; package attributes such as __version__ are not)
+                out.update(a.name for a in node.names if not a.name.startswith("__"))
+        elif isinstance(node, ast.Import):
+            out.update(a.name.split(".")[1] for a in node.names if a.name.startswith("pgolf."))
     return out
 
 
+def packed_modules() -> dict[str, str]:
+    """The import closure of ``ROOT`` without ``NOT_PACKED``: module name -> source."""
+    sources: dict[str, str] = {}
+    todo = list(ROOT)
+    while todo:
+        mod = todo.pop()
+        if mod in sources or mod in NOT_PACKED:
+            continue
+        sources[mod] = _source(mod)
+        todo.extend(_imports(sources[mod]))
+    return dict(sorted(sources.items()))
+
+
 def packable_config(cfg: Config) -> dict:
-    """The config the script embeds: machine-specific paths cleared (resolved again where it runs)."""
+    """The config the script embeds: machine paths cleared (resolved again where it runs) and the seed at its
+    default (given per run with --seed)."""
     d = cfg.to_dict()
     d["data"]["path"] = ""
     d["data"]["tokenizer"] = ""
+    d["train"]["seed"] = TrainConfig.seed
     return d
 
 
 def build_script(cfg: Config, compress: bool = True) -> str:
     from . import __version__
 
-    sources = module_sources()
+    sources = packed_modules()
     if compress:
         blob = base64.b85encode(lzma.compress(json.dumps(sources, sort_keys=True).encode(), preset=9 | lzma.PRESET_EXTREME))
         decoder = f'import base64, lzma\nSOURCES = json.loads(lzma.decompress(base64.b85decode({blob!r})))'
@@ -79,6 +115,14 @@ def build_script(cfg: Config, compress: bool = True) -> str:
         decoder = f"SOURCES = {json.dumps(sources, sort_keys=True, indent=0)}"
     config = json.dumps(packable_config(cfg), sort_keys=True)
     return _TEMPLATE.format(name=cfg.name, version=__version__, decoder=decoder, config=config)
+
+
+def embedded_config(script: str) -> dict:
+    """The CONFIG a packed file carries (read, not executed)."""
+    for node in ast.parse(script).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "CONFIG" for t in node.targets):
+            return json.loads(node.value.args[0].value)
+    raise ValueError("not a packed train_gpt.py: no CONFIG")
 
 
 def code_bytes(cfg: Config, compress: bool = True) -> int:

@@ -1,17 +1,23 @@
-"""The artifact: per-tensor storage policy, per-row integer quantization, compression, and its byte count.
+"""The artifact: per-tensor storage policy, the one quantizer, compression, and the container.
 
-Artifact file = b"PGOLF" + version byte + compressor byte + compressed payload, where the payload is a JSON header
-(model config, tensor table) followed by the raw buffers. Integer formats store values in int8 containers with one
-fp16 scale per row: intN keeps q in [-(2^(N-1)-1), 2^(N-1)-1], and the unused high bits are what the compressor
-removes. The counted size is the file's bytes; the submission total adds the code bytes (pgolf.pack).
+- Policy: ``storage_format`` (which format each tensor gets), ``fit_ladder`` (the policies tried, a bit at a time,
+  until code + model fit the budget).
+- Quantizer: ``quantize_tensor`` -- per-row symmetric integers with an fp16 scale per row; intN keeps q in
+  [-(2^(N-1)-1), 2^(N-1)-1]. The export calls it, and QAT's fake quantization (``fake_quantize``) is the very same
+  function followed by the dequantization, so a model trained with QAT sees exactly the weights it will ship.
+- Container: b"PGOLF" + version byte + compressor byte + compressed payload, where the payload is a JSON header
+  (model config, tensor table) followed by the raw buffers. Integer codes sit in int8 containers; their unused high
+  bits are what the compressor removes. The counted size is the file's bytes; the submission total adds the code
+  bytes (pgolf.pack). Size prediction lives in pgolf.predict, the per-tensor table in pgolf.submission (inspect).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import io
 import json
 import lzma
-import math
 import os
 import struct
 import zlib
@@ -21,7 +27,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .config import BUDGET_BYTES, QUANT_GROUPS, InputError, QuantConfig
+from .config import QUANT_GROUPS, InputError, QuantConfig
+from .files import atomic_write
 from .model import CONTROL_PATTERNS
 
 MAGIC = b"PGOLF"
@@ -103,7 +110,28 @@ def dequantize_rows(q: Tensor, scale: Tensor) -> Tensor:
     return q.float() * scale.float()[:, None]
 
 
-def _compress(data: bytes, compressor: str, level: int) -> bytes:
+def quantize_tensor(w: Tensor, fmt: str, cfg: QuantConfig) -> tuple[Tensor, Tensor]:
+    """The one quantizer: a 2-D float tensor to (q int8 (R, C), scale fp16 (R,)) in format ``fmt`` ("intN") with the
+    policy's clip settings (quantile or row max, clip search below int8, the int8 scale floor, pruning)."""
+    bits = bits_of(fmt)
+    return quantize_rows(w, bits, cfg.clip_quantile, cfg.int8_scale_floor if bits == 8 else 0.0, cfg.prune_frac,
+                         cfg.clip_search and bits < 8)
+
+
+def fake_quantize(w: Tensor, fmt: str, cfg: QuantConfig) -> Tensor:
+    """``w`` as the artifact will give it back: ``quantize_tensor`` then dequantized, in w's shape and dtype."""
+    q, s = quantize_tensor(w.reshape(w.shape[0], -1), fmt, cfg)
+    return dequantize_rows(q, s).reshape(w.shape).to(w.dtype)
+
+
+def qat_function(name: str, w: Tensor, cfg: QuantConfig):
+    """QAT's fake quantization for one weight under policy ``cfg``: ``fake_quantize`` in the tensor's storage
+    format, or None for a tensor the artifact does not store as integers."""
+    fmt = storage_format(name, w, cfg)
+    return functools.partial(fake_quantize, fmt=fmt, cfg=cfg) if fmt.startswith("int") else None
+
+
+def compress(data: bytes, compressor: str, level: int) -> bytes:
     if compressor == "zlib":
         return zlib.compress(data, level)
     if compressor == "lzma":
@@ -117,7 +145,7 @@ def _compress(data: bytes, compressor: str, level: int) -> bytes:
     raise ValueError(f"unknown compressor {compressor!r}")
 
 
-def _decompress(data: bytes, compressor_id: int, path: str) -> bytes:
+def decompress(data: bytes, compressor_id: int, path: str) -> bytes:
     try:
         if compressor_id == COMPRESSORS["zlib"]:
             return zlib.decompress(data)
@@ -171,9 +199,7 @@ def quantize_state(state: dict[str, Tensor], cfg: QuantConfig, model_config: dic
         fmt = storage_format(name, t, cfg)
         rec = TensorRecord(name, list(t.shape), fmt, str(t.dtype).removeprefix("torch."))
         if fmt.startswith("int"):
-            floor = cfg.int8_scale_floor if fmt == "int8" else 0.0
-            q, s = quantize_rows(t.reshape(t.shape[0], -1), bits_of(fmt), cfg.clip_quantile, floor, cfg.prune_frac,
-                                 cfg.clip_search and bits_of(fmt) < 8)
+            q, s = quantize_tensor(t.reshape(t.shape[0], -1), fmt, cfg)
             deq = dequantize_rows(q, s).reshape(t.shape)
             denom = t.float().norm().item()
             rec.rel_error = (t.float() - deq).norm().item() / denom if denom > 0 else 0.0
@@ -213,8 +239,6 @@ def fit_ladder(cfg: QuantConfig):
     """The policy, then the same with one bit less at a time, down to int4, in ``cfg.fit_order``: each group all
     the way down before the next (default: MLP, then attention, other, embedding), or with ``cfg.fit_round_robin``
     one bit from each group in turn. Float formats and groups not named in the order are left as they are."""
-    import dataclasses
-
     def lower(c, group):
         f = getattr(c, group)
         if f.startswith("int") and bits_of(f) > 4:
@@ -259,22 +283,13 @@ def budget_attempts(cfg: QuantConfig):
     return fit_ladder(cfg) if cfg.fit_budget else [cfg]
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> int:
-    """Write via a temporary file and rename, so a failed write never clobbers an existing artifact."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return len(data)
-
-
 def encode(result: QuantResult, cfg: QuantConfig) -> bytes:
-    return MAGIC + bytes([VERSION, COMPRESSORS[cfg.compressor]]) + _compress(result.payload, cfg.compressor, cfg.level)
+    return MAGIC + bytes([VERSION, COMPRESSORS[cfg.compressor]]) + compress(result.payload, cfg.compressor, cfg.level)
 
 
 def save_artifact(path: str | os.PathLike, result: QuantResult, cfg: QuantConfig) -> int:
     """Encode and write atomically; return the file's bytes."""
-    return write_atomic(path, encode(result, cfg))
+    return atomic_write(path, encode(result, cfg))
 
 
 def read_payload(path: str | os.PathLike) -> tuple[dict, memoryview, int]:
@@ -287,7 +302,7 @@ def read_payload(path: str | os.PathLike) -> tuple[dict, memoryview, int]:
         raise ArtifactError(f"{path}: not a pgolf artifact (bad magic)")
     if raw[5] != VERSION:
         raise ArtifactError(f"{path}: artifact format {raw[5]} not supported (this pgolf reads {VERSION})")
-    payload = _decompress(raw[7:], raw[6], path)
+    payload = decompress(raw[7:], raw[6], path)
     if len(payload) < 4:
         raise ArtifactError(f"{path}: truncated payload")
     (hlen,) = struct.unpack("<I", payload[:4])
@@ -308,7 +323,9 @@ def read_artifact(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
         buf = body[rec["offset"]:rec["offset"] + rec["nbytes"]]
         if len(buf) != rec["nbytes"]:
             raise ArtifactError(f"{path}: tensor {rec['name']} runs past the payload")
-        if fmt.startswith("int"):
+        if 0 in shape:  # nothing stored (torch.frombuffer refuses an empty buffer)
+            t = torch.empty(shape, dtype=dtype)
+        elif fmt.startswith("int"):
             q = torch.frombuffer(bytearray(buf), dtype=torch.int8).reshape(shape[0], -1)
             s = torch.frombuffer(bytearray(body[rec["scale_offset"]:rec["scale_offset"] + rec["scale_nbytes"]]),
                                  dtype=torch.float16)
@@ -322,106 +339,5 @@ def read_artifact(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
     return header, state
 
 
-def tensor_table(path: str | os.PathLike) -> tuple[list[dict], int]:
-    """Per tensor: name, shape, format, raw bytes, compressed-byte share, relative quantization error; and the file's
-    bytes. Compression is not separable, so a tensor's share is its buffers compressed on their own, rescaled so the
-    shares add up exactly to the file's bytes (header and container overhead spread in proportion)."""
-    header, body, cid = read_payload(path)
-    compressor = {v: k for k, v in COMPRESSORS.items()}[cid]
-    level = {"zlib": 9, "lzma": 9, "zstd": 19}[compressor]  # shares only; zstd-22 per tensor is slow
-    total = Path(path).stat().st_size
-    rows = []
-    for rec in header["tensors"]:
-        b = bytes(body[rec["offset"]:rec["offset"] + rec["nbytes"]])
-        if rec.get("scale_nbytes"):
-            b += bytes(body[rec["scale_offset"]:rec["scale_offset"] + rec["scale_nbytes"]])
-        rows.append({"name": rec["name"], "shape": rec["shape"], "fmt": rec["fmt"], "raw_bytes": len(b),
-                     "own": len(_compress(b, compressor, level)), "rel_error": rec.get("rel_error")})
-    own_sum = sum(r["own"] for r in rows) or 1
-    acc = 0
-    for r in rows:
-        r["bytes"] = int(r["own"] * total / own_sum)
-        acc += r["bytes"]
-    if rows:  # put the rounding remainder on the largest tensor so the column sums to the file size exactly
-        max(rows, key=lambda r: r["bytes"])["bytes"] += total - acc
-    return rows, total
-
-
-# ---------------- size prediction ----------------
-
-PREDICT_DF = math.inf  # Gaussian rows: what proxy-length training leaves (see simulated_rows)
-
-
-def simulated_rows(rows: int, cols: int, gen: torch.Generator, df: float = PREDICT_DF) -> Tensor:
-    """Stand-in for trained weight rows. Per-row scaling makes the scale irrelevant; what sets the entropy of the
-    codes is the tail (row max over spread). Measured: after a 240 s proxy run (orthogonal init, SWA) the rows of
-    an 11L model coded at 5.33 bits per int6 weight with zstd-22, as Gaussian rows do (5.2-5.45); the seed records'
-    8xH100 artifacts imply 4.5-5.25, i.e. heavier tails after longer training (Student-t with df 5-8).
-    The default (Gaussian) is therefore an upper estimate for long runs; df sets heavier tails."""
-    z = torch.randn(rows, cols, generator=gen)
-    if math.isinf(df):
-        return z
-    chi2 = torch.distributions.Gamma(torch.full((rows, cols), df / 2), torch.full((rows, cols), 0.5)).sample()
-    return z / torch.sqrt(chi2 / df)
-
-
-def predict_bytes(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], cfg: QuantConfig, model_config: dict,
-                  sample_elems: int = 2_000_000, seed: int = 0, df: float = PREDICT_DF) -> int:
-    """Predict the artifact's bytes before training, from shapes and the policy alone.
-
-    Integer tensors are simulated (``simulated_rows``), quantized the same way, and a uniform sample of rows from
-    every tensor is put through the real compressor; the compressed size is scaled up to all rows. Scales count
-    2 bytes per row, float passthrough its raw size.
-    """
-    torch.manual_seed(seed)  # Gamma sampling draws from the global generator
-    gen = torch.Generator().manual_seed(seed)
-    fmts = {n: storage_format(n, torch.empty(s, dtype=d, device="meta"), cfg) for n, (s, d) in shapes.items()}
-    q_elems = sum(math.prod(s) for n, (s, _) in shapes.items() if fmts[n].startswith("int"))
-    frac = min(1.0, sample_elems / max(q_elems, 1))
-    sample: list[tuple[int, bytes]] = []
-    sampled = 0
-    scale_bytes = 0
-    float_bytes = 0
-    for name, (shape, dtype) in shapes.items():
-        fmt = fmts[name]
-        if fmt.startswith("int"):
-            rows, cols = shape[0], math.prod(shape[1:])
-            k = max(1, int(round(rows * frac)))
-            w = simulated_rows(k, cols, gen, df)
-            q, _ = quantize_rows(w, bits_of(fmt), cfg.clip_quantile, 0.0, cfg.prune_frac,
-                                 cfg.clip_search and bits_of(fmt) < 8)
-            sample.append((bits_of(fmt), q.numpy().tobytes()))
-            sampled += k * cols
-            scale_bytes += 2 * rows
-        elif fmt == "raw":
-            float_bytes += math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-        else:
-            float_bytes += math.prod(shape) * (2 if fmt == "fp16" else 4)
-    stream = b"".join(b for _, b in sorted(sample, key=lambda x: x[0]))  # the artifact's layout
-    q_bytes = len(_compress(stream, cfg.compressor, cfg.level)) * (q_elems / max(sampled, 1)) if sampled else 0
-    header = len(json.dumps({"model": model_config, "tensors": [{"name": n, "shape": list(s), "fmt": "int8",
-                                                                   "dtype": "float32", "offset": 10**8,
-                                                                   "nbytes": 10**6, "scale_offset": 10**8,
-                                                                   "scale_nbytes": 10**4}
-                                                                  for n, (s, _) in shapes.items()]}))
-    return int(round(q_bytes + scale_bytes + float_bytes + header * 0.3 + 7))
-
-
-def predict_fit(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], cfg: QuantConfig, model_config: dict,
-                code_bytes: int = 0, **kw) -> tuple[QuantConfig, int]:
-    """The policy the export will settle on and its predicted model bytes: ``predict_bytes`` walked down
-    ``fit_ladder`` the way ``quantize_to_budget`` walks the real artifact (only the first step without
-    ``fit_budget``). When nothing fits, the last policy tried and its bytes."""
-    for attempt in budget_attempts(cfg):
-        nbytes = predict_bytes(shapes, attempt, model_config, **kw)
-        if nbytes + code_bytes <= cfg.budget_bytes:
-            break
-    return attempt, nbytes
-
-
 def policy_of(cfg: QuantConfig) -> dict[str, str]:
     return {g: getattr(cfg, g) for g in QUANT_GROUPS}
-
-
-def model_shapes(model: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    return {n: (tuple(t.shape), t.dtype) for n, t in model.state_dict().items()}

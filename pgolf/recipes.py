@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .config import Config
+from .config import Config, ConfigError
 
 
 def baseline() -> Config:
@@ -192,5 +192,5 @@ RECIPES: dict[str, Callable[[], Config]] = {
 
 def get_recipe(name: str) -> Config:
     if name not in RECIPES:
-        raise KeyError(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
+        raise ConfigError(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
     return RECIPES[name]().validate()

@@ -1,6 +1,9 @@
-"""The run directory: config.json, env.json, metrics.jsonl, train.log, loss.png, summary.json, the artifact.
+"""The run directory: config.json, env.json, train_gpt.py (the packed file that trained), metrics.jsonl, train.log,
+loss.png, summary.json, the artifact.
 
-Only rank 0 writes. Files are appended line by line and flushed, so a crash loses nothing already written.
+Only rank 0 writes, holding an exclusive lock on the folder for the whole run (a second run pointed at the same
+folder stops with a clear error instead of interleaving its logs). Logs are appended line by line and flushed, so a
+crash loses nothing already written; JSON and the artifact are written atomically.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from .config import InputError
+from .files import LOCK_NAME, DirLock, atomic_write, write_json
 
 
 def environment() -> dict:
@@ -46,11 +52,18 @@ def environment() -> dict:
 
 
 class RunDir:
-    def __init__(self, path: str | os.PathLike | None, active: bool = True):
+    """``fresh``: the folder must be new or empty (a finished or running run is never overwritten); otherwise (a
+    resumed run) it continues the files in place."""
+
+    def __init__(self, path: str | os.PathLike | None, active: bool = True, fresh: bool = True):
         self.active = active and path is not None
         self.path = Path(path) if path is not None else None
+        self._lock = None
         if self.active:
-            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock = DirLock(self.path).acquire()
+            if fresh and any(p.name != LOCK_NAME for p in self.path.iterdir()):
+                self._lock.release()
+                raise InputError(f"run directory {self.path} already exists and is not empty; pick another --name")
             self._log = open(self.path / "train.log", "a", encoding="utf-8")
             self._metrics = open(self.path / "metrics.jsonl", "a", encoding="utf-8")
 
@@ -70,9 +83,10 @@ class RunDir:
 
     def write_json(self, name: str, obj) -> None:
         if self.active:
-            tmp = self.path / (name + ".tmp")
-            tmp.write_text(json.dumps(obj, indent=2, default=str))
-            os.replace(tmp, self.path / name)
+            write_json(self.path / name, obj)
+
+    def write(self, name: str, data: bytes | str) -> int:
+        return atomic_write(self.path / name, data) if self.active else 0
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -81,6 +95,8 @@ class RunDir:
         if self.active:
             self._log.close()
             self._metrics.close()
+            self._lock.release()
+            self.active = False
 
 
 def read_metrics(run: str | os.PathLike) -> list[dict]:

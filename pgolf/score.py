@@ -1,29 +1,24 @@
 """``pgolf eval ARTIFACT --data DIR``: rebuild the model from an artifact alone and score it.
 
-The artifact carries the model config and the run's eval settings, so the default modes and batch sizes are the
-run's and the printed val_bpb is the one the run printed.
+The artifact carries the model config, the run's eval settings and the fingerprint of the tokenizer it trained
+with, so the default modes and batch sizes are the run's, the printed val_bpb is the one the run printed, and a
+tokenizer other than the run's is refused (its byte table would give another, wrong, number).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from .config import Config, InputError, apply_overrides
-from .data import check_vocab, find_tokenizer, list_shards, load_tokens
+from .config import Config, InputError, ModelConfig, apply_overrides
+from .data import prepare_data
 from .dist import init_distributed
-from .evaluate import EvalResult
-from .config import ModelConfig
+from .evaluate import EvalResult, evaluate
 from .model import GPT, apply_precision, resolve_attention
 from .quant import read_artifact
-from .tokenizer import build_byte_table, check_space_piece, load_sentencepiece
 
 
 def score_artifact(path: str, data: str | None = None, tokenizer: str | None = None, modes: list[str] | None = None,
-                   overrides: list[str] | None = None, device: str = "auto") -> dict[str, EvalResult]:
-    from .train import evaluate_all
-
+                   overrides: list[str] | None = None, device: str = "auto", log=None) -> dict[str, EvalResult]:
     header, state = read_artifact(path)
     meta = header.get("meta", {})
     run_cfg = meta.get("config")
@@ -31,27 +26,18 @@ def score_artifact(path: str, data: str | None = None, tokenizer: str | None = N
     cfg.model = ModelConfig(**header["model"])
     cfg = apply_overrides(cfg, list(overrides or []))
     if data:
-        data_dir = Path(data)
-        if not data_dir.is_dir():
-            raise InputError(f"data folder not found: {data}")
-    else:  # the run's own data, recorded in the artifact
-        data_dir = Path(cfg.data.path)
-        if not cfg.data.path or not data_dir.is_dir():
-            raise InputError(f"{path}: no --data given and the run's data ({cfg.data.path or 'unknown'}) is not here")
+        cfg.data.path = data
+        if not tokenizer:
+            cfg.data.tokenizer = ""  # found next to the given data
+    elif not cfg.data.path:
+        raise InputError(f"{path}: no --data given and the artifact does not record the run's data")
     if tokenizer:
-        tok = Path(tokenizer)
-    elif not data and cfg.data.tokenizer:
-        tok = Path(cfg.data.tokenizer)
-    else:
-        tok = find_tokenizer(data_dir)
-    sp = load_sentencepiece(tok)
-    check_space_piece(sp, str(tok))
-    if int(sp.vocab_size()) != cfg.model.vocab_size:
-        raise InputError(f"vocab mismatch: artifact {path} has vocab {cfg.model.vocab_size}, tokenizer {tok} has "
-                         f"{int(sp.vocab_size())}")
-    table = build_byte_table(sp, cfg.model.vocab_size)
-    val = load_tokens(list_shards(data_dir, cfg.data.val_glob), cfg.eval.max_tokens)
-    check_vocab(val, cfg.model.vocab_size, str(data_dir))
+        cfg.data.tokenizer = tokenizer
+    ds = prepare_data(cfg, log or (lambda *a: None), train=False)
+    want = meta.get("tokenizer_sha256")
+    if want and want != ds.tokenizer_sha256:
+        raise InputError(f"{ds.tokenizer}: not the tokenizer {path} was trained with (sha256 {ds.tokenizer_sha256[:12]}"
+                         f", the artifact records {want[:12]}); pass the run's --tokenizer")
     info = init_distributed(device)
     dev = info.device
     model = GPT(cfg.model).to(dev)
@@ -61,4 +47,4 @@ def score_artifact(path: str, data: str | None = None, tokenizer: str | None = N
     evm = torch.compile(model, dynamic=False, fullgraph=True) if (dev.type == "cuda" and cfg.train.compile) else model
     if not modes:
         modes = ["plain"] + (["sliding"] if cfg.eval.sliding_stride > 0 else []) + (["ttt"] if cfg.eval.ttt else [])
-    return evaluate_all(model, evm, cfg, val, table, dev, modes)
+    return evaluate(model, evm, cfg, ds.val_tokens, ds.table, dev, modes, log)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import BUDGET_BYTES, Config, InputError
+from .files import sha256_bytes
 
 RECORD_THRESHOLD_NATS = 0.005
 
@@ -219,9 +220,34 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def cmd_inspect(args) -> int:
-    from .quant import tensor_table
+def tensor_table(path: str | os.PathLike) -> tuple[list[dict], int]:
+    """Per tensor: name, shape, format, raw bytes, compressed-byte share, relative quantization error; and the file's
+    bytes. Compression is not separable, so a tensor's share is its buffers compressed on their own, rescaled so the
+    shares add up exactly to the file's bytes (header and container overhead spread in proportion)."""
+    from .quant import COMPRESSORS, compress, read_payload
 
+    header, body, cid = read_payload(path)
+    compressor = {v: k for k, v in COMPRESSORS.items()}[cid]
+    level = {"zlib": 9, "lzma": 9, "zstd": 19}[compressor]  # shares only; zstd-22 per tensor is slow
+    total = Path(path).stat().st_size
+    rows = []
+    for rec in header["tensors"]:
+        b = bytes(body[rec["offset"]:rec["offset"] + rec["nbytes"]])
+        if rec.get("scale_nbytes"):
+            b += bytes(body[rec["scale_offset"]:rec["scale_offset"] + rec["scale_nbytes"]])
+        rows.append({"name": rec["name"], "shape": rec["shape"], "fmt": rec["fmt"], "raw_bytes": len(b),
+                     "own": len(compress(b, compressor, level)), "rel_error": rec.get("rel_error")})
+    own_sum = sum(r["own"] for r in rows) or 1
+    acc = 0
+    for r in rows:
+        r["bytes"] = int(r["own"] * total / own_sum)
+        acc += r["bytes"]
+    if rows:  # put the rounding remainder on the largest tensor so the column sums to the file size exactly
+        max(rows, key=lambda r: r["bytes"])["bytes"] += total - acc
+    return rows, total
+
+
+def cmd_inspect(args) -> int:
     rows, total = tensor_table(args.artifact)
     print(f"{'tensor':44s} {'shape':>14s} {'format':>6s} {'raw':>11s} {'compressed':>11s} {'share':>6s} {'rel.err':>8s}")
     by_fmt: dict[str, list[int]] = {}
@@ -240,26 +266,45 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def cmd_submit(args) -> int:
-    from .pack import build_script
-
-    runs = find_runs(args.runs)
+def check_submittable(runs: list[Path]) -> tuple[list[dict], list[Config], bytes]:
+    """The runs' summaries, configs and the packed file they all trained with; an InputError if any run is not
+    complete, was trained by another file or with another tokenizer than the others, or is over budget."""
     sums = [load_summary(r) for r in runs]
     cfgs = [load_config(r) for r in runs]
-    base = cfgs[0].to_dict()
-    for r, c in zip(runs[1:], cfgs[1:]):
-        d = c.to_dict()
-        d["train"]["seed"] = base["train"]["seed"]
-        if d["train"] != base["train"] or {k: v for k, v in d.items() if k not in ("train", "data")} != \
-                {k: v for k, v in base.items() if k not in ("train", "data")}:
-            raise InputError(f"{r}: its config differs from {runs[0]}'s beyond the seed; submit runs of one recipe")
-    script = build_script(cfgs[0])
-    code_bytes = len(script.encode("utf-8"))
-    over = [(r, s["bytes_model"] + code_bytes) for r, s in zip(runs, sums) if s["bytes_model"] + code_bytes > BUDGET_BYTES]
+    scripts = []
+    for r, s in zip(runs, sums):
+        if s.get("status", "complete") != "complete" or "val_bpb" not in s:
+            raise InputError(f"{r}: the run did not complete (status {s.get('status')!r}); nothing was written")
+        p = r / "train_gpt.py"
+        if not p.is_file() or "code_sha256" not in s or "tokenizer_sha256" not in s:
+            raise InputError(f"{r}: no train_gpt.py, code or tokenizer fingerprint recorded (a run from an older "
+                             "pgolf): train it again to submit it; nothing was written")
+        script = p.read_bytes()
+        if sha256_bytes(script) != s["code_sha256"]:
+            raise InputError(f"{p}: changed after the run (sha256 differs from summary.json's code_sha256); "
+                             "nothing was written")
+        scripts.append(script)
+    for r, script, s in zip(runs[1:], scripts[1:], sums[1:]):
+        if script != scripts[0]:
+            raise InputError(f"refusing to submit: {r}/train_gpt.py differs from {runs[0]}/train_gpt.py (these runs "
+                             "did not train the same code and config); nothing was written")
+        if s["tokenizer_sha256"] != sums[0]["tokenizer_sha256"]:
+            raise InputError(f"refusing to submit: {r} used another tokenizer than {runs[0]} (sha256 "
+                             f"{s['tokenizer_sha256'][:12]} vs {sums[0]['tokenizer_sha256'][:12]}); nothing was written")
+    code_bytes = len(scripts[0])
+    over = [(r, s["bytes_model"] + code_bytes) for r, s in zip(runs, sums)
+            if s["bytes_model"] + code_bytes > BUDGET_BYTES]
     if over:
         lines = "; ".join(f"{r}: {n:,} bytes" for r, n in over)
         raise InputError(f"refusing to submit: artifact over the {BUDGET_BYTES:,}-byte budget ({lines}); "
                          "nothing was written")
+    return sums, cfgs, scripts[0]
+
+
+def cmd_submit(args) -> int:
+    runs = find_runs(args.runs)
+    sums, cfgs, script = check_submittable(runs)
+    code_bytes = len(script)
     date = _dt.date.today().isoformat()
     slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in args.name).strip("_")
     out = Path(args.out) / f"{date}_{slug}"
@@ -268,7 +313,7 @@ def cmd_submit(args) -> int:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    (tmp / "train_gpt.py").write_text(script, encoding="utf-8")
+    (tmp / "train_gpt.py").write_bytes(script)  # the very file the runs trained with
     seeds = [s["seed"] for s in sums]
     bpb = [s["val_bpb"] for s in sums]
     loss = [s["val_loss"] for s in sums]
@@ -314,7 +359,8 @@ the artifact's roundtrip). Artifact: at most {meta['bytes_total']:,} bytes = mod
   {c.quant.compressor}-{c.quant.level}
 - eval: {c.eval.final}{f' (stride {c.eval.sliding_stride})' if c.eval.final == 'sliding' else ''}
 
-Full configuration: the `CONFIG` block of `train_gpt.py`, built by `pgolf pack` from pgolf.
+Full configuration: the `CONFIG` block of `train_gpt.py`, the file every seed trained with (each run wrote it when it
+started; pgolf checked they are identical).
 
 ## Seeds
 

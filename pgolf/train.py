@@ -1,8 +1,17 @@
-"""The training run: data, model, optimizers, the timed loop, then quantize -> artifact -> roundtrip -> score.
+"""The training run: build -> loop -> export and score.
 
 Run: ``pgolf train --recipe NAME`` (1 CPU / 1 GPU) or ``torchrun --nproc_per_node=N -m pgolf train ...``.
-The clock covers training steps only: compile warm-up (after which the initial state is restored), validation
-and the final evals are outside it. All ranks stop on the same step.
+
+- ``build``: everything the loop needs -- checked data, model, compiled forward, optimizers, QAT grid, loader.
+- ``loop``: the timed steps. Its clock (pgolf.clock) counts training only (compile warm-up, after which the initial
+  state is restored, validation and the final evals are outside it) and gives every rank the same value per step,
+  so every schedule decision and the stop are the same everywhere.
+- ``export_and_score``: the weights to ship (SWA/EMA), pre-quant evals, quantize -> artifact -> read back ->
+  roundtrip evals, the summary.
+
+The run directory holds the packed ``train_gpt.py`` that trained (written first: its bytes are the code bytes).
+The first SIGINT/SIGTERM ends the loop at the next agreed step with ``status: interrupted`` in summary.json (and a
+checkpoint when segments are on); a second one, or a stop that takes over 20 s, ends the process at once.
 """
 
 from __future__ import annotations
@@ -11,8 +20,11 @@ import copy
 import math
 import os
 import random
+import signal
+import threading
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,45 +32,24 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from . import __version__
 from . import checkpoint as CK
 from . import schedule as S
-from .config import Config, InputError
-from .data import DistributedTokenLoader, challenge_data_dir, check_vocab, find_tokenizer, list_shards, load_tokens
-from .dist import DistInfo, all_reduce_max, broadcast_object, cleanup_distributed, init_distributed
-from .evaluate import EvalResult, rank_world, eval_ttt, eval_windows
+from .clock import TrainClock
+from .config import EXIT_INTERRUPTED, Config, InputError, Interrupted, QuantConfig
+from .data import DataSet, DistributedTokenLoader, prepare_data
+from .dist import DistInfo, broadcast_object, cleanup_distributed, init_distributed
+from .evaluate import EvalResult, evaluate
+from .files import sha256_bytes
 from .model import GPT, apply_precision, resolve_attention
 from .optim import build_optimizers, newton_schulz, set_lr_scale, set_muon_momentum
-from .quant import bits_of, model_shapes, policy_of, predict_fit, quantize_to_budget, read_artifact, storage_format, \
-    write_atomic
+from .pack import build_script, embedded_config
+from .predict import model_shapes, predict_fit
+from .quant import policy_of, qat_function, quantize_to_budget, read_artifact
 from .rundir import RunDir, environment, plot_run
-from .tokenizer import build_byte_table, check_space_piece, load_sentencepiece
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-
-
-class OverBudget(RuntimeError):
-    pass
-
-
-def resolve_data(cfg: Config, log) -> tuple[Path, Path, bool]:
-    """(data folder, tokenizer, is_embedded). Order: data.path, $PGOLF_DATA, ./data/datasets/fineweb10B_spN (the
-    challenge's layout, when present), the embedded corpus."""
-    path = cfg.data.path or os.environ.get("PGOLF_DATA", "")
-    if path:
-        d = Path(path)
-        if not d.is_dir():
-            raise InputError(f"data folder not found: {d}")
-        tok = Path(cfg.data.tokenizer) if cfg.data.tokenizer else find_tokenizer(d)
-        return d, tok, False
-    local = challenge_data_dir(cfg.model.vocab_size)
-    if local is not None:
-        tok = Path(cfg.data.tokenizer) if cfg.data.tokenizer else find_tokenizer(local)
-        return local, tok, False
-    from .embedded import ensure_embedded
-
-    d = ensure_embedded(log)
-    tok = Path(cfg.data.tokenizer) if cfg.data.tokenizer else d / "embedded.model"
-    return d, tok, True
+STOP_DEADLINE_S = 20.0
 
 
 def seed_everything(seed: int) -> None:
@@ -76,13 +67,6 @@ def peak_flops(device: torch.device) -> float:
         return 0.0
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_FLOPS.items() if k in name), 0.0)
-
-
-def code_bytes_for(cfg: Config) -> int:
-    """Bytes of the single-file train_gpt.py that reproduces this run (pgolf.pack)."""
-    from .pack import code_bytes
-
-    return code_bytes(cfg)
 
 
 def configure_cuda() -> None:
@@ -138,83 +122,115 @@ class WeightAverager:
         self.count = st["count"]
 
 
-def evaluate_all(model, eval_model, cfg: Config, val_tokens, table, device, modes: list[str]) -> dict[str, EvalResult]:
-    seq = cfg.eval.seq_len or cfg.train.seq_len
-    out = {}
-    for mode in modes:
-        if mode == "plain":
-            _, world = rank_world()
-            bs = max(1, cfg.eval.batch_tokens // (seq * world))
-            out[mode] = eval_windows(eval_model, val_tokens, table, seq, seq, bs, device)
-        elif mode == "sliding":
-            out[mode] = eval_windows(eval_model, val_tokens, table, seq, cfg.eval.sliding_stride,
-                                     cfg.eval.sliding_batch_seqs, device)
-        elif mode == "ttt":
-            e = cfg.eval
-            out[mode] = eval_ttt(model, val_tokens, table, device, rank_r=e.ttt_rank, lr=e.ttt_lr, chunk=e.ttt_chunk,
-                                 seq_len=e.ttt_seq_len, batch_docs=e.ttt_batch_docs, bos_id=cfg.model.bos_id)
-    return out
+class StopSignals:
+    """SIGINT/SIGTERM during the loop: the first asks for a stop at the next agreed step (``requested``) and arms a
+    deadline; a second one, or one outside the loop, raises KeyboardInterrupt at once."""
+
+    def __init__(self):
+        self.requested = False
+        self.in_loop = False
+        self._old: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.in_loop and not self.requested:
+            self.requested = True
+            t = threading.Timer(STOP_DEADLINE_S, lambda: os._exit(EXIT_INTERRUPTED))
+            t.daemon = True
+            t.start()
+            return
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
-def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = False) -> dict:
-    """Run a full training job; returns the summary dict (also written to run_dir/summary.json). With ``resume``,
-    continue the paused run in ``run_dir`` from its checkpoint (pgolf.checkpoint). A run paused by
-    ``train.segment_*`` returns ``{"paused": True, ...}`` without exporting or evaluating."""
-    cfg = copy.deepcopy(cfg).validate()
-    info = init_distributed(cfg.train.device)
-    try:
-        return _train(cfg, run_dir, info, code_bytes_for(cfg) if info.is_main else 0, resume)
-    finally:
-        cleanup_distributed()
+# ---------------------------------------------------------------------------------------------------------------
+# build
 
 
-def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int, resume: bool = False) -> dict:
+@dataclass
+class Built:
+    cfg: Config
+    info: DistInfo
+    data: DataSet
+    model: GPT
+    compiled: torch.nn.Module  # the forward the loop and the no-grad evals call (compiled on CUDA)
+    ddp: torch.nn.Module
+    optimizers: list
+    qat_policy: QuantConfig | None  # the grid QAT trains on: the policy the export is predicted to settle on
+    code: str  # the packed train_gpt.py
+    predicted: int  # predicted model bytes
+    predicted_policy: QuantConfig
+    backend: str
+    loader: DistributedTokenLoader | None = None
+    averager: WeightAverager | None = None
+    qat_on: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.info.device
+
+    def set_qat(self, on: bool) -> None:
+        self.model.set_qat_alpha(1.0 if on else 0.0)
+        self.qat_on = on
+
+    def new_loader(self) -> DistributedTokenLoader:
+        self.loader = DistributedTokenLoader(self.data.train_files, self.info.rank, self.info.world_size, self.device)
+        return self.loader
+
+    def train_step(self, lr_mult: float, momentum: float) -> torch.Tensor:
+        """One optimizer step over the global batch (grad accumulation derived); returns the mean loss (a tensor,
+        averaged over ranks; reading it is left to the caller, a step later)."""
+        cfg, info = self.cfg, self.info
+        set_lr_scale(self.optimizers, lr_mult)
+        set_muon_momentum(self.optimizers, momentum)
+        if self.qat_on:
+            self.model.refresh_qat()  # the grid of the weights as they are now
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=True)
+        accum = cfg.train.grad_accum(info.world_size)
+        total = torch.zeros((), device=self.device)
+        for micro in range(accum):
+            if info.distributed:
+                self.ddp.require_backward_grad_sync = micro == accum - 1
+            x, y = self.loader.next_batch(cfg.train.micro_batch_tokens, cfg.train.seq_len)
+            with autocast_ctx(self.device):
+                loss = self.ddp(x, y)
+            (loss / accum).backward()
+            total += loss.detach() / accum
+        if cfg.optim.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip_norm)
+        for o in self.optimizers:
+            o.step()
+        if info.distributed:
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)
+            total /= info.world_size
+        return total
+
+
+def build(cfg: Config, info: DistInfo, data: DataSet, code: str, log) -> Built:
     device = info.device
-    if device.type == "cuda":
-        configure_cuda()
-    run_dir = broadcast_object(str(run_dir) if run_dir is not None else None, info)  # one folder for all ranks
-    ckpt = None
-    if resume:
-        if run_dir is None:
-            raise InputError("resume needs the run directory of the paused run")
-        ckpt = CK.load_rank(run_dir, info.rank, info.world_size, torch.device("cpu"))
-    segmented = cfg.train.segment_seconds > 0 or cfg.train.segment_steps > 0
-    if segmented and run_dir is None:
-        raise InputError("train.segment_* pauses a run into its run directory: give one (--out/--name)")
-    rd = RunDir(run_dir, active=info.is_main)
-    log = rd.log if info.is_main else (lambda *a, **k: None)
-
-    # ---- data and metric ----
-    data_dir, tok_path, embedded = resolve_data(cfg, log)
-    sp = load_sentencepiece(tok_path)
-    check_space_piece(sp, str(tok_path))
-    V = int(sp.vocab_size())
-    if cfg.model.vocab_size == 0:
-        cfg.model.vocab_size = V
-    elif cfg.model.vocab_size != V:
-        raise InputError(f"vocab mismatch: model.vocab_size={cfg.model.vocab_size} but tokenizer {tok_path} has {V} "
-                         "pieces (set model.vocab_size=0 to take it from the tokenizer)")
-    cfg.data.path, cfg.data.tokenizer = str(data_dir), str(tok_path)
-    table = build_byte_table(sp, V)
-    val_files = list_shards(data_dir, cfg.data.val_glob)
-    train_files = list_shards(data_dir, cfg.data.train_glob)
-    val_tokens = load_tokens(val_files, cfg.eval.max_tokens)
-    check_vocab(val_tokens, V, str(val_files[0]) if len(val_files) == 1 else f"{data_dir}/{cfg.data.val_glob}")
-    if embedded:
-        log(f"data: no data given -- training '{cfg.name}' on the embedded corpus (Python's own documentation, "
-            f"{data_dir}). For the challenge data: pgolf data fineweb --variant sp1024, then --data DIR.")
-    else:
-        log(f"data: {data_dir} ({len(train_files)} train shards, {len(val_files)} val shards); tokenizer {tok_path}")
-
-    # ---- model ----
     seed_everything(cfg.train.seed)
     model = GPT(cfg.model).to(device)
     apply_precision(model, device)
     backend = resolve_attention(cfg.model.attention, device)
     model.set_attention_backend(backend)
-    qat_on = cfg.schedule.qat_start_frac > 0
-    if qat_on:
-        model.set_qat(lambda name: bits_of(storage_format(name, model.get_parameter(name), cfg.quant)))
+    predicted, predicted_policy = 0, cfg.quant
+    if info.is_main:
+        predicted_policy, predicted = predict_fit(model_shapes(model), cfg.quant, cfg.model.__dict__,
+                                                  len(code.encode("utf-8")))
+    predicted_policy = broadcast_object(predicted_policy, info)
+    qat_policy = predicted_policy if cfg.schedule.qat_start_frac > 0 else None
+    if qat_policy is not None:  # the export's own quantizer, on the grid the export is predicted to use
+        model.set_qat(lambda name: qat_function(name, model.get_parameter(name), qat_policy))
     use_compile = cfg.train.compile and device.type == "cuda"
     compiled = torch.compile(model, dynamic=False, fullgraph=True) if use_compile else model
     ddp = DDP(compiled, device_ids=[info.local_rank] if device.type == "cuda" else None, broadcast_buffers=False) \
@@ -225,254 +241,386 @@ def _train(cfg: Config, run_dir, info: DistInfo, code_bytes: int, resume: bool =
         for o in optimizers:
             if hasattr(o, "ns"):
                 o.ns = ns
-    accum = cfg.train.grad_accum(info.world_size)
-    n_params = model.num_params()
-    flops_tok = model.flops_per_token(cfg.train.seq_len)
-    peak = peak_flops(device)
-    predicted, predicted_policy = 0, cfg.quant
-    if info.is_main:
-        predicted_policy, predicted = predict_fit(model_shapes(model), cfg.quant, cfg.model.__dict__, code_bytes)
-    if not resume:
-        rd.write_json("config.json", cfg.to_dict())
-        rd.write_json("env.json", environment())
-    log(f"recipe:{cfg.name} params:{n_params:,} layers:{cfg.model.num_layers} dim:{cfg.model.model_dim} "
-        f"vocab:{V} attention:{backend} compile:{use_compile} torch:{torch.__version__} device:{device}")
-    log(f"world:{info.world_size} grad_accum:{accum} batch_tokens:{cfg.train.batch_tokens} "
-        f"micro_batch_tokens:{cfg.train.micro_batch_tokens} seq_len:{cfg.train.seq_len} "
-        f"budget:{cfg.train.max_seconds:.0f}s iterations:{cfg.train.iterations}")
-    log(f"artifact: predicted {predicted + code_bytes:,} bytes (model {predicted:,} + code {code_bytes:,}) "
-        f"budget {cfg.quant.budget_bytes:,}"
-        + (f" with {policy_of(predicted_policy)} (fitted)" if predicted_policy != cfg.quant else ""))
+    b = Built(cfg, info, data, model, compiled, ddp, optimizers, qat_policy, code, predicted, predicted_policy,
+              backend)
+    b.extra["compile"] = use_compile
+    if cfg.schedule.ema_decay > 0 or cfg.schedule.swa_enabled:
+        b.averager = WeightAverager(model, cfg.schedule.ema_decay)
+    return b
 
-    loader = DistributedTokenLoader(train_files, info.rank, info.world_size, device)
-    local_tokens = cfg.train.micro_batch_tokens
 
-    def run_step(lr_mult: float, momentum: float) -> torch.Tensor:
-        set_lr_scale(optimizers, lr_mult)
-        set_muon_momentum(optimizers, momentum)
-        for o in optimizers:
-            o.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=device)
-        for micro in range(accum):
-            if info.distributed:
-                ddp.require_backward_grad_sync = micro == accum - 1
-            x, y = loader.next_batch(local_tokens, cfg.train.seq_len)
-            with autocast_ctx(device):
-                loss = ddp(x, y)
-            (loss / accum).backward()
-            total += loss.detach() / accum
-        if cfg.optim.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
-        for o in optimizers:
-            o.step()
-        if info.distributed:
-            dist.all_reduce(total, op=dist.ReduceOp.SUM)
-            total /= info.world_size
-        return total
-
-    # ---- compile / priming warm-up, then restore the initial state ----
-    if cfg.train.warmup_steps > 0:
-        t_w = time.perf_counter()
-        init_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        init_opt = [copy.deepcopy(o.state_dict()) for o in optimizers]
-        for i in range(cfg.train.warmup_steps):
-            run_step(1.0, cfg.optim.muon_momentum_start)
-        if qat_on:  # prime the QAT path too
-            model.set_qat_alpha(1.0)
-            run_step(1.0, cfg.optim.muon_momentum_start)
-            model.set_qat_alpha(0.0)
-        model.load_state_dict(init_model)
-        for o, st in zip(optimizers, init_opt):
-            o.load_state_dict(st)
-        loader = DistributedTokenLoader(train_files, info.rank, info.world_size, device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        log(f"warmup: {cfg.train.warmup_steps} steps in {time.perf_counter() - t_w:.1f}s (outside the clock); "
-            "initial state restored")
-
-    # ---- the timed loop ----
-    averager = WeightAverager(model, cfg.schedule.ema_decay) \
-        if (cfg.schedule.ema_decay > 0 or cfg.schedule.swa_enabled) else None
-    prev_prog = 0.0
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+def warm_up(b: Built, log) -> None:
+    """Compile and prime every path the loop takes (QAT too), then restore the initial state exactly."""
+    cfg = b.cfg
+    b.new_loader()
+    if cfg.train.warmup_steps <= 0:
+        return
+    t_w = time.perf_counter()
+    init_model = {k: v.detach().clone() for k, v in b.model.state_dict().items()}
+    init_opt = [copy.deepcopy(o.state_dict()) for o in b.optimizers]
+    for _ in range(cfg.train.warmup_steps):
+        b.train_step(1.0, cfg.optim.muon_momentum_start)
+    if b.qat_policy is not None:
+        b.set_qat(True)
+        b.train_step(1.0, cfg.optim.muon_momentum_start)
+        b.set_qat(False)
+    b.model.load_state_dict(init_model)
+    for o, st in zip(b.optimizers, init_opt):
+        o.load_state_dict(st)
+    b.new_loader()
+    if b.device.type == "cuda":
         torch.cuda.synchronize()
-    train_s = 0.0
-    step = 0
-    stop = False
-    qat_fired_step = None
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        for o, st in zip(optimizers, ckpt["optimizers"]):
-            o.load_state_dict(st)
-        loader.load_state_dict(ckpt["loader"])
-        if averager is not None and ckpt["averager"] is not None:
-            averager.load_state_dict(ckpt["averager"])
-        step, train_s, prev_prog, qat_fired_step = ckpt["step"], ckpt["train_s"], ckpt["prev_prog"], ckpt["qat_step"]
-        if qat_fired_step is not None:
-            model.set_qat_alpha(1.0)
-        log(f"resume: step {step}, {train_s:.1f}s of training done, from {CK.checkpoint_dir(run_dir)}")
-        del ckpt
-    seg_step0, seg_s0 = step, train_s
-    pause = False
-    t0 = time.perf_counter()
-    pending = None
-    tokens_per_step = cfg.train.batch_tokens
+    log(f"warmup: {cfg.train.warmup_steps} steps in {time.perf_counter() - t_w:.1f}s (outside the clock); "
+        "initial state restored")
 
-    def flush(p) -> None:
-        s, loss_t, lr_m, mom, el = p
+
+# ---------------------------------------------------------------------------------------------------------------
+# loop
+
+
+@dataclass
+class LoopEnd:
+    steps: int
+    train_s: float
+    reason: str  # done | pause | interrupt
+    qat_step: int | None
+    prev_prog: float
+    peak_mem_mib: float
+
+
+class StepLog:
+    """The dense per-step line and metrics record, one step late so the loss is read after the GPU has it."""
+
+    def __init__(self, b: Built, rd: RunDir, log):
+        cfg = b.cfg
+        self.cfg, self.rd, self.log = cfg, rd, log
+        self.tokens = cfg.train.batch_tokens
+        self.flops_tok = b.model.flops_per_token(cfg.train.seq_len)
+        self.peak = peak_flops(b.device)
+        self.pending = None
+
+    def push(self, rec) -> None:
+        self.flush()
+        self.pending = rec
+
+    def flush(self) -> None:
+        if self.pending is None:
+            return
+        s, loss_t, lr_m, mom, el = self.pending
+        self.pending = None
         loss = loss_t.item()
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss is {loss} at step {s}")
+        cfg = self.cfg
         avg_ms = 1000.0 * el / s
-        tps = tokens_per_step * s / max(el, 1e-9)
-        mfu = f" mfu:{100 * flops_tok * tps / peak:.1f}%" if peak else ""
+        tps = self.tokens * s / max(el, 1e-9)
+        mfu = f" mfu:{100 * self.flops_tok * tps / self.peak:.1f}%" if self.peak else ""
         eta = max(cfg.train.max_seconds - el, 0) if cfg.train.max_seconds else el / s * (cfg.train.iterations - s)
         if s % cfg.train.log_every == 0 or s == 1:
-            log(f"step:{s}/{cfg.train.iterations} loss:{loss:.4f} lr:{lr_m:.3f} mom:{mom:.3f} ms/step:{avg_ms:.1f} "
-                f"tok/s:{tps:,.0f}{mfu} elapsed:{el:.1f}s eta:{eta:.0f}s")
-        rd.metric(kind="train", step=s, loss=loss, lr_scale=lr_m, momentum=mom, elapsed_s=el, ms_per_step=avg_ms,
-                  tokens_per_s=tps)
+            self.log(f"step:{s}/{cfg.train.iterations} loss:{loss:.4f} lr:{lr_m:.3f} mom:{mom:.3f} "
+                     f"ms/step:{avg_ms:.1f} tok/s:{tps:,.0f}{mfu} elapsed:{el:.1f}s eta:{eta:.0f}s")
+        self.rd.metric(kind="train", step=s, loss=loss, lr_scale=lr_m, momentum=mom, elapsed_s=el,
+                       ms_per_step=avg_ms, tokens_per_s=tps)
 
+
+def loop(b: Built, rd: RunDir, log, clock: TrainClock, signals: StopSignals, resume: dict | None = None) -> LoopEnd:
+    """The timed steps. Every decision reads ``clock.estimate(step)``: the same on every rank."""
+    cfg, dev = b.cfg, b.device
+    t = cfg.train
+    step, qat_step, prev_prog = 0, None, 0.0
+    if resume is not None:
+        step, qat_step, prev_prog = resume["step"], resume["qat_step"], resume["prev_prog"]
+        if qat_step is not None:
+            b.set_qat(True)
+    seg_step0, seg_s0 = step, clock.train_s
+    sync = torch.cuda.synchronize if dev.type == "cuda" else None
+    steps_log = StepLog(b, rd, log)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    reason = "done"
+    signals.in_loop = True
+    clock.start()
     while True:
-        elapsed = train_s + time.perf_counter() - t0
-        last = step >= cfg.train.iterations or stop or pause
-        if last or (cfg.train.val_every > 0 and step % cfg.train.val_every == 0):
-            if pending is not None:
-                flush(pending)
-                pending = None
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            train_s += time.perf_counter() - t0
-            if last:
-                break
-            r = evaluate_all(model, compiled, cfg, val_tokens, table, device, ["plain"])["plain"]
-            log(f"val step:{step} val_loss:{r.loss:.4f} val_bpb:{r.bpb:.4f} train_time:{train_s:.1f}s "
+        if step >= t.iterations or (t.max_seconds > 0 and clock.estimate(step + 1) > t.max_seconds):
+            break
+        if clock.interrupted:
+            reason = "interrupt"
+            break
+        if (t.segment_steps and step - seg_step0 >= t.segment_steps) or \
+                (t.segment_seconds and clock.estimate(step) - seg_s0 >= t.segment_seconds):
+            reason = "pause"
+            break
+        if t.val_every > 0 and step % t.val_every == 0:
+            steps_log.flush()
+            clock.stop(sync)
+            r = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.table, dev, ["plain"])["plain"]
+            log(f"val step:{step} val_loss:{r.loss:.4f} val_bpb:{r.bpb:.4f} train_time:{clock.train_s:.1f}s "
                 f"eval:{r.seconds:.1f}s")
-            rd.metric(kind="val", step=step, val_loss=r.loss, val_bpb=r.bpb, train_s=train_s)
-            t0 = time.perf_counter()
-        prog = S.progress(step, elapsed, cfg.train)
-        lr_m = S.lr_multiplier(step, elapsed, cfg.schedule, cfg.train)
+            rd.metric(kind="val", step=step, val_loss=r.loss, val_bpb=r.bpb, train_s=clock.train_s)
+            clock.start()
+        elapsed = clock.estimate(step)
+        prog = S.progress(step, elapsed, t)
+        lr_m = S.lr_multiplier(step, elapsed, cfg.schedule, t)
         mom = S.muon_momentum(step, prog, cfg.optim)
-        if qat_on and qat_fired_step is None and S.qat_active(prog, cfg.schedule):
-            model.set_qat_alpha(1.0)
-            qat_fired_step = step
-            log(f"qat: fake quantization on from step {step} (progress {prog:.3f})")
-        loss_t = run_step(lr_m, mom)
+        if b.qat_policy is not None and qat_step is None and S.qat_active(prog, cfg.schedule):
+            b.set_qat(True)
+            qat_step = step
+            log(f"qat: fake quantization on from step {step} (progress {prog:.3f}) with {policy_of(b.qat_policy)}")
+        loss = b.train_step(lr_m, mom)
         step += 1
-        elapsed = train_s + time.perf_counter() - t0
-        if averager is not None:
-            now_prog = S.progress(step, elapsed, cfg.train)
+        clock.post(step, signals.requested)
+        if b.averager is not None:
+            now_prog = S.progress(step, clock.estimate(step), t)
             if cfg.schedule.ema_decay > 0 or S.swa_take(step, lr_m, cfg.schedule, now_prog, prev_prog):
-                averager.update()
+                b.averager.update()
             prev_prog = now_prog
-        if pending is not None:
-            flush(pending)
-        pending = (step, loss_t, lr_m, mom, elapsed)
-        if cfg.train.max_seconds > 0:
-            stop = all_reduce_max(elapsed, info) >= cfg.train.max_seconds
-        if cfg.train.segment_steps > 0 and step - seg_step0 >= cfg.train.segment_steps:
-            pause = True
-        if cfg.train.segment_seconds > 0:
-            pause = pause or all_reduce_max(elapsed - seg_s0, info) >= cfg.train.segment_seconds
+        steps_log.push((step, loss, lr_m, mom, clock.local()))
+    signals.in_loop = False
+    steps_log.flush()
+    clock.stop(sync)
+    clock.drain()
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else 0.0
+    return LoopEnd(step, clock.train_s, reason, qat_step, prev_prog, peak)
 
-    if pause and not stop and step < cfg.train.iterations:
-        return _pause(rd, log, info, run_dir, model, optimizers, loader, averager, step, train_s, prev_prog,
-                      qat_fired_step)
-    steps = step
-    train_time = train_s
-    peak_mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+
+# ---------------------------------------------------------------------------------------------------------------
+# export and score
+
+
+def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
+    cfg, info, dev = b.cfg, b.info, b.device
+    steps, train_time = end.steps, end.train_s
+    tps = cfg.train.batch_tokens * steps / max(train_time, 1e-9)
     ms_step = 1000.0 * train_time / max(steps, 1)
-    log(f"stopped: step:{steps} train_time:{train_time:.1f}s ms/step:{ms_step:.1f} "
-        f"tok/s:{tokens_per_step * steps / max(train_time, 1e-9):,.0f} peak_mem:{peak_mem:,.0f}MiB"
-        + (f" qat_from_step:{qat_fired_step}" if qat_on else ""))
-
+    log(f"stopped: step:{steps} train_time:{train_time:.1f}s ms/step:{ms_step:.1f} tok/s:{tps:,.0f} "
+        f"peak_mem:{end.peak_mem_mib:,.0f}MiB" + (f" qat_from_step:{end.qat_step}" if b.qat_policy else ""))
     # ---- weights to ship: the average, if any ----
-    if averager is not None and averager.count > 0:
-        averager.apply()
-        log(f"weights: {'EMA' if cfg.schedule.ema_decay > 0 else 'SWA'} over {averager.count} updates applied")
-    if qat_on:
-        model.set_qat_alpha(0.0)  # the shipped weights are the float master weights; export quantizes them
+    if b.averager is not None and b.averager.count > 0:
+        b.averager.apply()
+        log(f"weights: {'EMA' if cfg.schedule.ema_decay > 0 else 'SWA'} over {b.averager.count} updates applied")
+    if b.qat_policy is not None:
+        b.set_qat(False)  # the shipped weights are the float master weights; export quantizes them
     final_modes = ["plain"] + ([cfg.eval.final] if cfg.eval.final == "sliding" else [])
-    pre = evaluate_all(model, compiled, cfg, val_tokens, table, device, final_modes)
+    pre = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.table, dev, final_modes, log)
     rd.metric(kind="val", step=steps, val_loss=pre["plain"].loss, val_bpb=pre["plain"].bpb, train_s=train_time)
     for m, r in pre.items():
         log(f"pre-quant {m} (step {steps}): val_loss:{r.loss:.4f} val_bpb:{r.bpb:.4f} eval:{r.seconds:.1f}s")
 
     # ---- artifact: quantize, compress, write; then reload from disk and score ----
-    art = rd.file("model.pgz") if rd.active else None
-    nbytes = 0
-    used = cfg.quant
+    code_bytes = len(b.code.encode("utf-8"))
+    code_sha = sha256_bytes(b.code.encode("utf-8"))
+    nbytes, used = 0, cfg.quant
     if info.is_main:
-        state = {k: v for k, v in model.state_dict().items()}
-        result, used, data = quantize_to_budget(state, cfg.quant, cfg.model.__dict__,
-                                                {"recipe": cfg.name, "steps": steps, "config": cfg.to_dict()},
+        meta = {"recipe": cfg.name, "steps": steps, "config": cfg.to_dict(), "pgolf": __version__,
+                "tokenizer_sha256": b.data.tokenizer_sha256, "code_sha256": code_sha}
+        result, used, data = quantize_to_budget(dict(b.model.state_dict()), cfg.quant, cfg.model.__dict__, meta,
                                                 code_bytes, log)
         if used != cfg.quant:
             log(f"artifact: fitted to the budget with {policy_of(used)}")
-        nbytes = write_atomic(art, data)
+        if b.qat_policy is not None and policy_of(used) != policy_of(b.qat_policy):
+            log(f"artifact: exported with {policy_of(used)}, QAT trained on {policy_of(b.qat_policy)} (the size "
+                "prediction missed)")
+        nbytes = rd.write("model.pgz", data)
         worst = max(result.records, key=lambda r: r.rel_error)
-        log(f"artifact: {art} model:{nbytes:,} bytes code:{code_bytes:,} total:{nbytes + code_bytes:,} "
-            f"(predicted model {predicted:,}, {100 * (predicted - nbytes) / max(nbytes, 1):+.1f}%) "
-            f"worst rel. error {worst.rel_error:.4f} ({worst.name}, {worst.fmt})")
-    art_path = broadcast_object(str(art) if art is not None else None, info)
-    if art_path is None:
-        raise RuntimeError("the roundtrip needs a run directory to write the artifact to")
+        log(f"artifact: {rd.file('model.pgz')} model:{nbytes:,} bytes code:{code_bytes:,} "
+            f"total:{nbytes + code_bytes:,} (predicted model {b.predicted:,}, "
+            f"{100 * (b.predicted - nbytes) / max(nbytes, 1):+.1f}%) worst rel. error {worst.rel_error:.4f} "
+            f"({worst.name}, {worst.fmt})")
+    art_path = broadcast_object(str(rd.file("model.pgz")) if info.is_main else None, info)
     _, deq = read_artifact(art_path)
-    model.load_state_dict(deq, strict=True)
+    b.model.load_state_dict(deq, strict=True)
     modes = ["plain"] + (["sliding"] if cfg.eval.sliding_stride > 0 else []) + (["ttt"] if cfg.eval.ttt else [])
-    rt = evaluate_all(model, compiled, cfg, val_tokens, table, device, modes)
+    rt = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.table, dev, modes, log)
     for m, r in rt.items():
         log(f"roundtrip {m}: val_loss:{r.loss:.4f} val_bpb:{r.bpb:.8f} eval:{r.seconds:.1f}s")
     total = nbytes + code_bytes
     final = rt[cfg.eval.final]
     summary = {
-        "recipe": cfg.name, "seed": cfg.train.seed, "world_size": info.world_size, "steps": steps,
-        "train_time_s": train_time, "ms_per_step": ms_step, "tokens_per_s": tokens_per_step * steps / max(train_time, 1e-9),
-        "peak_mem_mib": peak_mem, "params": n_params, "attention": backend, "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "status": "complete", "recipe": cfg.name, "seed": cfg.train.seed, "world_size": info.world_size,
+        "steps": steps, "train_time_s": train_time, "ms_per_step": ms_step, "tokens_per_s": tps,
+        "peak_mem_mib": end.peak_mem_mib, "params": b.model.num_params(), "attention": b.backend,
+        "torch": torch.__version__, "pgolf": __version__,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "prequant": {m: {"val_loss": r.loss, "val_bpb": r.bpb, "eval_s": r.seconds} for m, r in pre.items()},
         "roundtrip": {m: {"val_loss": r.loss, "val_bpb": r.bpb, "eval_s": r.seconds, "tokens": r.tokens,
                           "bytes": r.bytes} for m, r in rt.items()},
         "final_mode": cfg.eval.final, "val_loss": final.loss, "val_bpb": final.bpb,
-        "bytes_model": nbytes, "bytes_code": code_bytes, "bytes_total": total, "bytes_predicted_model": predicted,
-        "over_budget": total > cfg.quant.budget_bytes,
-        "quant_used": policy_of(used), "quant_predicted": policy_of(predicted_policy), "qat_from_step": qat_fired_step, "data": str(data_dir),
-        "embedded_data": embedded, "artifact": str(art_path),
+        "bytes_model": nbytes, "bytes_code": code_bytes, "bytes_total": total, "bytes_predicted_model": b.predicted,
+        "over_budget": total > cfg.quant.budget_bytes, "code_sha256": code_sha,
+        "quant_used": policy_of(used), "quant_predicted": policy_of(b.predicted_policy),
+        "qat_policy": policy_of(b.qat_policy) if b.qat_policy else None, "qat_from_step": end.qat_step,
+        "data": str(b.data.folder), "embedded_data": b.data.embedded, "tokenizer": str(b.data.tokenizer),
+        "tokenizer_sha256": b.data.tokenizer_sha256, "data_checks": b.data.checks,
+        "val_tokens": int(b.data.val_tokens.numel()), "artifact": art_path,
     }
     rd.write_json("summary.json", summary)
-    rd.metric(kind="final", **{k: v for k, v in summary.items() if not isinstance(v, dict)})
+    rd.metric(kind="final", **{k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
     if info.is_main:
         plot_run(rd.path)
     log(f"final ({cfg.eval.final}, roundtrip): val_loss:{final.loss:.8f} val_bpb:{final.bpb:.8f} "
         f"bytes_total:{total:,} (model {nbytes:,} + code {code_bytes:,})")
     if total > cfg.quant.budget_bytes:
         log(f"ERROR: artifact over budget: {total:,} > {cfg.quant.budget_bytes:,} bytes (everything is kept in {rd.path})")
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the run
+
+
+def train(cfg: Config, run_dir: str | os.PathLike | None, resume: bool = False) -> dict:
+    """Run a full training job in ``run_dir``; returns the summary (also run_dir/summary.json). With ``resume``,
+    continue the paused run in ``run_dir`` from its checkpoint (pgolf.checkpoint). A run paused by
+    ``train.segment_*`` returns ``{"paused": True, ...}`` without exporting or evaluating; an interrupted one
+    raises ``Interrupted`` after writing its summary."""
+    cfg = copy.deepcopy(cfg).validate()
+    if run_dir is None:
+        raise InputError("a run needs a run directory (pgolf train picks one: --out/--name)")
+    info = init_distributed(cfg.train.device)
+    ok = False
+    try:
+        out = _run(cfg, str(run_dir), info, resume)
+        ok = True
+        return out
+    finally:
+        cleanup_distributed(ok)
+
+
+def _agreed(info: DistInfo, fn):
+    """Run ``fn`` on rank 0; if it raises an InputError, every rank raises it (printed once, by rank 0)."""
+    err = None
+    if info.is_main:
+        try:
+            fn()
+        except InputError as e:
+            err = str(e)
+    err = broadcast_object(err, info)
+    if err is not None:
+        e = InputError(err)
+        e.quiet = not info.is_main
+        raise e
+
+
+def _run(cfg: Config, run_dir: str, info: DistInfo, resume: bool) -> dict:
+    if info.device.type == "cuda":
+        configure_cuda()
+    run_dir = broadcast_object(run_dir, info)  # one folder for all ranks
+    rd = RunDir(None, active=False)
+    code = ""
+
+    def open_dir():
+        nonlocal rd, code
+        rd = RunDir(run_dir, fresh=not resume)
+        if resume:
+            code = resumed_code(run_dir)
+        else:
+            code = build_script(cfg)  # the config as given: data paths and seed are not packed
+            rd.write("train_gpt.py", code)
+
+    _agreed(info, open_dir)
+    try:
+        with StopSignals() as signals:
+            return _run_in(cfg, run_dir, info, resume, rd, code, signals)
+    finally:
+        rd.close()
+
+
+def resumed_code(run_dir: str) -> str:
+    """The packed file a paused run trained with, checked to be this pgolf's code."""
+    path = Path(run_dir) / "train_gpt.py"
+    if not path.is_file():
+        raise InputError(f"{path}: missing; it is written when a run starts")
+    stored = path.read_text(encoding="utf-8")
+    if build_script(Config.from_dict(embedded_config(stored))) != stored:
+        raise InputError(f"{path}: this pgolf's code differs from the code the run started with; resume it with the "
+                         "pgolf (or train_gpt.py) that started it")
+    return stored
+
+
+def _run_in(cfg: Config, run_dir: str, info: DistInfo, resume: bool, rd: RunDir, code: str,
+            signals: StopSignals) -> dict:
+    log = rd.log if info.is_main else (lambda *a, **k: None)
+    ckpt = CK.load_rank(run_dir, info.rank, info.world_size, torch.device("cpu")) if resume else None
+    progress = {"steps": ckpt["step"] if ckpt else 0, "train_s": ckpt["train_s"] if ckpt else 0.0}
+    try:
+        data = prepare_data(cfg, log, info.rank, info.world_size, info.cpu_group)
+        if data.embedded:
+            log(f"data: no data given -- training '{cfg.name}' on the embedded corpus (Python's own documentation, "
+                f"{data.folder}). For the challenge data: pgolf data fineweb --variant sp1024, then --data DIR.")
+        else:
+            log(f"data: {data.folder} ({len(data.train_files)} train shards, {len(data.val_files)} val shards); "
+                f"tokenizer {data.tokenizer}")
+        log("data checks: " + "; ".join(data.checks))
+        b = build(cfg, info, data, code, log)
+        code_bytes = len(code.encode("utf-8"))
+        if not resume:
+            rd.write_json("config.json", cfg.to_dict())
+            rd.write_json("env.json", environment())
+        log(f"recipe:{cfg.name} params:{b.model.num_params():,} layers:{cfg.model.num_layers} "
+            f"dim:{cfg.model.model_dim} vocab:{data.vocab_size} attention:{b.backend} compile:{b.extra['compile']} "
+            f"torch:{torch.__version__} device:{device_name(b.device)}")
+        log(f"world:{info.world_size} grad_accum:{cfg.train.grad_accum(info.world_size)} "
+            f"batch_tokens:{cfg.train.batch_tokens} micro_batch_tokens:{cfg.train.micro_batch_tokens} "
+            f"seq_len:{cfg.train.seq_len} budget:{cfg.train.max_seconds:.0f}s iterations:{cfg.train.iterations}")
+        log(f"artifact: predicted {b.predicted + code_bytes:,} bytes (model {b.predicted:,} + code {code_bytes:,}) "
+            f"budget {cfg.quant.budget_bytes:,}"
+            + (f" with {policy_of(b.predicted_policy)} (fitted)" if b.predicted_policy != cfg.quant else ""))
+        warm_up(b, log)
+        clock = TrainClock(progress["train_s"], progress["steps"], info.cpu_group)
+        if ckpt is not None:
+            b.model.load_state_dict(ckpt["model"])
+            for o, st in zip(b.optimizers, ckpt["optimizers"]):
+                o.load_state_dict(st)
+            b.loader.load_state_dict(ckpt["loader"])
+            if b.averager is not None and ckpt["averager"] is not None:
+                b.averager.load_state_dict(ckpt["averager"])
+            log(f"resume: step {ckpt['step']}, {ckpt['train_s']:.1f}s of training done, from "
+                f"{CK.checkpoint_dir(run_dir)}")
+        end = loop(b, rd, log, clock, signals, ckpt)
+        del ckpt
+        progress.update(steps=end.steps, train_s=end.train_s)
+        segmented = cfg.train.segment_seconds > 0 or cfg.train.segment_steps > 0
+        if end.reason == "pause" or (end.reason == "interrupt" and segmented):
+            paused = _pause(rd, log, info, run_dir, b, end)
+            if end.reason == "pause":
+                return paused
+        if end.reason == "interrupt":
+            raise KeyboardInterrupt
+        summary = export_and_score(b, rd, log, end)
+    except KeyboardInterrupt:
+        ck = CK.checkpoint_dir(run_dir)
+        rd.write_json("summary.json", {"status": "interrupted", "recipe": cfg.name, "seed": cfg.train.seed,
+                                       "steps": progress["steps"], "train_time_s": progress["train_s"],
+                                       "checkpoint": str(ck) if (ck / CK.META).is_file() else None})
+        log(f"interrupted after {progress['steps']} steps ({progress['train_s']:.1f}s of training); summary.json "
+            "says so" + (f"; resume with pgolf train --resume {run_dir}" if (ck / CK.META).is_file() else ""))
+        raise Interrupted(f"interrupted after {progress['steps']} steps ({run_dir})") from None
     if resume or segmented:
         if info.distributed:
             dist.barrier()
         if info.is_main:
             CK.remove(run_dir)  # consumed: the run is complete
-    rd.close()
     return summary
 
 
-def _pause(rd, log, info: DistInfo, run_dir, model, optimizers, loader, averager, step: int, train_s: float,
-           prev_prog: float, qat_step) -> dict:
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+
+
+def _pause(rd: RunDir, log, info: DistInfo, run_dir, b: Built, end: LoopEnd) -> dict:
     """Write this rank's checkpoint, then (rank 0, after all ranks) the meta file that makes it complete."""
     t = time.perf_counter()
-    state = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
-             "loader": loader.state_dict(), "averager": averager.state_dict() if averager is not None else None,
-             "step": step, "train_s": train_s, "prev_prog": prev_prog, "qat_step": qat_step}
+    state = {"model": b.model.state_dict(), "optimizers": [o.state_dict() for o in b.optimizers],
+             "loader": b.loader.state_dict(), "averager": b.averager.state_dict() if b.averager is not None else None,
+             "step": end.steps, "train_s": end.train_s, "prev_prog": end.prev_prog, "qat_step": end.qat_step}
     CK.save_rank(run_dir, info.rank, state)
     if info.distributed:
         dist.barrier()
     if info.is_main:
-        CK.write_meta(run_dir, {"world_size": info.world_size, "step": step, "train_s": train_s})
-    log(f"paused: step {step}, {train_s:.1f}s of training; checkpoint {CK.checkpoint_dir(run_dir)} written in "
-        f"{time.perf_counter() - t:.1f}s. Continue with: pgolf train --resume {run_dir} (or train_gpt.py --resume; "
-        "same number of processes)")
-    summary = {"paused": True, "steps": step, "train_time_s": train_s, "checkpoint": str(CK.checkpoint_dir(run_dir))}
-    rd.metric(kind="paused", step=step, train_s=train_s)
-    rd.close()
-    return summary
+        CK.write_meta(run_dir, {"world_size": info.world_size, "step": end.steps, "train_s": end.train_s})
+    log(f"paused: step {end.steps}, {end.train_s:.1f}s of training; checkpoint {CK.checkpoint_dir(run_dir)} written "
+        f"in {time.perf_counter() - t:.1f}s. Continue with: pgolf train --resume {run_dir} (or train_gpt.py "
+        "--resume; same number of processes)")
+    rd.metric(kind="paused", step=end.steps, train_s=end.train_s)
+    return {"paused": True, "steps": end.steps, "train_time_s": end.train_s,
+            "checkpoint": str(CK.checkpoint_dir(run_dir))}

@@ -135,7 +135,8 @@ def test_quantize_to_budget_walks_down_until_it_fits():
 def test_predict_fit_takes_the_first_policy_predicted_to_fit():
     import dataclasses
 
-    from pgolf.quant import fit_ladder, model_shapes, predict_bytes, predict_fit
+    from pgolf.predict import model_shapes, predict_bytes, predict_fit
+    from pgolf.quant import fit_ladder
 
     m = _model()
     shapes = model_shapes(m)

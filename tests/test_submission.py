@@ -60,7 +60,7 @@ def test_compare_cli(seed_group, tmp_path, capsys):
 
 def test_inspect_totals_equal_file_bytes(seed_group, capsys):
     art = seed_group / "smoke-s1" / "model.pgz"
-    rows, total = __import__("pgolf.quant", fromlist=["tensor_table"]).tensor_table(art)
+    rows, total = sub.tensor_table(art)
     assert total == art.stat().st_size == sum(r["bytes"] for r in rows)
     assert {r["fmt"] for r in rows} >= {"int8", "fp32"}
     assert all(r["rel_error"] is not None for r in rows)
