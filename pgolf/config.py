@@ -67,7 +67,7 @@ class ModelConfig:
     ortho_init: bool = False  # orthogonal init of large matrices, ".proj" outputs scaled 1/sqrt(2L)
     xsa_last_n: int = 0  # exclusive self-attention on the last N layers (0 = off)
     ln_scale: bool = False  # scale block-norm outputs by 1/sqrt(layer+1)
-    attention: str = "auto"  # auto (FA3 when importable, else SDPA) | sdpa | fa3
+    attention: str = "auto"  # auto (FA3 when importable, else flash SDPA) | fa3 | cudnn | flash | sdpa (torch picks)
     bos_id: int = 1
 
     def __post_init__(self) -> None:
@@ -84,7 +84,8 @@ class ModelConfig:
         _check(self.mlp_mult > 0 or self.mlp_hidden > 0, "model.mlp_mult or model.mlp_hidden must be positive")
         _check(self.activation in ("relu2", "leaky_relu2"), f"model.activation: unknown {self.activation!r}")
         _check(self.logit_softcap > 0, "model.logit_softcap must be positive")
-        _check(self.attention in ("auto", "sdpa", "fa3"), f"model.attention: unknown {self.attention!r}")
+        _check(self.attention in ("auto", "fa3", "cudnn", "flash", "sdpa"),
+               f"model.attention: unknown {self.attention!r}")
         _check(self.bigram_buckets == 0 or self.bigram_buckets >= 2, "model.bigram_buckets must be 0 or >= 2")
         _check(0 <= self.xsa_last_n <= self.num_layers, "model.xsa_last_n must be in [0, num_layers]")
 
@@ -110,7 +111,8 @@ class OptimConfig:
     muon_momentum_warmup_frac: float = 0.0  # warm-up length as a fraction of the budget (overrides steps)
     muon_backend_steps: int = 5
     muon_wd: float = 0.0  # decoupled: p <- p * (1 - lr * wd)
-    muon_batched: bool = False  # foreach ops + one Newton-Schulz per matrix shape (same math, fewer launches)
+    muon_ns: str = "ns5"  # Newton-Schulz coefficients: ns5 (3.4445, -4.775, 2.0315) x steps | polar_express
+    muon_row_norm: bool = False  # MuonEq-R: normalise each row of the update before Newton-Schulz
     adam_wd: float = 0.0  # AdamW decay on scalars
     embed_wd: float = 0.0  # AdamW decay on embeddings
     beta1: float = 0.9
@@ -123,6 +125,7 @@ class OptimConfig:
             _check(getattr(self, name) >= 0, f"optim.{name} must be >= 0")
         _check(0 <= self.muon_momentum < 1 and 0 <= self.muon_momentum_start < 1, "Muon momentum must be in [0, 1)")
         _check(self.muon_backend_steps >= 1, "optim.muon_backend_steps must be >= 1")
+        _check(self.muon_ns in ("ns5", "polar_express"), f"optim.muon_ns: unknown {self.muon_ns!r}")
         _check(0 <= self.muon_momentum_warmup_frac <= 1, "optim.muon_momentum_warmup_frac must be in [0, 1]")
         _check(self.grad_clip_norm >= 0, "optim.grad_clip_norm must be >= 0")
         _at_least(self, "optim", 0, "muon_momentum_warmup_steps", "muon_wd", "adam_wd", "embed_wd")

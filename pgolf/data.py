@@ -144,21 +144,38 @@ class DistributedTokenLoader:
 
     The spans of different ranks never overlap, and the token order is the same for any world size with the
     same global batch: a 1-process run with accumulation k sees exactly the tokens a k-process run sees.
+    On CUDA the span goes through a reused pinned int32 buffer in one asynchronous copy (x and y are views of it,
+    cast on the GPU), so a step costs the host one memcpy of its tokens and no allocation.
     """
 
     def __init__(self, files: list[Path], rank: int, world_size: int, device: torch.device):
         self.rank, self.world_size, self.device = rank, world_size, device
         self.stream = TokenStream(files)
+        self._pinned: list[torch.Tensor] = []
+        self._turn = 0
 
     def next_batch(self, local_tokens: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         span = local_tokens + 1
         chunk = self.stream.take(span * self.world_size)
-        local = torch.from_numpy(chunk[self.rank * span:(self.rank + 1) * span].astype(np.int64))
-        x = local[:-1].reshape(-1, seq_len)
-        y = local[1:].reshape(-1, seq_len)
-        if self.device.type == "cuda":
-            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
-        return x.to(self.device), y.to(self.device)
+        local = chunk[self.rank * span:(self.rank + 1) * span]
+        if self.device.type != "cuda":
+            t = torch.from_numpy(local.astype(np.int64))
+            return t[:-1].reshape(-1, seq_len), t[1:].reshape(-1, seq_len)
+        if not self._pinned or self._pinned[0].numel() != span:
+            # a few buffers in turn: the copy out of one may still be in flight while the next is filled
+            self._pinned = [torch.empty(span, dtype=torch.int32).pin_memory() for _ in range(4)]
+            self._copied = [None] * len(self._pinned)
+        i = self._turn % len(self._pinned)
+        self._turn += 1
+        if self._copied[i] is not None:
+            self._copied[i].synchronize()  # the last copy out of this buffer is done (waits only far ahead)
+        buf = self._pinned[i]
+        buf.numpy()[:] = local
+        t = buf.to(self.device, non_blocking=True)
+        self._copied[i] = torch.cuda.Event()
+        self._copied[i].record()
+        t = t.long()
+        return t[:-1].view(-1, seq_len), t[1:].view(-1, seq_len)
 
     def state_dict(self) -> dict:
         return self.stream.state_dict()

@@ -29,13 +29,28 @@ def _fa3():
         return None
 
 
+ATTENTION_AUTO_ORDER = ("fa3", "flash")  # what "auto" takes, first available (BENCHMARKS: attention backends)
+
+
 def resolve_attention(choice: str, device: torch.device) -> str:
-    if choice == "sdpa":
+    """The exact attention kernel a run uses, chosen once: fa3 (FlashAttention 3, when importable), or one SDPA
+    backend -- cudnn, flash, or sdpa (PyTorch's own pick). On CPU always sdpa. Sets SDPA's global backend flags."""
+    if device.type != "cuda":
+        if choice == "fa3":
+            raise RuntimeError("model.attention=fa3 but flash_attn_interface is not importable (or no CUDA)")
         return "sdpa"
-    fa3 = _fa3() if device.type == "cuda" else None
-    if choice == "fa3" and fa3 is None:
-        raise RuntimeError("model.attention=fa3 but flash_attn_interface is not importable (or no CUDA)")
-    return "fa3" if fa3 is not None else "sdpa"
+    if choice == "fa3" and _fa3() is None:
+        raise RuntimeError("model.attention=fa3 but flash_attn_interface is not importable")
+    if choice == "auto":
+        choice = next(b for b in ATTENTION_AUTO_ORDER if b != "fa3" or _fa3() is not None)
+    from torch.backends.cuda import enable_cudnn_sdp, enable_flash_sdp, enable_math_sdp, enable_mem_efficient_sdp
+
+    any_sdpa = choice == "sdpa"
+    enable_flash_sdp(any_sdpa or choice == "flash")
+    enable_cudnn_sdp(any_sdpa or choice == "cudnn")
+    enable_mem_efficient_sdp(any_sdpa)
+    enable_math_sdp(any_sdpa)
+    return choice
 
 
 class CastedLinear(nn.Linear):
@@ -102,7 +117,7 @@ class Attention(nn.Module):
         self.proj = CastedLinear(d, d, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init, dtype=torch.float32))
         self.xsa = layer >= cfg.num_layers - cfg.xsa_last_n
-        self.backend = "sdpa"
+        self.backend = "sdpa"  # fa3 | cudnn | flash | sdpa (see resolve_attention)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, lora=None, layer: int = 0) -> Tensor:
         B, T, _ = x.shape
@@ -122,9 +137,14 @@ class Attention(nn.Module):
             y = _fa3()(q, k, v, causal=True)
             y = y[0] if isinstance(y, tuple) else y
         else:
+            kk, vv = k, v
+            gqa = self.num_kv_heads != self.num_heads
+            if gqa and self.backend == "cudnn":  # cuDNN's SDPA takes no grouped heads: give every head its K/V
+                g = self.num_heads // self.num_kv_heads
+                kk, vv = k.repeat_interleave(g, dim=2), v.repeat_interleave(g, dim=2)
+                gqa = False
             y = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
-                enable_gqa=self.num_kv_heads != self.num_heads,
+                q.transpose(1, 2), kk.transpose(1, 2), vv.transpose(1, 2), is_causal=True, enable_gqa=gqa,
             ).transpose(1, 2)  # (B, T, H, D)
         if self.xsa:  # remove each head's component along its own token's value direction (arXiv:2603.09078)
             g = self.num_heads // self.num_kv_heads

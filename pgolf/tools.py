@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def add_parsers(sub) -> None:
-    from . import datasets, submission
+    from . import bench, datasets, submission
 
     datasets.add_parsers(sub)
     submission.add_parsers(sub)
+    bench.add_parsers(sub)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.profiler import record_function
 
 from . import __version__
 from . import checkpoint as CK
@@ -42,7 +42,7 @@ from .dist import DistInfo, broadcast_object, cleanup_distributed, init_distribu
 from .evaluate import EvalResult, evaluate
 from .files import sha256_bytes
 from .model import GPT, apply_precision, resolve_attention
-from .optim import build_optimizers, newton_schulz, set_lr_scale, set_muon_momentum
+from .optim import Optimizers, build_optimizers, newton_schulz
 from .pack import build_script, embedded_config
 from .predict import model_shapes, predict_fit
 from .quant import policy_of, qat_function, quantize_to_budget, read_artifact
@@ -70,16 +70,9 @@ def peak_flops(device: torch.device) -> float:
 
 
 def configure_cuda() -> None:
-    """TF32 matmuls; SDPA limited to the flash kernel (as the challenge scripts do): it supports GQA and is the
-    fastest at these shapes. FlashAttention 3, when importable, is used directly instead (model.attention)."""
+    """TF32 matmuls. The attention kernel is chosen once per run by model.resolve_attention."""
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    from torch.backends.cuda import enable_cudnn_sdp, enable_flash_sdp, enable_math_sdp, enable_mem_efficient_sdp
-
-    enable_cudnn_sdp(False)
-    enable_flash_sdp(True)
-    enable_mem_efficient_sdp(False)
-    enable_math_sdp(False)
 
 
 def autocast_ctx(device: torch.device):
@@ -162,8 +155,7 @@ class Built:
     data: DataSet
     model: GPT
     compiled: torch.nn.Module  # the forward the loop and the no-grad evals call (compiled on CUDA)
-    ddp: torch.nn.Module
-    optimizers: list
+    optimizers: Optimizers
     qat_policy: QuantConfig | None  # the grid QAT trains on: the policy the export is predicted to settle on
     code: str  # the packed train_gpt.py
     predicted: int  # predicted model bytes
@@ -189,34 +181,31 @@ class Built:
     def train_step(self, lr_mult: float, momentum: float) -> torch.Tensor:
         """One optimizer step over the global batch (grad accumulation derived); returns the mean loss (a tensor,
         averaged over ranks; reading it is left to the caller, a step later)."""
-        cfg, info = self.cfg, self.info
-        set_lr_scale(self.optimizers, lr_mult)
-        set_muon_momentum(self.optimizers, momentum)
+        cfg, info, opt = self.cfg, self.info, self.optimizers
+        opt.set_lr_scale(lr_mult)
+        opt.set_muon_momentum(momentum)
         if self.qat_on:
             self.model.refresh_qat()  # the grid of the weights as they are now
-        for o in self.optimizers:
-            o.zero_grad(set_to_none=True)
+        opt.zero_grad()
         accum = cfg.train.grad_accum(info.world_size)
         total = torch.zeros((), device=self.device)
-        for micro in range(accum):
-            if info.distributed:
-                self.ddp.require_backward_grad_sync = micro == accum - 1
-            x, y = self.loader.next_batch(cfg.train.micro_batch_tokens, cfg.train.seq_len)
-            with autocast_ctx(self.device):
-                loss = self.ddp(x, y)
-            (loss / accum).backward()
+        for _ in range(accum):
+            with record_function("pgolf/data"):
+                x, y = self.loader.next_batch(cfg.train.micro_batch_tokens, cfg.train.seq_len)
+            with record_function("pgolf/forward"), autocast_ctx(self.device):
+                loss = self.compiled(x, y)
+            with record_function("pgolf/backward"):
+                (loss / accum).backward()
             total += loss.detach() / accum
-        if cfg.optim.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip_norm)
-        for o in self.optimizers:
-            o.step()
+        with record_function("pgolf/optimizer"):
+            opt.step()  # averages the gradients over ranks, clips, steps
         if info.distributed:
             dist.all_reduce(total, op=dist.ReduceOp.SUM)
             total /= info.world_size
         return total
 
 
-def build(cfg: Config, info: DistInfo, data: DataSet, code: str, log) -> Built:
+def build(cfg: Config, info: DistInfo, data: DataSet, code: str, log, predict: bool = True) -> Built:
     device = info.device
     seed_everything(cfg.train.seed)
     model = GPT(cfg.model).to(device)
@@ -224,24 +213,22 @@ def build(cfg: Config, info: DistInfo, data: DataSet, code: str, log) -> Built:
     backend = resolve_attention(cfg.model.attention, device)
     model.set_attention_backend(backend)
     predicted, predicted_policy = 0, cfg.quant
-    if info.is_main:
+    if info.is_main and predict:
         predicted_policy, predicted = predict_fit(model_shapes(model), cfg.quant, cfg.model.__dict__,
                                                   len(code.encode("utf-8")))
     predicted_policy = broadcast_object(predicted_policy, info)
     qat_policy = predicted_policy if cfg.schedule.qat_start_frac > 0 else None
     if qat_policy is not None:  # the export's own quantizer, on the grid the export is predicted to use
         model.set_qat(lambda name: qat_function(name, model.get_parameter(name), qat_policy))
+    if info.distributed:  # every rank starts from rank 0's weights
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, src=0)
     use_compile = cfg.train.compile and device.type == "cuda"
     compiled = torch.compile(model, dynamic=False, fullgraph=True) if use_compile else model
-    ddp = DDP(compiled, device_ids=[info.local_rank] if device.type == "cuda" else None, broadcast_buffers=False) \
-        if info.distributed else compiled
     optimizers = build_optimizers(model, cfg.optim, cfg.model.tie_embeddings, device)
-    if use_compile:
-        ns = torch.compile(newton_schulz)
-        for o in optimizers:
-            if hasattr(o, "ns"):
-                o.ns = ns
-    b = Built(cfg, info, data, model, compiled, ddp, optimizers, qat_policy, code, predicted, predicted_policy,
+    if use_compile and optimizers.muon is not None:
+        optimizers.muon.ns = torch.compile(newton_schulz)
+    b = Built(cfg, info, data, model, compiled, optimizers, qat_policy, code, predicted, predicted_policy,
               backend)
     b.extra["compile"] = use_compile
     if cfg.schedule.ema_decay > 0 or cfg.schedule.swa_enabled:
@@ -257,7 +244,7 @@ def warm_up(b: Built, log) -> None:
         return
     t_w = time.perf_counter()
     init_model = {k: v.detach().clone() for k, v in b.model.state_dict().items()}
-    init_opt = [copy.deepcopy(o.state_dict()) for o in b.optimizers]
+    init_opt = copy.deepcopy(b.optimizers.state_dict())
     for _ in range(cfg.train.warmup_steps):
         b.train_step(1.0, cfg.optim.muon_momentum_start)
     if b.qat_policy is not None:
@@ -265,8 +252,7 @@ def warm_up(b: Built, log) -> None:
         b.train_step(1.0, cfg.optim.muon_momentum_start)
         b.set_qat(False)
     b.model.load_state_dict(init_model)
-    for o, st in zip(b.optimizers, init_opt):
-        o.load_state_dict(st)
+    b.optimizers.load_state_dict(init_opt)
     b.new_loader()
     if b.device.type == "cuda":
         torch.cuda.synchronize()
@@ -289,7 +275,10 @@ class LoopEnd:
 
 
 class StepLog:
-    """The dense per-step line and metrics record, one step late so the loss is read after the GPU has it."""
+    """The dense per-step line and metrics record, written ``LAG`` steps late: a step's loss is read once the GPU
+    is well past it, so reading it never makes the host wait for the step being computed."""
+
+    LAG = 2
 
     def __init__(self, b: Built, rd: RunDir, log):
         cfg = b.cfg
@@ -297,17 +286,19 @@ class StepLog:
         self.tokens = cfg.train.batch_tokens
         self.flops_tok = b.model.flops_per_token(cfg.train.seq_len)
         self.peak = peak_flops(b.device)
-        self.pending = None
+        self.pending: list = []
 
     def push(self, rec) -> None:
-        self.flush()
-        self.pending = rec
+        self.pending.append(rec)
+        while len(self.pending) > self.LAG:
+            self._write(self.pending.pop(0))
 
     def flush(self) -> None:
-        if self.pending is None:
-            return
-        s, loss_t, lr_m, mom, el = self.pending
-        self.pending = None
+        while self.pending:
+            self._write(self.pending.pop(0))
+
+    def _write(self, rec) -> None:
+        s, loss_t, lr_m, mom, el = rec
         loss = loss_t.item()
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss is {loss} at step {s}")
@@ -569,8 +560,7 @@ def _run_in(cfg: Config, run_dir: str, info: DistInfo, resume: bool, rd: RunDir,
         clock = TrainClock(progress["train_s"], progress["steps"], info.cpu_group)
         if ckpt is not None:
             b.model.load_state_dict(ckpt["model"])
-            for o, st in zip(b.optimizers, ckpt["optimizers"]):
-                o.load_state_dict(st)
+            b.optimizers.load_state_dict(ckpt["optimizers"])
             b.loader.load_state_dict(ckpt["loader"])
             if b.averager is not None and ckpt["averager"] is not None:
                 b.averager.load_state_dict(ckpt["averager"])
@@ -610,7 +600,7 @@ def device_name(device: torch.device) -> str:
 def _pause(rd: RunDir, log, info: DistInfo, run_dir, b: Built, end: LoopEnd) -> dict:
     """Write this rank's checkpoint, then (rank 0, after all ranks) the meta file that makes it complete."""
     t = time.perf_counter()
-    state = {"model": b.model.state_dict(), "optimizers": [o.state_dict() for o in b.optimizers],
+    state = {"model": b.model.state_dict(), "optimizers": b.optimizers.state_dict(),
              "loader": b.loader.state_dict(), "averager": b.averager.state_dict() if b.averager is not None else None,
              "step": end.steps, "train_s": end.train_s, "prev_prog": end.prev_prog, "qat_step": end.qat_step}
     CK.save_rank(run_dir, info.rank, state)

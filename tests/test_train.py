@@ -52,12 +52,14 @@ def test_pgolf_eval_reproduces_the_run(tiny_run):
         assert got[mode] == pytest.approx(s["roundtrip"][mode]["val_bpb"], abs=1e-6), mode
 
 
-@pytest.mark.parametrize("batched", [False, True])
-def test_two_gloo_processes_match_one(tmp_path, embedded_dir, batched):
-    """The same global batch on 1 process (grad accumulation 2) and 2 processes (DDP), one thread each: the same
-    math, so every step's loss, the artifact and val_bpb are equal bit for bit. With ``batched`` both use the
-    foreach / stacked Newton-Schulz Muon."""
-    over = tiny_overrides(eval__ttt="false", optim__muon_batched=str(batched).lower())
+@pytest.mark.parametrize("extra", [{}, dict(optim__grad_clip_norm=0.3, optim__muon_ns="polar_express",
+                                             optim__muon_row_norm="true", model__bigram_buckets=64)])
+def test_two_gloo_processes_match_one(tmp_path, embedded_dir, extra):
+    """The same global batch on 1 process (grad accumulation 2) and 2 processes (each rank orthogonalizes the
+    matrices it owns after a reduce-scatter, then all-gathers the updates), one thread each: the same math, so every
+    step's loss, the artifact and val_bpb are equal bit for bit -- with gradient clipping over the sharded
+    gradients, Polar Express and row normalisation too."""
+    over = tiny_overrides(eval__ttt="false", **extra)
     args = ["--recipe", "smoke", "--out", str(tmp_path)] + [a for o in over for a in ("--set", o)]
     one = run_cli(["-m", "pgolf", "train", *args, "--name", "one"], env={"OMP_NUM_THREADS": "1"})
     assert one.returncode == 0, one.stderr

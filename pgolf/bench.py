@@ -1,0 +1,133 @@
+"""``pgolf bench``: where a recipe's training step spends its time, from the torch profiler.
+
+    pgolf bench --recipe best --data DIR --gpu-share 8 [--steps 20] [--profile-steps 8] [--trace t.json]
+
+Builds the run exactly as ``pgolf train`` does (checked data, model, compile warm-up, optimizers), times ``--steps``
+steps without the profiler (ms/step, tokens/s, MFU), then profiles ``--profile-steps`` more and prints, per phase
+of the step (data, forward, backward, optimizer and its parts: gradient exchange, clip, Adam, Muon), the GPU time of
+the kernels it launched and the host time it took, plus the GPU's idle share of the step (time the host or a
+sync kept the GPU waiting) and the kernels that take the most GPU time. ``--json FILE`` writes it all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+PHASES = ("pgolf/data", "pgolf/forward", "pgolf/backward", "pgolf/optimizer", "pgolf/grad_exchange", "pgolf/clip",
+          "pgolf/adam", "pgolf/muon")
+
+
+def _time_steps(b, n: int, momentum: float) -> float:
+    sync = torch.cuda.synchronize if b.device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    loss = None
+    for _ in range(n):
+        loss = b.train_step(1.0, momentum)
+    if loss is not None:
+        loss.item()
+    sync()
+    return (time.perf_counter() - t0) / max(n, 1)
+
+
+def profile_steps(b, n: int, momentum: float, trace: str | None = None) -> dict:
+    """Profile ``n`` steps; per phase: GPU ms (kernels launched inside it) and host ms, per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if b.device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        wall = _time_steps(b, n, momentum)
+    if trace:
+        prof.export_chrome_trace(trace)
+    ka = prof.key_averages()
+    dev_attr = "device_time_total" if hasattr(ka[0], "device_time_total") else "cuda_time_total"
+    self_dev = "self_device_time_total" if hasattr(ka[0], "self_device_time_total") else "self_cuda_time_total"
+    phases = {}
+    for e in ka:
+        if e.key in PHASES:
+            phases[e.key.split("/", 1)[1]] = {"gpu_ms": getattr(e, dev_attr) / 1e3 / n,
+                                              "host_ms": e.cpu_time_total / 1e3 / n}
+    kernels = sorted((e for e in ka if getattr(e, self_dev) > 0 and e.key not in PHASES),
+                     key=lambda e: -getattr(e, self_dev))
+    busy = sum(getattr(e, self_dev) for e in kernels) / 1e3 / n
+    return {"wall_ms": 1e3 * wall, "gpu_busy_ms": busy, "phases": phases,
+            "top_kernels": [{"name": e.key[:90], "gpu_ms": getattr(e, self_dev) / 1e3 / n, "calls": e.count // n}
+                            for e in kernels[:15]]}
+
+
+def cmd_bench(args) -> int:
+    from .cli import resolve_config
+    from .data import prepare_data
+    from .dist import cleanup_distributed, init_distributed
+    from .train import build, configure_cuda, peak_flops, warm_up
+
+    cfg = resolve_config(args).validate()
+    info = init_distributed(cfg.train.device)
+    ok = False
+    try:
+        if info.device.type == "cuda":
+            configure_cuda()
+        log = print if info.is_main else (lambda *a, **k: None)
+        data = prepare_data(cfg, log, info.rank, info.world_size, info.cpu_group)
+        b = build(cfg, info, data, "", log, predict=False)
+        warm_up(b, log)  # compile, then the initial state restored
+        if args.qat and b.qat_policy is not None:
+            b.set_qat(True)
+        mom = cfg.optim.muon_momentum
+        step_s = _time_steps(b, args.steps, mom)
+        tokens = cfg.train.batch_tokens
+        flops_tok = b.model.flops_per_token(cfg.train.seq_len)
+        peak = peak_flops(b.device)
+        prof = profile_steps(b, args.profile_steps, mom, args.trace)
+        out = {"recipe": cfg.name, "device": torch.cuda.get_device_name(b.device) if b.device.type == "cuda" else "cpu",
+               "torch": torch.__version__, "world_size": info.world_size, "attention": b.backend,
+               "batch_tokens": tokens, "ms_per_step": 1e3 * step_s, "tokens_per_s": tokens / step_s,
+               "tokens_per_s_per_gpu": tokens / step_s / info.world_size,
+               "mfu": flops_tok * tokens / step_s / info.world_size / peak if peak else None, **prof}
+        if info.is_main:
+            print(report(out))
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(out, f, indent=2)
+        ok = True
+    finally:
+        cleanup_distributed(ok)
+    return 0
+
+
+def report(r: dict) -> str:
+    mfu = f" MFU {100 * r['mfu']:.1f}%" if r.get("mfu") else ""
+    lines = [f"bench {r['recipe']}: {r['device']}, world {r['world_size']}, attention {r['attention']}, "
+             f"{r['batch_tokens']:,} tokens/step",
+             f"  {r['ms_per_step']:.1f} ms/step, {r['tokens_per_s']:,.0f} tokens/s "
+             f"({r['tokens_per_s_per_gpu']:,.0f} per GPU){mfu}",
+             f"  profiled: {r['wall_ms']:.1f} ms/step wall, GPU busy {r['gpu_busy_ms']:.1f} ms "
+             f"({100 * r['gpu_busy_ms'] / max(r['wall_ms'], 1e-9):.0f}%), idle {r['wall_ms'] - r['gpu_busy_ms']:.1f} ms",
+             f"  {'phase':16s} {'GPU ms':>8s} {'host ms':>8s}"]
+    for name in [p.split("/", 1)[1] for p in PHASES]:
+        if name in r["phases"]:
+            ph = r["phases"][name]
+            indent = "    " if name in ("grad_exchange", "clip", "adam", "muon") else "  "
+            lines.append(f"{indent}{name:16s} {ph['gpu_ms']:8.2f} {ph['host_ms']:8.2f}")
+    lines.append("  top kernels (GPU ms/step, calls/step):")
+    for k in r["top_kernels"]:
+        lines.append(f"    {k['gpu_ms']:7.2f} {k['calls']:5d}  {k['name']}")
+    return "\n".join(lines)
+
+
+def add_parsers(sub) -> None:
+    from .cli import _add_config_args
+
+    p = sub.add_parser("bench", help="per-phase step time of a recipe from the torch profiler",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_config_args(p)
+    p.add_argument("--steps", type=int, default=20, help="timed steps (after the compile warm-up)")
+    p.add_argument("--profile-steps", type=int, default=8, help="profiled steps")
+    p.add_argument("--qat", action="store_true", help="with QAT on (recipes that use it)")
+    p.add_argument("--trace", help="write a Chrome trace of the profiled steps")
+    p.add_argument("--json", help="write the figures as JSON")
+    p.set_defaults(fn=cmd_bench)
