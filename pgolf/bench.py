@@ -43,6 +43,8 @@ def profile_steps(b, n: int, momentum: float, trace: str | None = None) -> dict:
         wall = _time_steps(b, n, momentum)
     if trace:
         prof.export_chrome_trace(trace)
+    from torch.autograd import DeviceType
+
     ka = prof.key_averages()
     dev_attr = "device_time_total" if hasattr(ka[0], "device_time_total") else "cuda_time_total"
     self_dev = "self_device_time_total" if hasattr(ka[0], "self_device_time_total") else "self_cuda_time_total"
@@ -51,9 +53,14 @@ def profile_steps(b, n: int, momentum: float, trace: str | None = None) -> dict:
         if e.key in PHASES:
             phases[e.key.split("/", 1)[1]] = {"gpu_ms": getattr(e, dev_attr) / 1e3 / n,
                                               "host_ms": e.cpu_time_total / 1e3 / n}
-    kernels = sorted((e for e in ka if getattr(e, self_dev) > 0 and e.key not in PHASES),
-                     key=lambda e: -getattr(e, self_dev))
+    # the kernels themselves (the ops that launched them carry the same time again)
+    kernels = sorted((e for e in ka if e.device_type == DeviceType.CUDA and getattr(e, self_dev) > 0
+                      and e.key not in PHASES and not e.key.startswith(("Optimizer.", "ProfilerStep"))),
+                     key=lambda e: -getattr(e, self_dev))  # ranges show up as GPU annotations too: not kernels
     busy = sum(getattr(e, self_dev) for e in kernels) / 1e3 / n
+    if phases:  # backward runs on autograd's device thread, outside the main thread's ranges: the remainder
+        named = sum(phases[k]["gpu_ms"] for k in ("data", "forward", "optimizer") if k in phases)
+        phases["backward"] = {"gpu_ms": max(busy - named, 0.0), "host_ms": phases.get("backward", {}).get("host_ms", 0)}
     return {"wall_ms": 1e3 * wall, "gpu_busy_ms": busy, "phases": phases,
             "top_kernels": [{"name": e.key[:90], "gpu_ms": getattr(e, self_dev) / 1e3 / n, "calls": e.count // n}
                             for e in kernels[:15]]}
@@ -113,6 +120,7 @@ def report(r: dict) -> str:
             ph = r["phases"][name]
             indent = "    " if name in ("grad_exchange", "clip", "adam", "muon") else "  "
             lines.append(f"{indent}{name:16s} {ph['gpu_ms']:8.2f} {ph['host_ms']:8.2f}")
+    lines.append("  (backward GPU ms: the kernels no other phase launched)")
     lines.append("  top kernels (GPU ms/step, calls/step):")
     for k in r["top_kernels"]:
         lines.append(f"    {k['gpu_ms']:7.2f} {k['calls']:5d}  {k['name']}")

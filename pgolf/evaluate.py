@@ -122,7 +122,9 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable, seq_len: in
     """Sliding-window eval (plain eval is stride == seq_len). ``model(x, y, reduction='none')`` -> (B, T) nats.
 
     The windows are cut into blocks of ``batch_seqs`` (one forward each, always full-size: the last block is padded
-    with unscored windows); ranks take contiguous runs of blocks, and the per-block sums meet in ``exact_total``."""
+    with unscored windows); ranks take contiguous runs of blocks, and the per-block sums meet in ``exact_total``.
+    Every window but the first scores only its last ``stride`` positions, so the head and the loss run only there
+    (``model(..., last=stride)``); the block holding the first window runs them everywhere."""
     t0 = time.perf_counter()
     rank, world = rank_world()
     plan = window_plan(tokens.numel(), seq_len, stride)
@@ -144,9 +146,12 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable, seq_len: in
             lens = torch.tensor([b[2] for b in batch] + [0] * pad, device=device)
             idx = (starts[:, None] + pos[None, :]).clamp_max(toks.numel() - 2)
             x, y = toks[idx], toks[idx + 1]
+            tail = stride if stride < seq_len and batch[0][0] > 0 else 0  # every window scores its last positions
             with _autocast(device):
-                nll = model(x, y, reduction="none").float()
+                nll = model(x, y, reduction="none", last=tail).float()
             mask = (pos[None, :] >= firsts[:, None]) & (pos[None, :] < lens[:, None])
+            if tail:
+                mask, x, y = mask[:, -tail:], x[:, -tail:], y[:, -tail:]
             sums[k, 0] = (nll.double() * mask).sum()
             sums[k, 1] = mask.sum()
             sums[k, 2] = (table.count(x, y) * mask).sum()

@@ -125,8 +125,8 @@ class Muon(torch.optim.Optimizer):
         for any world size."""
         pl = self.plan()
         sq = torch.zeros(len(pl.params), dtype=torch.float32, device=pl.grad_flat.device)
-        if pl.mine:
-            sq[[pl.index[p] for p in pl.mine]] = torch.stack([p.grad.float().square().sum() for p in pl.mine])
+        if pl.mine:  # one foreach kernel; the index lives on the device (a host list would sync every step)
+            sq.index_copy_(0, pl.mine_index, torch.stack(torch._foreach_norm([p.grad for p in pl.mine])).square())
         if pl.world > 1:
             dist.all_reduce(sq, op=dist.ReduceOp.SUM)
         return sq
@@ -193,6 +193,7 @@ class _Plan:
         self.grad_views = self.views(self.grad_flat)
         self.upd_views = self.views(self.upd_flat)
         self.mine = [params[i] for i in order if owners[i] == rank]
+        self.mine_index = torch.tensor([self.index[p] for p in self.mine], dtype=torch.long, device=dev)
         self.mine_by_shape: dict[tuple[int, ...], list[int]] = {}
         for j, p in enumerate(self.mine):
             self.mine_by_shape.setdefault(tuple(p.shape), []).append(j)
@@ -251,10 +252,12 @@ def clip_grad_norm(replicated: list[Tensor], sharded: list[Tensor], sharded_sq: 
     """Clip by the global norm of the averaged gradients: the replicated ones (every rank has all of them) and the
     sharded ones (``sharded_sq``: every matrix's squared norm, the same vector on every rank; ``sharded``: this
     rank's own share, which it scales). Returns the norm (a GPU scalar; nothing waits for it)."""
-    parts = [g.float().square().sum() for g in replicated]
+    parts = []
+    for dtype in sorted({g.dtype for g in replicated}, key=str):  # foreach_norm wants one dtype per call
+        parts.append(torch.stack(torch._foreach_norm([g for g in replicated if g.dtype == dtype])).float().square())
     if sharded_sq is not None and sharded_sq.numel():
-        parts.append(sharded_sq.sum())
-    norm = torch.stack(parts).sum().sqrt()
+        parts.append(sharded_sq)
+    norm = torch.cat(parts).sum().sqrt()
     coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
     grads = replicated + sharded
     for dtype in {g.dtype for g in grads}:
