@@ -32,9 +32,12 @@ def field_meanings() -> dict[str, str]:
         if not isinstance(node, ast.ClassDef) or node.name not in (*section_of, "Config"):
             continue
         for st in node.body:
-            if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name):
-                key = f"{section_of[node.name]}.{st.target.id}" if node.name in section_of else st.target.id
-                out[key] = comments.get(st.lineno, "")
+            if not (isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name)):
+                continue
+            if node.name in section_of:
+                out[f"{section_of[node.name]}.{st.target.id}"] = comments.get(st.lineno, "")
+            elif st.target.id == "name":  # Config's other fields are the sections
+                out["name"] = comments.get(st.lineno, "")
     return out
 
 
@@ -91,9 +94,9 @@ def cmd_keys(args) -> int:
     what = f"recipe {args.recipe}" if args.recipe else "default"
     print(f"{'key':{wk}s}  {'type':{wt}s}  {what:{wv + 1}s}  meaning")
     for key, typ, value, meaning, differs in rows:
-        print(f"{key:{wk}s}  {typ:{wt}s}  {value:{wv}s}{'*' if differs else ' '}  {meaning}")
+        print(f"{key:{wk}s}  {typ:{wt}s}  {value + ('*' if differs else ''):{wv + 1}s}  {meaning}")
     if args.recipe:
-        print(f"\n* differs from the default. Set any key with --set KEY=VALUE (tuples: comma-separated).")
+        print("\n* differs from the default. Set any key with --set KEY=VALUE (tuples: comma-separated).")
     return 0
 
 
