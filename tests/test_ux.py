@@ -221,7 +221,7 @@ def test_wandb_gets_every_metric_and_every_eval_mode_prints_progress(tmp_path, m
     assert len(final) == 1 and final[0][1]["final/val_bpb"] == s["val_bpb"]
     assert fake.calls[-1] == ("finish",)
     log = (tmp_path / "w" / "train.log").read_text()
-    for label in ("plain eval: ", "sliding eval: ", "ttt: "):  # in the loop, pre-quant and roundtrip
+    for label in ("plain eval: ", "sliding eval: ", "ttt tokens: "):  # in the loop, pre-quant and roundtrip
         line = next(x for x in log.splitlines() if x.startswith(label))
         assert " eta " in line and "elapsed" in line, line
 
@@ -250,7 +250,7 @@ def test_pgolf_eval_prints_progress_of_every_mode_on_stderr(tiny_run, every_prog
                  "--set", "eval.ttt_batch_docs=2", "--device", "cpu"]) == 0
     out, err = capsys.readouterr()
     assert {line.split(":")[0] for line in out.splitlines()} == {"plain", "sliding", "ttt"}  # scores alone
-    for label in ("plain eval: ", "sliding eval: ", "ttt: "):
+    for label in ("plain eval: ", "sliding eval: ", "ttt tokens: "):
         assert any(x.startswith(label) and " eta " in x for x in err.splitlines()), (label, err)
     got = {line.split(":")[0]: float(line.split("val_bpb:")[1].split()[0]) for line in out.splitlines()}
     assert got["plain"] == pytest.approx(s["roundtrip"]["plain"]["val_bpb"], abs=1e-6)
