@@ -12,7 +12,6 @@ global changes in the process that calls it, a notebook included. Not packed int
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
