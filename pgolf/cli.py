@@ -1,7 +1,8 @@
-"""Command line: ``pgolf train | eval | recipes | pack | seeds | compare | submit | inspect | data``.
+"""Command line: ``pgolf train | eval | recipes | pack | predict`` and the tools' subcommands (pgolf.tools).
 
-Every subcommand has ``--help``. Configuration comes from a recipe plus ``--set section.key=value`` overrides;
-environment variables are read only for machine facts (PGOLF_DATA, PGOLF_RUNS, PGOLF_CACHE, PGOLF_PEAK_TFLOPS).
+Every subcommand has ``--help``. Configuration comes from a recipe or ``--config FILE`` plus
+``--set section.key=value`` overrides; environment variables are read only for machine facts (PGOLF_DATA,
+PGOLF_RUNS, PGOLF_CACHE, PGOLF_PEAK_TFLOPS).
 """
 
 from __future__ import annotations
@@ -13,15 +14,21 @@ import sys
 import time
 from pathlib import Path
 
-from .config import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OVER_BUDGET, Config, ConfigError, InputError, Interrupted, \
-    apply_overrides
+from .config import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_OVER_BUDGET, Config, ConfigError, InputError, \
+    Interrupted, OverBudget, apply_overrides
+
+EXIT_CODES = ("exit codes: 0 ok, 1 unexpected error (a traceback), 2 bad input or usage (one line), 3 artifact over "
+              "budget, 4 interrupted")
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", help="recipe name (pgolf recipes lists them); default: smoke on the embedded corpus "
                                     "when no data is given, else baseline")
+    p.add_argument("--config", metavar="FILE", help="a config file instead of a recipe: JSON (a run's config.json "
+                                                    "re-runs it exactly) or TOML")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set model.num_layers=11 (repeatable)")
+                   help="override a config field, e.g. --set model.num_layers=11 (repeatable; pgolf config keys "
+                        "lists every key)")
     p.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
     p.add_argument("--data", help="folder of fineweb_{train,val}_*.bin shards (default: $PGOLF_DATA, "
                                   "./data/datasets/fineweb10B_sp1024, else the embedded corpus)")
@@ -36,8 +43,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def resolve_config(args) -> Config:
     from .recipes import get_recipe
 
-    if args.config_json:
+    if args.config and args.recipe:
+        raise ConfigError("give --recipe or --config, not both")
+    if args.config_json:  # what a packed train_gpt.py passes
         cfg = Config.from_dict(json.loads(args.config_json))
+    elif args.config:
+        cfg = Config.from_file(args.config)
     else:
         name = args.recipe
         if name is None:
@@ -57,13 +68,14 @@ def resolve_config(args) -> Config:
         ov.append(f"train.max_seconds={args.budget}")
     if args.gpu_share < 1:
         raise ConfigError(f"--gpu-share {args.gpu_share}: must be >= 1 (the number of GPUs whose batch share to run)")
-    if args.gpu_share > 1:
+    cfg = apply_overrides(cfg, ov)
+    if args.gpu_share > 1:  # a share of the global batch as the overrides left it
         share = cfg.train.batch_tokens // args.gpu_share
         if share * args.gpu_share != cfg.train.batch_tokens or share % cfg.train.seq_len:
             raise ConfigError(f"--gpu-share {args.gpu_share} does not divide batch_tokens={cfg.train.batch_tokens} "
                               f"into whole sequences of {cfg.train.seq_len}")
-        ov += [f"train.batch_tokens={share}", f"train.micro_batch_tokens={share}"]
-    return apply_overrides(cfg, ov)
+        cfg = apply_overrides(cfg, [f"train.batch_tokens={share}", f"train.micro_batch_tokens={share}"])
+    return cfg
 
 
 def default_run_dir(cfg: Config, out: str | None, name: str | None) -> Path:
@@ -92,7 +104,7 @@ def _resume(args) -> int:
         raise InputError(f"{cfg_path}: not found; --resume takes the run directory of a paused run")
     read_meta(run_dir)  # a clear error before any process group starts
     # (a packed train_gpt.py always passes its baked --config-json: the run saved that same config)
-    conflicting = [a for a in ("recipe", "data", "tokenizer", "name", "out", "seed")
+    conflicting = [a for a in ("recipe", "config", "data", "tokenizer", "name", "out", "seed")
                    if getattr(args, a, None) is not None]
     if conflicting or (args.gpu_share and args.gpu_share > 1):
         raise InputError(f"--resume continues the run as configured in {cfg_path}; drop "
@@ -107,7 +119,11 @@ def _resume(args) -> int:
 def cmd_eval(args) -> int:
     from .score import score_artifact
 
-    res = score_artifact(args.artifact, args.data, args.tokenizer, args.mode, args.overrides, device=args.device)
+    def progress(msg: str) -> None:  # data checks and the eval modes' progress lines; the scores go to stdout
+        print(msg, file=sys.stderr, flush=True)
+
+    res = score_artifact(args.artifact, args.data, args.tokenizer, args.mode, args.overrides, device=args.device,
+                         log=progress if int(os.environ.get("RANK", "0")) == 0 else None)
     for mode, r in res.items():
         print(f"{mode}: val_loss:{r.loss:.8f} val_bpb:{r.bpb:.8f} tokens:{r.tokens} bytes:{r.bytes:.0f} "
               f"eval:{r.seconds:.1f}s")
@@ -120,9 +136,12 @@ def cmd_recipes(args) -> int:
     if args.name:
         print(get_recipe(args.name).to_json())
         return 0
+    import textwrap
+
     for name, fn in RECIPES.items():
-        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        print(f"{name:12s} {doc}")
+        print(name)
+        print(textwrap.fill(" ".join((fn.__doc__ or "").split()), 116, initial_indent="    ",
+                            subsequent_indent="    "))
     return 0
 
 
@@ -161,12 +180,41 @@ def cmd_predict(args) -> int:
     return 0 if total <= cfg.quant.budget_bytes else EXIT_OVER_BUDGET
 
 
+class _Version(argparse.Action):  # the install commit is looked up only when asked
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the version, install commit and torch, and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import version
+
+        from . import __version__
+        from .rundir import install_commit
+
+        print(f"pgolf {__version__} ({install_commit()}) torch {version('torch')} python {sys.version.split()[0]}")
+        parser.exit()
+
+
+def _examples(*lines: str) -> dict:
+    return {"epilog": "examples:\n" + "\n".join("  " + line for line in lines),
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pgolf", description="Parameter golf: train the best LM whose artifact fits "
-                                                           "in 16,000,000 bytes.")
+                                                           "in 16,000,000 bytes.",
+                                 epilog="examples:\n  pgolf train                        # the embedded default, CPU, "
+                                        "minutes\n  pgolf train --recipe best --data DIR\n  pgolf sample runs/RUN "
+                                        "--prompt 'The'\n  pgolf COMMAND --help\n\n" + EXIT_CODES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action=_Version)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    p = sub.add_parser("train", help="train a recipe, write a run directory, print the scored val_bpb")
+    p = sub.add_parser("train", help="train a recipe, write a run directory, print the scored val_bpb",
+                       **_examples("pgolf train --recipe best --data DIR --set model.num_layers=10",
+                                   "pgolf train --config runs/RUN/config.json --name again   # re-run a run",
+                                   "torchrun --standalone --nproc_per_node=8 -m pgolf train --recipe best",
+                                   "pgolf train --resume runs/RUN"))
     _add_config_args(p)
     p.add_argument("--out", help="runs folder (default: $PGOLF_RUNS or ./runs)")
     p.add_argument("--name", help="run directory name (default: time-recipe-seed)")
@@ -174,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "(same number of processes)")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("eval", help="score a saved artifact on a shard set")
+    p = sub.add_parser("eval", help="score a saved artifact on a shard set",
+                       **_examples("pgolf eval runs/RUN/model.pgz", "pgolf eval model.pgz --data DIR --mode sliding"))
     p.add_argument("artifact")
     p.add_argument("--data", help="shard folder (default: the data the run used, if it is still there)")
     p.add_argument("--tokenizer")
@@ -184,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(fn=cmd_eval)
 
-    p = sub.add_parser("recipes", help="list recipes, or print one's full config")
+    p = sub.add_parser("recipes", help="describe every recipe, or print one's full config",
+                       **_examples("pgolf recipes", "pgolf recipes best > best.json   # then: pgolf train --config "
+                                   "best.json"))
     p.add_argument("name", nargs="?")
     p.set_defaults(fn=cmd_recipes)
 
@@ -212,23 +263,42 @@ def build_parser() -> argparse.ArgumentParser:
 GROUP_SEPARATOR = "::"  # `pgolf compare A -- B`: argparse swallows "--", so it is renamed before parsing
 
 
+def _quiet_stdout() -> None:
+    """The reader of a pipe left (``pgolf inspect ... | head``): the rest goes to /dev/null, no traceback at exit."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["compare"]:
         argv = [GROUP_SEPARATOR if a == "--" else a for a in argv]
-    args = build_parser().parse_args(argv)
+    cmd = ""
+    rank0 = int(os.environ.get("RANK", "0")) == 0
     try:
-        return int(args.fn(args) or 0)
+        args = build_parser().parse_args(argv)
+        cmd = args.cmd
+        rc = int(args.fn(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return rc
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_OK
     except (InputError, FileNotFoundError) as e:
         if os.environ.get("PGOLF_DEBUG"):
             raise
-        if not getattr(e, "quiet", False) and not (isinstance(e, ConfigError) and int(os.environ.get("RANK", "0"))):
-            print(f"pgolf {args.cmd}: error: {e}", file=sys.stderr)  # once: every rank raises the same
-        return EXIT_INPUT
+        if not getattr(e, "quiet", False) and not (isinstance(e, ConfigError) and not rank0):
+            print(f"pgolf {cmd}: error: {e}", file=sys.stderr)  # once: every rank raises the same
+        return EXIT_OVER_BUDGET if isinstance(e, OverBudget) else EXIT_INPUT
     except Interrupted as e:
-        print(f"pgolf {args.cmd}: {e}", file=sys.stderr)
+        print(f"pgolf {cmd}: {e}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (which has its own handler): no traceback
+        if rank0:
+            print(f"pgolf {cmd}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

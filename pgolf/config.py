@@ -25,6 +25,10 @@ class ConfigError(InputError):
     """A configuration value or key is invalid."""
 
 
+class OverBudget(InputError):
+    """An artifact over the byte budget where the command needs one within it (exit code 3)."""
+
+
 class Interrupted(Exception):
     """A run stopped by SIGINT/SIGTERM; its summary.json says ``status: interrupted``."""
 
@@ -43,32 +47,32 @@ def _at_least(obj, section: str, low: float, *names: str) -> None:
 @dataclass
 class ModelConfig:
     vocab_size: int = 0  # 0: read from the tokenizer (any SentencePiece vocabulary); > 0: must match it
-    num_layers: int = 9
-    model_dim: int = 512
-    num_heads: int = 8
-    num_kv_heads: int = 4
+    num_layers: int = 9  # transformer blocks
+    model_dim: int = 512  # residual stream width
+    num_heads: int = 8  # attention (query) heads
+    num_kv_heads: int = 4  # key/value heads (GQA: num_heads must be a multiple)
     mlp_mult: float = 2.0  # hidden = round(mlp_mult * model_dim) unless mlp_hidden > 0
-    mlp_hidden: int = 0
+    mlp_hidden: int = 0  # MLP hidden width; 0 = from mlp_mult
     activation: str = "relu2"  # relu2 | leaky_relu2 (LeakyReLU(0.5)^2)
-    tie_embeddings: bool = True
-    tied_embed_init_std: float = 0.005
-    logit_softcap: float = 30.0
-    rope_base: float = 10000.0
+    tie_embeddings: bool = True  # the LM head is the token embedding
+    tied_embed_init_std: float = 0.005  # init std of a tied embedding
+    logit_softcap: float = 30.0  # logits = c * tanh(logits / c)
+    rope_base: float = 10000.0  # RoPE base frequency
     rope_dims: int = 0  # rotary dims per head; 0 = the whole head (partial RoPE when smaller)
     ntk_rope: bool = False  # NTK-aware base scaling when a sequence is longer than rope_ref_len
     rope_ref_len: int = 0  # reference length for NTK scaling; 0 = train.seq_len
     train_seq_len: int = 0  # derived: train.seq_len (Config.validate sets it); fixes the RoPE base of shorter windows
-    qk_gain_init: float = 1.5
+    qk_gain_init: float = 1.5  # initial learned per-head query gain
     unet_skips: bool = True  # encoder/decoder skips with learned per-dim weights
     smear_gate: bool = False  # per-dim sigmoid blend with the previous token's embedding (not across BOS)
     smear_init: float = 0.0  # gate logit at init (sigmoid(0) = 0.5 weight on the previous token)
     bigram_buckets: int = 0  # BigramHash table size; 0 = off
-    bigram_dim: int = 128
+    bigram_dim: int = 128  # BigramHash embedding width (projected to model_dim)
     ortho_init: bool = False  # orthogonal init of large matrices, ".proj" outputs scaled 1/sqrt(2L)
     xsa_last_n: int = 0  # exclusive self-attention on the last N layers (0 = off)
     ln_scale: bool = False  # scale block-norm outputs by 1/sqrt(layer+1)
-    attention: str = "auto"  # auto (FA3 when importable, else flash SDPA) | fa3 | cudnn | flash | sdpa (torch picks)
-    bos_id: int = 1
+    attention: str = "auto"  # auto (FA3 when importable, else cuDNN SDPA) | fa3 | cudnn | flash | sdpa (torch picks)
+    bos_id: int = 1  # the token that starts every document
 
     def __post_init__(self) -> None:
         _check(self.vocab_size >= 0, "model.vocab_size must be >= 0 (0 = from tokenizer)")
@@ -105,19 +109,19 @@ class OptimConfig:
     tied_embed_lr: float = 0.05  # Adam, tied token embedding (and BigramHash table)
     embed_lr: float = 0.6  # Adam, untied token embedding
     head_lr: float = 0.008  # Adam, untied lm_head
-    muon_momentum: float = 0.95
+    muon_momentum: float = 0.95  # Muon momentum after the warm-up
     muon_momentum_start: float = 0.85  # linear warm-up from this value ...
     muon_momentum_warmup_steps: int = 500  # ... over this many steps (or, if > 0, the fraction below)
     muon_momentum_warmup_frac: float = 0.0  # warm-up length as a fraction of the budget (overrides steps)
-    muon_backend_steps: int = 5
+    muon_backend_steps: int = 5  # Newton-Schulz iterations per Muon update
     muon_wd: float = 0.0  # decoupled: p <- p * (1 - lr * wd)
     muon_ns: str = "ns5"  # Newton-Schulz coefficients: ns5 (3.4445, -4.775, 2.0315) x steps | polar_express
     muon_row_norm: bool = False  # MuonEq-R: normalise each row of the update before Newton-Schulz
     adam_wd: float = 0.0  # AdamW decay on scalars
     embed_wd: float = 0.0  # AdamW decay on embeddings
-    beta1: float = 0.9
-    beta2: float = 0.95
-    adam_eps: float = 1e-8
+    beta1: float = 0.9  # Adam beta1
+    beta2: float = 0.95  # Adam beta2
+    adam_eps: float = 1e-8  # Adam epsilon
     grad_clip_norm: float = 0.0  # 0 = off
 
     def __post_init__(self) -> None:
@@ -161,21 +165,25 @@ class ScheduleConfig:
         return self.swa_every > 0 or self.swa_every_frac > 0
 
 
+TRACKERS = ("none", "wandb", "tensorboard")  # train.tracker: where metrics go besides metrics.jsonl
+
+
 @dataclass
 class TrainConfig:
-    seed: int = 1337
+    seed: int = 1337  # seeds init and data order (--seed N)
     max_seconds: float = 600.0  # training wall-clock budget; compile, warm-up and eval are outside it; 0 = none
     iterations: int = 20000  # step cap (the run stops at whichever comes first)
     batch_tokens: int = 524_288  # global batch, independent of the GPU count
     micro_batch_tokens: int = 65_536  # tokens per GPU per micro-step; grad accumulation is derived
-    seq_len: int = 1024
+    seq_len: int = 1024  # training context in tokens
     warmup_steps: int = 20  # compile/priming steps, then the initial state is restored
     val_every: int = 1000  # steps between validations (0 = only at the end)
-    log_every: int = 1
+    log_every: int = 1  # steps between log lines (metrics.jsonl has every step)
     compile: bool = True  # torch.compile on CUDA; CPU runs eager
     device: str = "auto"  # auto | cpu | cuda
     segment_seconds: float = 0.0  # pause after this much training in this process, checkpoint, exit (0 = never)
     segment_steps: int = 0  # the same in steps (0 = never); resume with pgolf train --resume RUN_DIR
+    tracker: str = "none"  # none | wandb | tensorboard: also send metrics there (metrics.jsonl stays the record)
 
     def __post_init__(self) -> None:
         _check(self.max_seconds >= 0, "train.max_seconds must be >= 0")
@@ -188,6 +196,7 @@ class TrainConfig:
         _check(self.warmup_steps >= 0 and self.val_every >= 0 and self.log_every >= 1, "bad train cadence values")
         _check(self.device in ("auto", "cpu", "cuda"), f"train.device: unknown {self.device!r}")
         _check(self.segment_seconds >= 0 and self.segment_steps >= 0, "train.segment_* must be >= 0")
+        _check(self.tracker in TRACKERS, f"train.tracker: unknown {self.tracker!r} (one of {', '.join(TRACKERS)})")
 
     def grad_accum(self, world_size: int) -> int:
         per_step = self.micro_batch_tokens * world_size
@@ -216,13 +225,13 @@ class QuantConfig:
     other: str = "int8"  # other large matrices (bigram table, bigram proj)
     small: str = "fp16"  # float tensors with <= keep_float_max_numel elements (control tensors stay fp32)
     keep_fp16: tuple[str, ...] = ()  # name substrings forced to fp16
-    keep_float_max_numel: int = 65_536
+    keep_float_max_numel: int = 65_536  # tensors up to this size stay float (quant.small)
     clip_quantile: float = 0.9999984  # per-row clip; 1.0 = row max
     clip_search: bool = False  # GPTQ-lite: per row, the clip among CLIP_CANDIDATES with the lowest MSE (int<8 only)
     int8_scale_floor: float = 1.0 / 127  # the baseline's int8 row-scale floor (0 = none)
     prune_frac: float = 0.0  # zero the smallest |w| of each quantized matrix before quantizing
     compressor: str = "zlib"  # zlib | zstd | lzma
-    level: int = 9
+    level: int = 9  # compression level
     budget_bytes: int = BUDGET_BYTES  # code + compressed model
     fit_budget: bool = False  # over budget: lower integer widths a bit at a time (to int4) until it fits ...
     fit_order: tuple[str, ...] = QUANT_GROUPS  # ... in this order of groups ...
@@ -253,11 +262,11 @@ class EvalConfig:
     sliding_stride: int = 0  # sliding-window eval stride (0 = off)
     sliding_batch_seqs: int = 64  # windows per forward
     ttt: bool = False  # LoRA test-time training eval
-    ttt_rank: int = 8
-    ttt_lr: float = 0.01
-    ttt_chunk: int = 256
-    ttt_seq_len: int = 1024
-    ttt_batch_docs: int = 64
+    ttt_rank: int = 8  # LoRA rank of the TTT adapters
+    ttt_lr: float = 0.01  # Adam lr of the TTT adapters
+    ttt_chunk: int = 256  # tokens scored, then trained on, per TTT step
+    ttt_seq_len: int = 1024  # TTT context window
+    ttt_batch_docs: int = 64  # documents adapted in parallel
     final: str = "plain"  # the scored number: plain | sliding | ttt
     max_tokens: int = 0  # cap on val tokens (debugging only; 0 = all)
 
@@ -276,8 +285,8 @@ class EvalConfig:
 @dataclass
 class DataConfig:
     path: str = ""  # folder with fineweb_train_*.bin / fineweb_val_*.bin; "" = $PGOLF_DATA or the embedded corpus
-    train_glob: str = "fineweb_train_*.bin"
-    val_glob: str = "fineweb_val_*.bin"
+    train_glob: str = "fineweb_train_*.bin"  # train shard names in data.path
+    val_glob: str = "fineweb_val_*.bin"  # validation shard names in data.path
     tokenizer: str = ""  # SentencePiece .model; "" = found next to the data (see pgolf.data.find_tokenizer)
 
     def __post_init__(self) -> None:
@@ -286,7 +295,7 @@ class DataConfig:
 
 @dataclass
 class Config:
-    name: str = "custom"
+    name: str = "custom"  # the recipe name (run folder names and logs)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -318,15 +327,43 @@ class Config:
         _check(not unknown, f"unknown config sections: {sorted(unknown)}")
         kwargs: dict[str, Any] = {"name": d.get("name", "custom")}
         for sec, typ in SECTIONS.items():
+            _check(isinstance(d.get(sec, {}), dict), f"config section {sec}: expected a table of keys")
             vals = dict(d.get(sec, {}))
-            names = {f.name for f in dataclasses.fields(typ)}
-            bad = set(vals) - names
+            defaults = typ()
+            bad = set(vals) - {f.name for f in dataclasses.fields(typ)}
             _check(not bad, f"unknown keys in {sec}: {sorted(bad)}")
-            for f in dataclasses.fields(typ):
-                if f.name in vals and isinstance(vals[f.name], list):
-                    vals[f.name] = tuple(vals[f.name])
+            for k, v in vals.items():  # a config file's values are typed like the fields (ints widen to floats)
+                want = type(getattr(defaults, k))
+                if isinstance(v, list):
+                    vals[k] = v = tuple(v)
+                if want is float and type(v) is int:
+                    vals[k] = float(v)
+                elif type(v) is not want and not (want is tuple and type(v) is str):
+                    raise ConfigError(f"{sec}.{k}={v!r}: expected a {want.__name__}")
             kwargs[sec] = typ(**vals)
         return cls(**kwargs).validate()
+
+    @classmethod
+    def from_file(cls, path: str) -> "Config":
+        """A config file (``--config``): JSON, such as a run's config.json (which re-runs it exactly), or TOML
+        (``.toml``: top-level ``name``, then one table per section). Sections and keys left out keep their
+        defaults."""
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+            if str(path).endswith(".toml"):
+                import tomllib
+
+                d = tomllib.loads(raw.decode("utf-8"))
+            else:
+                d = json.loads(raw)
+        except OSError as e:
+            raise ConfigError(f"--config {path}: {e.strerror or e}") from None
+        except ValueError as e:  # JSONDecodeError, TOMLDecodeError, UnicodeDecodeError
+            raise ConfigError(f"--config {path}: not valid {'TOML' if str(path).endswith('.toml') else 'JSON'} "
+                              f"({e})") from None
+        _check(isinstance(d, dict), f"--config {path}: expected an object of sections")
+        return cls.from_dict(d)
 
 
 SECTIONS = {

@@ -17,6 +17,9 @@ Files are placed atomically and verified, so a rerun skips what is in place and 
 Document files: ``*.jsonl`` holds one JSON object per line whose ``"text"`` string is the document (other fields are
 ignored); ``*.txt`` holds one document per line (without its line ending). Either may end in ``.xz`` or ``.gz``.
 Blank lines are skipped in both.
+
+``fineweb`` needs huggingface_hub and ``build`` tqdm: the ``data`` extra (``pip install 'pgolf[data]'``), imported
+only when used, so training never needs them.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 import numpy as np
-from tqdm import tqdm
 
 from .config import InputError
 from .data import ShardError, read_header, read_shard, write_shard
@@ -51,6 +53,16 @@ REMOTE_PREFIX = "datasets"  # the export's root folder inside the dataset repo
 SHARD_TOKENS = 100_000_000  # the challenge's shard size
 MAX_VOCAB = 2**16  # shards store uint16 ids
 _CHUNK_CHARS = 1 << 20  # text per encoding task: large enough to amortise the inter-process traffic
+
+
+def need(module: str, what: str):
+    """Import an optional dependency of the ``data`` extra, or stop with one line saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise InputError(f"{what} needs {module}, which is not installed: pip install 'pgolf[data]'") from None
 
 
 class DownloadError(InputError):
@@ -299,6 +311,7 @@ def build_shards(input_path: str | os.PathLike, tokenizer: str | os.PathLike, ou
     if sp.bos_id() < 0:
         raise InputError(f"{tokenizer}: has no BOS piece to frame documents with")
     workers = workers or os.cpu_count() or 1
+    tqdm = need("tqdm", "pgolf data build").tqdm
 
     _, train_jsonl = _document_format(input_path)
     train_lines = _raw_documents(input_path)
@@ -451,6 +464,7 @@ def fetch_fineweb(variant: str, train_shards: int, out: str | os.PathLike, *, re
     Every request has a ``timeout`` (seconds without an answer); the server is probed first (``attempts`` tries), so
     one that never answers is reported within about ``attempts * timeout`` seconds.
     """
+    need("huggingface_hub", "pgolf data fineweb")
     from huggingface_hub import constants, hf_hub_download
 
     if train_shards < 0:

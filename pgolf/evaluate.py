@@ -251,7 +251,9 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable, device: torch.device, *, r
     table = table.to(device)
     toks = tokens.to(device=device, dtype=torch.int64)
     sums = torch.zeros(hi - lo, 3, dtype=torch.float64, device=device)  # per document
-    progress = Progress("ttt", hi - lo, log if rank == 0 else None)
+    # progress in tokens, not documents: the batches go from short documents to long ones
+    progress = Progress("ttt tokens", sum(docs[i][1] for i in mine), log if rank == 0 else None)
+    done = 0
     was_training = model.training
     model.eval()
     req = [p.requires_grad for p in model.parameters()]
@@ -297,7 +299,8 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable, device: torch.device, *, r
                     opt.zero_grad(set_to_none=True)
                     per_doc.sum().backward()
                     opt.step()
-            progress.update(bi + bsz)
+            done += sum(n for _, n in batch)
+            progress.update(done)
     finally:
         for p, r in zip(model.parameters(), req):
             p.requires_grad_(r)

@@ -362,6 +362,33 @@ class GPT(nn.Module):
         attn = 6 * self.cfg.num_layers * seq_len * self.cfg.model_dim  # 12*L*T*d halved for causality
         return 6.0 * n + attn
 
+    # ---- sampling ----
+    @torch.no_grad()
+    def generate(self, ids: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """ids (B, T) -> (B, T + max_new_tokens): sample one token at a time from the softcapped logits.
+
+        temperature 0 is greedy; top_k > 0 keeps the k likeliest tokens. Draws come from ``generator`` (on its own
+        device: a seeded CPU generator gives the same tokens for a model on any device) or torch's global RNG.
+        The whole context (its last train_seq_len tokens, the length the model trained at) is recomputed every step:
+        no KV cache, which would be a second attention path to keep in step with the first, for a small model."""
+        ctx = self.cfg.train_seq_len or ids.size(1)
+        for _ in range(max_new_tokens):
+            logits = self.logits(ids[:, -ctx:])[:, -1]  # (B, V) float32
+            if temperature <= 0:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k > 0:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                probs = torch.softmax(logits, -1)
+                if generator is not None:
+                    probs = probs.to(generator.device)
+                nxt = torch.multinomial(probs, 1, generator=generator).to(ids.device)
+            ids = torch.cat((ids, nxt), 1)
+        return ids
+
 
 def apply_precision(model: GPT, device: torch.device) -> GPT:
     """CUDA: bf16 embeddings, fp32 CastedLinear weights and control/vector params (as the baseline).

@@ -24,7 +24,8 @@ import lzma
 from .config import Config, TrainConfig
 
 ROOT = ("__init__", "__main__", "cli")  # what the packed file executes
-NOT_PACKED = ("tools",)  # subcommands beyond training (data, submit, audit): cli imports them optionally
+NOT_PACKED = ("tools", "sample", "plots")  # beyond training: subcommands (data, submit, ...) that cli imports
+# optionally, pgolf.load and sampling, and the plots (a run of the packed file writes no loss.png)
 
 _TEMPLATE = '''#!/usr/bin/env python3
 """train_gpt.py for recipe {name!r}, built by `pgolf pack` from pgolf {version}. Do not edit: it is a build
@@ -95,12 +96,13 @@ def packed_modules() -> dict[str, str]:
 
 
 def packable_config(cfg: Config) -> dict:
-    """The config the script embeds: machine paths cleared (resolved again where it runs) and the seed at its
-    default (given per run with --seed)."""
+    """The config the script embeds: machine paths cleared (resolved again where it runs), the seed at its
+    default (given per run with --seed) and no tracker (it changes no number; --set train.tracker=... per run)."""
     d = cfg.to_dict()
     d["data"]["path"] = ""
     d["data"]["tokenizer"] = ""
     d["train"]["seed"] = TrainConfig.seed
+    d["train"]["tracker"] = TrainConfig.tracker
     return d
 
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import BUDGET_BYTES, Config, InputError
+from .config import BUDGET_BYTES, EXIT_OVER_BUDGET, Config, InputError, OverBudget
 from .files import sha256_bytes
 
 RECORD_THRESHOLD_NATS = 0.005
@@ -164,36 +164,15 @@ def cmd_seeds(args) -> int:
         if len(bpbs) > 1:
             m, sd = mean_std(bpbs)
             print(f"  mean val_bpb {m:.6f} std {sd:.6f}")
-    return 0
+        over = [seed for seed, s in results if s.get("over_budget")]
+        if over:
+            print(f"  ERROR: over budget: seed{'s' if len(over) > 1 else ''} {', '.join(map(str, over))}")
+    return EXIT_OVER_BUDGET if any(s.get("over_budget") for _, s in results) else 0
 
 
 def _group_values(runs: list[Path]) -> tuple[list[float], list[float]]:
     sums = [load_summary(r) for r in runs]
     return [s["val_loss"] for s in sums], [s["val_bpb"] for s in sums]
-
-
-def plot_groups(a: list[Path], b: list[Path], out: Path) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except Exception:
-        return None
-    from .rundir import read_metrics
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for runs, color, label in ((a, "tab:blue", "A"), (b, "tab:orange", "B")):
-        for i, r in enumerate(runs):
-            pts = [(m["step"], m["val_bpb"]) for m in read_metrics(r) if m.get("kind") == "val"]
-            if pts:
-                ax.plot(*zip(*pts), color=color, alpha=0.8, marker=".", label=f"{label}: {r.name}" if i < 4 else None)
-    ax.set(xlabel="step", ylabel="val_bpb (plain, pre-quant)", title="validation curves")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
 
 
 def cmd_compare(args) -> int:
@@ -214,10 +193,20 @@ def cmd_compare(args) -> int:
     print(f"B - A: val_loss {w.mean_b - w.mean_a:+.6f} nats, val_bpb {wb.mean_b - wb.mean_a:+.6f}")
     print(f"one-sided Welch t-test, H1: B beats A by more than {args.margin} nats: t={w.t:.3f} df={w.df:.2f} "
           f"p={w.p:.3g} -> {'significant' if w.p < args.alpha else 'not significant'} at {args.alpha}")
-    out = Path(args.plot) if args.plot else None
-    if out is not None and plot_groups(ra, rb, out):
-        print(f"plot: {out}")
+    if args.plot != "":
+        from .plots import plot_compare
+
+        out = Path(args.plot) if args.plot else default_plot_path(args.runs[:k])
+        if plot_compare([ra, rb], out):
+            print(f"plot: {out}")
     return 0
+
+
+def default_plot_path(group_a: list[str]) -> Path:
+    """compare.png in the first group's folder: the folder given for it, or the one its runs share."""
+    if len(group_a) == 1:
+        return Path(group_a[0]) / "compare.png"
+    return Path(os.path.commonpath([os.path.abspath(p) for p in group_a])) / "compare.png"
 
 
 def tensor_table(path: str | os.PathLike) -> tuple[list[dict], int]:
@@ -296,7 +285,7 @@ def check_submittable(runs: list[Path]) -> tuple[list[dict], list[Config], bytes
             if s["bytes_model"] + code_bytes > BUDGET_BYTES]
     if over:
         lines = "; ".join(f"{r}: {n:,} bytes" for r, n in over)
-        raise InputError(f"refusing to submit: artifact over the {BUDGET_BYTES:,}-byte budget ({lines}); "
+        raise OverBudget(f"refusing to submit: artifact over the {BUDGET_BYTES:,}-byte budget ({lines}); "
                          "nothing was written")
     return sums, cfgs, scripts[0]
 
@@ -394,7 +383,8 @@ def add_parsers(sub) -> None:
     p.add_argument("runs", nargs="+", help="RUNS_A ... -- RUNS_B ... (run folders or folders of runs)")
     p.add_argument("--margin", type=float, default=RECORD_THRESHOLD_NATS, help="nats B must beat A by (0.005)")
     p.add_argument("--alpha", type=float, default=0.01)
-    p.add_argument("--plot", default="compare.png", help="PNG of both groups' validation curves ('' = none)")
+    p.add_argument("--plot", help="PNG of both groups' curves and scores (default: compare.png in the first "
+                                  "group's folder; '' = none)")
     p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser("submit", help="write the challenge's records folder from a group of runs")

@@ -46,7 +46,7 @@ from .optim import Optimizers, build_optimizers, newton_schulz
 from .pack import build_script, embedded_config
 from .predict import model_shapes, predict_fit
 from .quant import policy_of, qat_function, quantize_to_budget, read_artifact
-from .rundir import RunDir, environment, plot_run
+from .rundir import RunDir, environment, install_commit, plot_run
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 STOP_DEADLINE_S = 20.0
@@ -344,7 +344,7 @@ def loop(b: Built, rd: RunDir, log, clock: TrainClock, signals: StopSignals, res
         if t.val_every > 0 and step % t.val_every == 0:
             steps_log.flush()
             clock.stop(sync)
-            r = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.table, dev, ["plain"])["plain"]
+            r = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.table, dev, ["plain"], log)["plain"]
             log(f"val step:{step} val_loss:{r.loss:.4f} val_bpb:{r.bpb:.4f} train_time:{clock.train_s:.1f}s "
                 f"eval:{r.seconds:.1f}s")
             rd.metric(kind="val", step=step, val_loss=r.loss, val_bpb=r.bpb, train_s=clock.train_s)
@@ -430,7 +430,7 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
         "status": "complete", "recipe": cfg.name, "seed": cfg.train.seed, "world_size": info.world_size,
         "steps": steps, "train_time_s": train_time, "ms_per_step": ms_step, "tokens_per_s": tps,
         "peak_mem_mib": end.peak_mem_mib, "params": b.model.num_params(), "attention": b.backend,
-        "torch": torch.__version__, "pgolf": __version__,
+        "torch": torch.__version__, "pgolf": __version__, "git": install_commit(),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "prequant": {m: {"val_loss": r.loss, "val_bpb": r.bpb, "eval_s": r.seconds} for m, r in pre.items()},
         "roundtrip": {m: {"val_loss": r.loss, "val_bpb": r.bpb, "eval_s": r.seconds, "tokens": r.tokens,
@@ -546,7 +546,9 @@ def _run_in(cfg: Config, run_dir: str, info: DistInfo, resume: bool, rd: RunDir,
         code_bytes = len(code.encode("utf-8"))
         if not resume:
             rd.write_json("config.json", cfg.to_dict())
-            rd.write_json("env.json", environment())
+            rd.write_json("env.json", environment(code))
+            rd.write("tokenizer.model", data.tokenizer.read_bytes())  # so pgolf.load finds it wherever the run goes
+        rd.start_tracker(cfg.train.tracker, cfg.to_dict())
         log(f"recipe:{cfg.name} params:{b.model.num_params():,} layers:{cfg.model.num_layers} "
             f"dim:{cfg.model.model_dim} vocab:{data.vocab_size} attention:{b.backend} compile:{b.extra['compile']} "
             f"torch:{torch.__version__} device:{device_name(b.device)}")

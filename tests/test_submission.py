@@ -58,6 +58,19 @@ def test_compare_cli(seed_group, tmp_path, capsys):
     assert png.exists() and png.stat().st_size > 1000
 
 
+def test_compare_plots_into_the_first_groups_folder(seed_group, tmp_path, monkeypatch, capsys):
+    """Not into the current folder: the picture sits with the runs it shows."""
+    monkeypatch.chdir(tmp_path)
+    a, b = seed_group / "smoke-s1", seed_group / "smoke-s2"
+    try:
+        assert main(["compare", str(seed_group), "--", str(a), str(b)]) == 0
+        assert (seed_group / "compare.png").stat().st_size > 1000 and not (tmp_path / "compare.png").exists()
+        assert f"plot: {seed_group / 'compare.png'}" in capsys.readouterr().out
+        assert sub.default_plot_path([str(a), str(b)]) == seed_group / "compare.png"  # the folder they share
+    finally:
+        (seed_group / "compare.png").unlink(missing_ok=True)
+
+
 def test_inspect_totals_equal_file_bytes(seed_group, capsys):
     art = seed_group / "smoke-s1" / "model.pgz"
     rows, total = sub.tensor_table(art)
@@ -89,7 +102,7 @@ def test_submit_writes_the_records_folder(seed_group, tmp_path):
 def test_submit_refuses_over_budget(seed_group, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sub, "BUDGET_BYTES", 10_000)
     assert main(["submit", str(seed_group), "--name", "x", "--author", "a", "--github-id", "g",
-                 "--out", str(tmp_path)]) == 2
+                 "--out", str(tmp_path)]) == 3  # the exit code of "over budget", for every command
     assert "over the 10,000-byte budget" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing written
 
