@@ -66,6 +66,12 @@ class ModelConfig:
     unet_skips: bool = True  # encoder/decoder skips with learned per-dim weights
     smear_gate: bool = False  # per-dim sigmoid blend with the previous token's embedding (not across BOS)
     smear_init: float = 0.0  # gate logit at init (sigmoid(0) = 0.5 weight on the previous token)
+    smear_window: int = 0  # SmearGate v2: gate from the first k embedding dims (0 = v1's per-dim constant gate)
+    attn_gate_window: int = 0  # sparse attention-output gate per head from the first k input dims (0 = off)
+    parallel_from: int = -1  # GPT-J-style parallel attention/MLP from this layer on (-1 = off)
+    recur_from: int = 0  # depth recurrence: layers recur_from..recur_to-1 ...
+    recur_to: int = 0  # ... (recur_to > recur_from turns it on) ...
+    recur_loops: int = 1  # ... passed this many times (1 = the plain stack), from schedule.recur_start_frac
     bigram_buckets: int = 0  # BigramHash table size; 0 = off
     bigram_dim: int = 128  # BigramHash embedding width (projected to model_dim)
     ortho_init: bool = False  # orthogonal init of large matrices, ".proj" outputs scaled 1/sqrt(2L)
@@ -92,6 +98,13 @@ class ModelConfig:
                f"model.attention: unknown {self.attention!r}")
         _check(self.bigram_buckets == 0 or self.bigram_buckets >= 2, "model.bigram_buckets must be 0 or >= 2")
         _check(0 <= self.xsa_last_n <= self.num_layers, "model.xsa_last_n must be in [0, num_layers]")
+        _at_least(self, "model", 0, "smear_window", "attn_gate_window", "recur_from", "recur_to")
+        _at_least(self, "model", 1, "recur_loops")
+        _check(self.smear_window <= self.model_dim and self.attn_gate_window <= self.model_dim,
+               "model.smear_window and model.attn_gate_window must be <= model_dim")
+        _check(-1 <= self.parallel_from < self.num_layers, "model.parallel_from must be -1 (off) or a layer index")
+        _check(self.recur_to <= self.num_layers and (self.recur_to == 0 or self.recur_from < self.recur_to),
+               "model.recur_from..recur_to must be a span of layers (recur_to <= num_layers)")
 
     @property
     def head_dim(self) -> int:
@@ -148,6 +161,8 @@ class ScheduleConfig:
     swa_start_scale: float = 0.5  # ... once the LR scale drops below this
     ema_decay: float = 0.0  # EMA of the weights every step (0 = off); used instead of SWA when set
     qat_start_frac: float = 0.0  # delayed QAT: fake-quantize from this fraction of the budget (0 = off)
+    recur_start_frac: float = 0.0  # depth recurrence (model.recur_*) switches on at this fraction of the budget
+    seq_schedule: str = ""  # training context growth, "frac:len,...", e.g. "0:1024,0.3:2048" (max = train.seq_len)
 
     def __post_init__(self) -> None:
         _check(0 <= self.warmdown_frac <= 1, "schedule.warmdown_frac must be in [0, 1]")
@@ -159,6 +174,18 @@ class ScheduleConfig:
         _check(0 <= self.ema_decay < 1, "schedule.ema_decay must be in [0, 1)")
         _check(not (self.ema_decay > 0 and self.swa_enabled), "use SWA or EMA, not both")
         _check(0 <= self.qat_start_frac < 1, "schedule.qat_start_frac must be in [0, 1)")
+        _check(0 <= self.recur_start_frac < 1, "schedule.recur_start_frac must be in [0, 1)")
+        if self.seq_schedule:
+            try:
+                pts = self.seq_points
+            except ValueError:
+                raise ConfigError(f"schedule.seq_schedule={self.seq_schedule!r}: expected 'frac:len,...'") from None
+            _check(pts[0][0] == 0 and all(a[0] < b[0] for a, b in zip(pts, pts[1:])) and all(n >= 2 for _, n in pts),
+                   "schedule.seq_schedule: fractions must start at 0 and increase; lengths >= 2")
+
+    @property
+    def seq_points(self) -> list[tuple[float, int]]:
+        return [(float(f), int(n)) for f, n in (item.split(":") for item in self.seq_schedule.split(",") if item)]
 
     @property
     def swa_enabled(self) -> bool:
@@ -312,6 +339,9 @@ class Config:
         seq = self.eval.seq_len or self.train.seq_len
         _check(self.eval.sliding_stride <= seq, "eval.sliding_stride must be <= the eval sequence length")
         self.model.train_seq_len = self.train.seq_len  # derived: the context the RoPE base is fixed for
+        for _, n in (self.schedule.seq_points if self.schedule.seq_schedule else []):
+            _check(n <= self.train.seq_len and self.train.micro_batch_tokens % n == 0,
+                   f"schedule.seq_schedule: length {n} must be <= train.seq_len and divide train.micro_batch_tokens")
         return self
 
     def to_dict(self) -> dict[str, Any]:

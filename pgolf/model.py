@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from .config import ModelConfig
 
 # Small tensors that steer the residual stream: kept fp32 in the model and in the artifact.
-CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weights", "smear", "bigram.scale")
+CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weights", "smear", "bigram.scale",
+                    "attn_gate")
 
 
 def _fa3():
@@ -122,6 +123,10 @@ class Attention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init, dtype=torch.float32))
         self.xsa = layer >= cfg.num_layers - cfg.xsa_last_n
         self.backend = "sdpa"  # fa3 | cudnn | flash | sdpa (see resolve_attention)
+        # sparse output gate (2026-04-16 PR #1667 / 04-23 #1787): head h scaled by 2 sigmoid(W_h . x[:k]); W = 0 at
+        # init, so the gate starts at 1 and the block at what it was without it
+        k = cfg.attn_gate_window
+        self.attn_gate = nn.Parameter(torch.zeros(cfg.num_heads, k)) if k else None
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, lora=None, layer: int = 0) -> Tensor:
         B, T, _ = x.shape
@@ -150,6 +155,8 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(
                 q.transpose(1, 2), kk.transpose(1, 2), vv.transpose(1, 2), is_causal=True, enable_gqa=gqa,
             ).transpose(1, 2)  # (B, T, H, D)
+        if self.attn_gate is not None:  # (B, T, H, 1) from the block's normed input
+            y = y * (2.0 * torch.sigmoid(x[..., :self.attn_gate.size(1)] @ self.attn_gate.to(x.dtype).T))[..., None]
         if self.xsa:  # remove each head's component along its own token's value direction (arXiv:2603.09078)
             g = self.num_heads // self.num_kv_heads
             yg = y.reshape(B, T, self.num_kv_heads, g, self.head_dim)
@@ -181,28 +188,46 @@ class Block(nn.Module):
         self.mlp_scale = nn.Parameter(torch.ones(d))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))))
         self.norm_scale = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
+        # GPT-J-style parallel block (2026-04-06): attention and MLP both read the same normed input
+        self.parallel = 0 <= cfg.parallel_from <= layer
 
     def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, lora=None, layer: int = 0) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
         h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
-        x = x + self.attn_scale.to(x.dtype) * self.attn(h, cos, sin, lora, layer)
+        a = self.attn_scale.to(x.dtype) * self.attn(h, cos, sin, lora, layer)
+        if self.parallel:
+            return x + a + self.mlp_scale.to(x.dtype) * self.mlp(h)
+        x = x + a
         h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
         return x + self.mlp_scale.to(x.dtype) * self.mlp(h)
 
 
 class SmearGate(nn.Module):
-    """x_t <- (1-g) x_t + g x_{t-1}, g = sigmoid(per-dim logit); no blend at position 0 or at a BOS token."""
+    """Blend each token's embedding with the previous token's; never at position 0 or across a BOS.
+
+    v1 (``smear_window`` 0, the seeds'): x_t <- (1-g) x_t + g x_{t-1}, g = sigmoid(per-dim logit), after the
+    embedding norm. v2 (``smear_window`` k > 0, modded-nanogpt; 2026-04-16 PR #1667, BOS fix #1855): x_t <- x_t +
+    lam sigmoid(w . x_t[:k]) x_{t-1}, w and lam zero at init (transparent), on the raw embedding before the norm."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.smear = nn.Parameter(torch.full((cfg.model_dim,), cfg.smear_init))
+        self.window = cfg.smear_window
+        if self.window:
+            self.smear_w = nn.Parameter(torch.zeros(self.window))
+            self.smear_lam = nn.Parameter(torch.zeros(()))
+        else:
+            self.smear = nn.Parameter(torch.full((cfg.model_dim,), cfg.smear_init))
         self.bos_id = cfg.bos_id
 
     def forward(self, x: Tensor, ids: Tensor) -> Tensor:
-        g = torch.sigmoid(self.smear).to(x.dtype)
         keep = (ids[:, 1:] != self.bos_id).unsqueeze(-1).to(x.dtype)  # (B, T-1, 1): 0 where a doc starts
-        delta = keep * g * (x[:, :-1] - x[:, 1:])
+        if self.window:
+            g = torch.sigmoid(x[:, 1:, :self.window] @ self.smear_w.to(x.dtype))[..., None]
+            delta = keep * self.smear_lam.to(x.dtype) * g * x[:, :-1]
+        else:
+            g = torch.sigmoid(self.smear).to(x.dtype)
+            delta = keep * g * (x[:, :-1] - x[:, 1:])
         return torch.cat((x[:, :1], x[:, 1:] + delta), dim=1)
 
 
@@ -242,9 +267,13 @@ class GPT(nn.Module):
         self.bigram = BigramHash(cfg) if cfg.bigram_buckets else None
         self.smear = SmearGate(cfg) if cfg.smear_gate else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(L))
-        self.num_encoder = L // 2 if cfg.unet_skips else 0
-        n_skips = min(self.num_encoder, L - self.num_encoder)
-        # no parameter at all without skips: a (0, d) tensor gets no gradient, which DDP refuses
+        # depth recurrence: the layer order, plain or with the span recur_from..recur_to-1 passed recur_loops times;
+        # ``looped`` switches between them (a Python flag: torch.compile keeps one graph for each)
+        self.looped = False
+        longest = len(self.layer_order(True))
+        n_skips = min(longest // 2, longest - longest // 2) if cfg.unet_skips else 0
+        # U-Net skip weights for the longest order; the plain one uses the first ones. No parameter at all
+        # without skips: a (0, d) tensor gets no gradient
         self.skip_weights = nn.Parameter(torch.ones(n_skips, d)) if n_skips else None
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(d, cfg.vocab_size, zero_init=True)
         self.rope_dims = cfg.rope_dims or cfg.head_dim
@@ -309,10 +338,21 @@ class GPT(nn.Module):
         x = self.tok_emb(ids)
         if self.bigram is not None:
             x = x + self.bigram(ids).to(x.dtype)
+        if self.smear is not None and self.smear.window:  # v2 reads the raw embedding
+            x = self.smear(x, ids)
         x = F.rms_norm(x, (x.size(-1),))
-        if self.smear is not None:
+        if self.smear is not None and not self.smear.window:  # v1 (the seeds') blends the normed one
             x = self.smear(x, ids)
         return x
+
+    def layer_order(self, looped: bool) -> list[int]:
+        """The physical layers in the order the forward runs them."""
+        c = self.cfg
+        order = list(range(c.num_layers))
+        if looped and c.recur_loops > 1 and c.recur_to > c.recur_from:
+            span = list(range(c.recur_from, c.recur_to))
+            order = order[:c.recur_to] + span * (c.recur_loops - 1) + order[c.recur_to:]
+        return order
 
     def hidden(self, ids: Tensor, lora=None) -> Tensor:
         T = ids.size(1)
@@ -321,12 +361,14 @@ class GPT(nn.Module):
         cos, sin = rotary_cos_sin(T, self.rope_dims, c.rope_base, ids.device, ref, c.train_seq_len)
         x = self.embed(ids)
         x0 = x
+        order = self.layer_order(self.looped)
+        n_enc = len(order) // 2 if c.unet_skips else 0
         skips: list[Tensor] = []
-        for i, block in enumerate(self.blocks):
-            if i >= self.num_encoder and skips:
-                x = x + self.skip_weights[i - self.num_encoder].to(x.dtype) * skips.pop()
-            x = block(x, x0, cos, sin, lora, i)
-            if i < self.num_encoder:
+        for v, i in enumerate(order):
+            if v >= n_enc and skips:
+                x = x + self.skip_weights[v - n_enc].to(x.dtype) * skips.pop()
+            x = self.blocks[i](x, x0, cos, sin, lora, i)
+            if v < n_enc:
                 skips.append(x)
         return F.rms_norm(x, (x.size(-1),))
 

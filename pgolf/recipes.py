@@ -178,6 +178,50 @@ def best() -> Config:
     return c
 
 
+def record_0331() -> Config:
+    """The 2026-03-31 record (PR #1204, msisovic, 1.1063 on 8xH100, best sp1024) in pgolf's switches, schedules as
+    fractions of its 6,242 steps at 96.1 ms: 11L x 512 MLP3x LeakyReLU(0.5)^2, XSA on all layers, partial RoPE 16/64,
+    LN scale, BigramHash 2816x112, SmearGate, depth recurrence of layers 4-5 (two passes) from 48% of the budget,
+    parallel attention/MLP from layer 7, Muon 0.03 momentum 0.92->0.99 over 24% WD 0.04, AdamW WD 0.04, clip 0.3,
+    warm-down over the last 56%, SWA every 0.8% of the budget, late QAT from 92%, int6 attention / int5 MLP with clip
+    search + zstd-22, sliding s64, batch 786,432, seq 2048. Differences, named: its parallel residuals are two lanes with
+    learned routing (pgolf: one GPT-J lane), its repeated layers have untied MLPs, layer 0 has no attention, value
+    embeddings on layers 9-10, AR self-generated GPTQ and brotli -- not in pgolf yet."""
+    c = _seed_common(Config(name="record-0331"))
+    m = c.model
+    m.num_layers, m.activation, m.xsa_last_n, m.rope_dims, m.ln_scale = 11, "leaky_relu2", 11, 16, True
+    m.bigram_buckets, m.bigram_dim, m.ortho_init = 2816, 112, True
+    m.recur_from, m.recur_to, m.recur_loops = 4, 6, 2
+    m.parallel_from = 7
+    c.train.seq_len, c.train.batch_tokens, c.train.micro_batch_tokens = 2048, 786_432, 98_304
+    o = c.optim
+    o.matrix_lr, o.scalar_lr, o.tied_embed_lr = 0.03, 0.025, 0.035
+    o.muon_momentum, o.muon_momentum_start, o.muon_momentum_warmup_frac = 0.99, 0.92, frac(1500, 96.1)
+    o.muon_wd, o.adam_wd, o.embed_wd, o.grad_clip_norm = 0.04, 0.04, 0.04, 0.3
+    s = c.schedule
+    s.warmdown_frac, s.swa_every_frac, s.qat_start_frac = frac(3500, 96.1), frac(50, 96.1), 0.92
+    s.recur_start_frac = frac(3000, 96.1)
+    c.quant.mlp, c.quant.attn, c.quant.clip_search = "int5", "int6", True
+    c.eval.sliding_stride = 64
+    return c
+
+
+def frontier_sp1024() -> Config:
+    """pgolf's own sp1024 stack of the records after the seeds, on the `best` model (9L MLP3x seq 2048 with NTK RoPE,
+    BigramHash 4096x128, SmearGate, OrthoInit): XSA on every layer, partial RoPE 16/64, LN scale, LeakyReLU(0.5)^2,
+    QK gain 4, parallel attention/MLP on the last 3 layers, Muon with Polar Express and row normalisation and WD 0.04,
+    EMA 0.997 of the weights, int6 + zstd-22, sliding s64. A candidate for `best` (BENCHMARKS: issue 12)."""
+    c = best()
+    c.name = "frontier-sp1024"
+    m = c.model
+    m.xsa_last_n, m.rope_dims, m.ln_scale, m.activation, m.qk_gain_init = 9, 16, True, "leaky_relu2", 4.0
+    m.parallel_from = 6
+    o = c.optim
+    o.muon_ns, o.muon_row_norm, o.muon_wd = "polar_express", True, 0.04
+    c.schedule.ema_decay = 0.997
+    return c
+
+
 RECIPES: dict[str, Callable[[], Config]] = {
     "baseline": baseline,
     "smoke": smoke,
@@ -187,6 +231,8 @@ RECIPES: dict[str, Callable[[], Config]] = {
     "seed-pr289": seed_pr289,
     "best": best,
     "int5-10l": int5_10l,
+    "record-0331": record_0331,
+    "frontier-sp1024": frontier_sp1024,
 }
 
 

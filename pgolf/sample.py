@@ -112,6 +112,7 @@ def load(path: str | os.PathLike, tokenizer: str | os.PathLike | None = None, de
     apply_precision(model, dev)
     model.set_attention_backend(resolve_attention(model.cfg.attention, dev))
     model.load_state_dict(state, strict=True)
+    model.looped = True  # scored with its depth recurrence, as the run scored it
     if int(sp.vocab_size()) > model.cfg.vocab_size:
         raise InputError(f"{tok_path}: {sp.vocab_size()} pieces, more than the model's vocabulary "
                          f"({model.cfg.vocab_size})")

@@ -69,3 +69,17 @@ def swa_take(step: int, scale: float, sched: ScheduleConfig, prog: float = 0.0, 
     if sched.swa_every_frac > 0:
         return int(prog / sched.swa_every_frac) > int(prev_prog / sched.swa_every_frac)
     return sched.swa_every > 0 and step % sched.swa_every == 0
+
+
+def seq_points(sched: ScheduleConfig) -> list[tuple[float, int]]:
+    return sched.seq_points if sched.seq_schedule else []
+
+
+def seq_len_at(prog: float, sched: ScheduleConfig, train: TrainConfig) -> int:
+    """Training context growth: the length of the last point of ``schedule.seq_schedule`` at or before ``prog``
+    (train.seq_len without a schedule)."""
+    n = train.seq_len
+    for frac, length in seq_points(sched):
+        if prog >= frac:
+            n = length
+    return n

@@ -44,6 +44,7 @@ def score_artifact(path: str, data: str | None = None, tokenizer: str | None = N
     apply_precision(model, dev)
     model.set_attention_backend(resolve_attention(cfg.model.attention, dev))
     model.load_state_dict(state, strict=True)
+    model.looped = True  # scored with its depth recurrence, as the run scored it
     evm = torch.compile(model, dynamic=False, fullgraph=True) if (dev.type == "cuda" and cfg.train.compile) else model
     if not modes:
         modes = ["plain"] + (["sliding"] if cfg.eval.sliding_stride > 0 else []) + (["ttt"] if cfg.eval.ttt else [])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 def add_parsers(sub) -> None:
-    from . import bench, datasets, keys, plots, sample, submission
+    from . import bench, datasets, keys, plots, sample, submission, techniques
 
     sample.add_parsers(sub)
     keys.add_parsers(sub)
@@ -13,3 +13,4 @@ def add_parsers(sub) -> None:
     datasets.add_parsers(sub)
     submission.add_parsers(sub)
     bench.add_parsers(sub)
+    techniques.add_parsers(sub)

@@ -171,17 +171,24 @@ class Built:
         return self.info.device
 
     def set_qat(self, on: bool) -> None:
-        self.model.set_qat_alpha(1.0 if on else 0.0)
+        if on or self.qat_on:
+            self.model.set_qat_alpha(1.0 if on else 0.0)
         self.qat_on = on
+
+    @property
+    def recurrent(self) -> bool:
+        return len(self.model.layer_order(True)) > self.cfg.model.num_layers
 
     def new_loader(self) -> DistributedTokenLoader:
         self.loader = DistributedTokenLoader(self.data.train_files, self.info.rank, self.info.world_size, self.device)
         return self.loader
 
-    def train_step(self, lr_mult: float, momentum: float) -> torch.Tensor:
-        """One optimizer step over the global batch (grad accumulation derived); returns the mean loss (a tensor,
-        averaged over ranks; reading it is left to the caller, a step later)."""
+    def train_step(self, lr_mult: float, momentum: float, seq_len: int = 0) -> torch.Tensor:
+        """One optimizer step over the global batch (grad accumulation derived) in sequences of ``seq_len``
+        (default train.seq_len); returns the mean loss (a tensor, averaged over ranks; reading it is left to the
+        caller, a step later)."""
         cfg, info, opt = self.cfg, self.info, self.optimizers
+        seq_len = seq_len or cfg.train.seq_len
         opt.set_lr_scale(lr_mult)
         opt.set_muon_momentum(momentum)
         if self.qat_on:
@@ -191,7 +198,7 @@ class Built:
         total = torch.zeros((), device=self.device)
         for _ in range(accum):
             with record_function("pgolf/data"):
-                x, y = self.loader.next_batch(cfg.train.micro_batch_tokens, cfg.train.seq_len)
+                x, y = self.loader.next_batch(cfg.train.micro_batch_tokens, seq_len)
             with record_function("pgolf/forward"), autocast_ctx(self.device):
                 loss = self.compiled(x, y)
             with record_function("pgolf/backward"):
@@ -247,10 +254,17 @@ def warm_up(b: Built, log) -> None:
     init_opt = copy.deepcopy(b.optimizers.state_dict())
     for _ in range(cfg.train.warmup_steps):
         b.train_step(1.0, cfg.optim.muon_momentum_start)
-    if b.qat_policy is not None:
-        b.set_qat(True)
-        b.train_step(1.0, cfg.optim.muon_momentum_start)
-        b.set_qat(False)
+    # one step on every other graph the loop can reach: each training length, recurrence, QAT
+    seqs = sorted({n for _, n in S.seq_points(cfg.schedule)} | {cfg.train.seq_len})
+    for looped in ([False, True] if b.recurrent else [False]):
+        for qat in ([False, True] if b.qat_policy is not None else [False]):
+            for n in seqs:
+                if (looped, qat, n) != (False, False, cfg.train.seq_len):
+                    b.model.looped = looped
+                    b.set_qat(qat)
+                    b.train_step(1.0, cfg.optim.muon_momentum_start, n)
+    b.model.looped = False
+    b.set_qat(False)
     b.model.load_state_dict(init_model)
     b.optimizers.load_state_dict(init_opt)
     b.new_loader()
@@ -329,6 +343,7 @@ def loop(b: Built, rd: RunDir, log, clock: TrainClock, signals: StopSignals, res
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     reason = "done"
+    last_seq = 0
     signals.in_loop = True
     clock.start()
     while True:
@@ -357,7 +372,16 @@ def loop(b: Built, rd: RunDir, log, clock: TrainClock, signals: StopSignals, res
             b.set_qat(True)
             qat_step = step
             log(f"qat: fake quantization on from step {step} (progress {prog:.3f}) with {policy_of(b.qat_policy)}")
-        loss = b.train_step(lr_m, mom)
+        if b.recurrent and not b.model.looped and prog >= cfg.schedule.recur_start_frac:
+            b.model.looped = True
+            log(f"recurrence: layers {cfg.model.recur_from}..{cfg.model.recur_to - 1} x{cfg.model.recur_loops} "
+                f"from step {step} (progress {prog:.3f}): {len(b.model.layer_order(True))} layers deep")
+        seq = S.seq_len_at(prog, cfg.schedule, t)
+        if seq != last_seq:
+            if last_seq:
+                log(f"context: sequences of {seq} tokens from step {step} (progress {prog:.3f})")
+            last_seq = seq
+        loss = b.train_step(lr_m, mom, seq)
         step += 1
         clock.post(step, signals.requested)
         if b.averager is not None:
@@ -391,6 +415,7 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
         log(f"weights: {'EMA' if cfg.schedule.ema_decay > 0 else 'SWA'} over {b.averager.count} updates applied")
     if b.qat_policy is not None:
         b.set_qat(False)  # the shipped weights are the float master weights; export quantizes them
+    b.model.looped = b.recurrent  # the model as it is scored: with its recurrence (pgolf eval does the same)
     final_modes = ["plain"] + ([cfg.eval.final] if cfg.eval.final == "sliding" else [])
     pre = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.table, dev, final_modes, log)
     rd.metric(kind="val", step=steps, val_loss=pre["plain"].loss, val_bpb=pre["plain"].bpb, train_s=train_time)

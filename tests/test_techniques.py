@@ -239,3 +239,142 @@ def test_swa_fraction_takes_the_same_count_at_any_budget():
                 taken += 1
             prev = prog
         assert taken == 5
+
+
+# ---------------- the field's later techniques (issue 12) ----------------
+
+def _nonzero(m):
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.05)
+    return m
+
+
+def test_recurrence_off_is_the_plain_stack_and_on_reuses_the_span():
+    torch.manual_seed(0)
+    plain = _nonzero(GPT(cfg(num_layers=5)))
+    rec = GPT(cfg(num_layers=5, recur_from=1, recur_to=3, recur_loops=3))
+    assert rec.layer_order(True) == [0, 1, 2, 1, 2, 1, 2, 3, 4] and rec.layer_order(False) == [0, 1, 2, 3, 4]
+    assert GPT(cfg(num_layers=5, recur_from=1, recur_to=3, recur_loops=1)).layer_order(True) == [0, 1, 2, 3, 4]
+    sd = plain.state_dict()
+    own = rec.state_dict()
+    for k in own:  # the same weights; the looped order's extra skip weights set to 1
+        own[k] = sd[k] if k != "skip_weights" else torch.cat([sd[k], torch.ones(own[k].shape[0] - sd[k].shape[0], 64)])
+    rec.load_state_dict(own)
+    ids = torch.randint(0, 96, (2, 16))
+    assert torch.equal(rec(ids, ids, reduction="none"), plain(ids, ids, reduction="none"))  # looped off: plain
+    rec.looped = True
+    out = rec(ids, ids)
+    assert out.item() != pytest.approx(plain(ids, ids).item(), abs=1e-4)
+    out.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in rec.named_parameters() if "blocks.2." in n)
+    assert rec.skip_weights.grad[-1].abs().sum() > 0  # the looped order's own skips learn
+
+
+def test_parallel_block_is_attention_and_mlp_on_one_normed_input():
+    torch.manual_seed(0)
+    m = _nonzero(GPT(cfg(num_layers=3, parallel_from=1)))
+    assert [b.parallel for b in m.blocks] == [False, True, True]
+    blk = m.blocks[2]
+    x, x0 = torch.randn(2, 8, 64), torch.randn(2, 8, 64)
+    from pgolf.model import rotary_cos_sin as rcs
+
+    cos, sin = rcs(8, 16, 10000.0, "cpu")
+    mix = blk.resid_mix
+    xm = mix[0] * x + mix[1] * x0
+    h = torch.nn.functional.rms_norm(xm, (64,))
+    want = xm + blk.attn_scale * blk.attn(h, cos, sin) + blk.mlp_scale * blk.mlp(h)
+    assert torch.allclose(blk(x, x0, cos, sin), want, atol=1e-6)
+
+
+def test_attention_gate_is_one_at_init_and_scales_heads():
+    torch.manual_seed(0)
+    base = _nonzero(GPT(cfg(num_layers=2)))
+    gated = GPT(cfg(num_layers=2, attn_gate_window=12))
+    gated.load_state_dict(base.state_dict(), strict=False)
+    ids = torch.randint(0, 96, (2, 10))
+    assert torch.equal(gated(ids, ids, reduction="none"), base(ids, ids, reduction="none"))  # W = 0: gate 2*0.5 = 1
+    attn = gated.blocks[0].attn
+    assert attn.attn_gate.shape == (4, 12)
+    with torch.no_grad():
+        attn.attn_gate.fill_(0.3)
+    x = torch.randn(1, 5, 64)
+    cos, sin = rotary_cos_sin(5, 16, 10000.0, "cpu")
+    seen = {}
+    hook = attn.proj.register_forward_pre_hook(lambda mod, i: seen.__setitem__("y", i[0]))
+    attn(x, cos, sin)
+    attn.attn_gate.data.zero_()
+    attn(x, cos, sin)
+    hook.remove()
+    g = 2 * torch.sigmoid(x[..., :12].sum(-1) * 0.3)  # (1, 5): the same for every head here
+    y1 = seen["y"].view(1, 5, 4, 16)
+    attn.attn_gate.data.fill_(0.3)
+    attn(x, cos, sin)  # recompute the gated output for comparison
+    with torch.no_grad():
+        seen2 = {}
+        h2 = attn.proj.register_forward_pre_hook(lambda mod, i: seen2.__setitem__("y", i[0]))
+        attn(x, cos, sin)
+        h2.remove()
+    assert torch.allclose(seen2["y"].view(1, 5, 4, 16), y1 * g[..., None, None], atol=1e-5)
+    assert "blocks.0.attn.attn_gate" in {n for n, _ in gated.named_parameters()}
+
+
+def test_smeargate_v2_is_transparent_at_init_and_never_crosses_a_bos():
+    torch.manual_seed(0)
+    m = GPT(cfg(smear_gate=True, smear_window=12, bigram_buckets=64, bigram_dim=16))
+    plain = GPT(cfg(bigram_buckets=64, bigram_dim=16))
+    plain.load_state_dict(m.state_dict(), strict=False)
+    a = torch.tensor([[9, 10, 11, 1, 20, 21, 22]])
+    assert torch.equal(m.embed(a), plain.embed(a))  # lambda = 0: no blend at init
+    with torch.no_grad():
+        m.smear.smear_lam.fill_(0.7)
+        m.smear.smear_w.normal_()
+    b = torch.tensor([[30, 31, 32, 1, 20, 21, 22]])
+    ea, eb = m.embed(a), m.embed(b)
+    assert torch.allclose(ea[0, 3:], eb[0, 3:])  # from the BOS on, nothing of the previous document
+    assert not torch.allclose(ea[0, 4], plain.embed(a)[0, 4])  # and it does blend within a document
+
+
+def test_context_growth_schedule():
+    from pgolf import schedule as S
+    from pgolf.config import ConfigError, TrainConfig
+
+    s = ScheduleConfig(seq_schedule="0:256,0.3:512,0.7:1024")
+    t = TrainConfig(seq_len=1024, micro_batch_tokens=8192, batch_tokens=8192)
+    assert [S.seq_len_at(p, s, t) for p in (0.0, 0.29, 0.3, 0.69, 0.9)] == [256, 256, 512, 512, 1024]
+    assert S.seq_len_at(0.5, ScheduleConfig(), t) == 1024
+    for bad in ("0.1:256", "0:256,0.5:128,0.4:512", "0:x"):
+        with pytest.raises(ConfigError):
+            ScheduleConfig(seq_schedule=bad)
+
+
+def test_every_parameter_learns_with_the_later_switches():
+    torch.manual_seed(0)
+    m = GPT(cfg(num_layers=4, smear_gate=True, smear_window=12, attn_gate_window=12, parallel_from=2,
+                recur_from=1, recur_to=3, recur_loops=2, xsa_last_n=4, rope_dims=8, ln_scale=True,
+                activation="leaky_relu2", mlp_mult=4.0))
+    m.looped = True
+    ids = torch.randint(0, 96, (3, 20))
+    ids[:, 7] = 1
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        m(ids, torch.roll(ids, -1, 1)).backward()
+        opt.step()
+    dead = [n for n, p in m.named_parameters() if p.numel() and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert not dead, dead
+
+
+def test_techniques_table_names_real_switches():
+    from pgolf.config import Config, apply_overrides
+    from pgolf.recipes import get_recipe
+    from pgolf.techniques import TECHNIQUES, rows
+
+    for t in TECHNIQUES:  # every switch exists and its "on" value is accepted
+        sets = [f"{k}={v}" for k, v in t.keys if v != "num_layers"]
+        if any(k == "schedule.seq_schedule" for k, _ in t.keys):  # lengths up to 3072 in the frontier's batch
+            sets += ["train.seq_len=3072", "train.batch_tokens=786432", "train.micro_batch_tokens=98304"]
+        apply_overrides(Config(), sets)
+    r = {x["technique"]: x for x in rows(get_recipe("frontier-sp1024"))}
+    assert r["XSA on every layer"]["recipe"] == "9" and r["EMA of the weights"]["recipe"] == "0.997"

@@ -1,5 +1,6 @@
 """End-to-end CPU runs: the run directory, the roundtrip, pgolf eval, and 1 vs 2 gloo processes."""
 import json
+import math
 
 import pytest
 import torch
@@ -107,6 +108,10 @@ def test_every_recipe_runs_end_to_end_tiny(recipe, tmp_path, embedded_dir):
               "quant.keep_float_max_numel=1024", "data.path=", "model.rope_ref_len=32"]
     if c.model.xsa_last_n:
         shrink.append("model.xsa_last_n=2")
+    if c.model.recur_to:
+        shrink += ["model.recur_from=1", "model.recur_to=2", "schedule.recur_start_frac=0.5"]
+    if c.model.parallel_from >= 0:
+        shrink.append("model.parallel_from=2")
     if c.eval.sliding_stride:
         shrink.append("eval.sliding_stride=16")
     if c.schedule.warmdown_iters:
@@ -144,10 +149,15 @@ def test_every_recipe_runs_end_to_end_tiny(recipe, tmp_path, embedded_dir):
 
     assert (run / "model.pgz").read_bytes()[6] == COMPRESSORS[c.quant.compressor]
     if c.schedule.qat_start_frac:
-        assert s["qat_from_step"] == int(8 * c.schedule.qat_start_frac + 0.999)
+        first = math.ceil(8 * c.schedule.qat_start_frac)  # the first step whose progress reaches the fraction
+        assert s["qat_from_step"] == (first if first < 8 else None)
         assert s["qat_policy"] == s["quant_predicted"]
     if c.schedule.swa_enabled:
         assert "SWA over" in log
+    if c.model.recur_to:
+        assert "recurrence: layers 1..1 x2 from step 4" in log
+    if c.schedule.ema_decay:
+        assert "EMA over 8 updates" in log
 
 
 def test_over_budget_is_flagged_or_fitted(tmp_path, embedded_dir):

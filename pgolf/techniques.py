@@ -1,0 +1,108 @@
+"""``pgolf techniques``: every technique of the records as a switch -- where it comes from, what its record claimed,
+and what pgolf measured on the golfbench proxy.
+
+    pgolf techniques [--recipe NAME]
+
+One row per technique: the config key(s) and the value(s) that turn it on, the default, the recipe's setting (with
+``--recipe``), the record or PR it comes from, the gain that record claimed (on 8xH100, FineWeb) and pgolf's own
+measured effect (BENCHMARKS.md; "-" until measured side by side on the proxy).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from .config import Config
+
+
+@dataclass(frozen=True)
+class Technique:
+    name: str
+    keys: tuple[tuple[str, object], ...]  # (config key, the value that turns it on / the frontier's value)
+    source: str
+    claimed: str
+    measured: str = "-"
+
+
+TECHNIQUES: tuple[Technique, ...] = (
+    Technique("SmearGate v1 (per-dim gate)", (("model.smear_gate", True),), "03-19/03-20 seeds", "part of 1.1458"),
+    Technique("SmearGate v2 (gate from 12 dims, BOS-safe)", (("model.smear_gate", True), ("model.smear_window", 12)),
+              "#1667 (04-16), BOS fix #1855", "part of 1.0714"),
+    Technique("BigramHash", (("model.bigram_buckets", 4096), ("model.bigram_dim", 128)), "03-19/03-20 seeds",
+              "part of 1.1458"),
+    Technique("OrthoInit", (("model.ortho_init", True),), "03-19 seed", "part of 1.1556"),
+    Technique("XSA on every layer", (("model.xsa_last_n", "num_layers"),), "03-25 onward (last 3-4 before)",
+              "~0.002 (last 3); all layers in every later record"),
+    Technique("Partial RoPE 16/64", (("model.rope_dims", 16),), "#287 (03-21)", "-0.0023 with LN scale"),
+    Technique("LN scale 1/sqrt(layer+1)", (("model.ln_scale", True),), "#287 (03-21)", "with partial RoPE"),
+    Technique("QK-gain init", (("model.qk_gain_init", 5.0),), "04-01 (4.0), 04-04 (5.0), #1953 (5.25)",
+              "monotonic 4.0 -> 5.25"),
+    Technique("Sparse attention-output gate", (("model.attn_gate_window", 12),), "#1667 (04-16), #1787 (04-23)",
+              "no measurable bpb cost, ~44 KB"),
+    Technique("LeakyReLU(0.5)^2", (("model.activation", "leaky_relu2"),), "#493", "-0.003"),
+    Technique("MLP 4x", (("model.mlp_mult", 4.0),), "04-01 onward (with WD 0.085)", "part of -0.017 (#1218)"),
+    Technique("Parallel attention/MLP (GPT-J lane)", (("model.parallel_from", 7),), "03-31 #1204 (two lanes), 04-06",
+              "~0.0022 (two lanes)"),
+    Technique("Depth recurrence", (("model.recur_from", 4), ("model.recur_to", 6), ("model.recur_loops", 2),
+                                   ("schedule.recur_start_frac", 0.48)), "03-31 #1204; 3-5 x2 from 0.35 later",
+              "~0.002-0.003"),
+    Technique("Muon Polar Express coefficients", (("optim.muon_ns", "polar_express"),), "#1344 (04-23)",
+              "part of 1.0634"),
+    Technique("MuonEq-R (row-normalised update)", (("optim.muon_row_norm", True),), "arXiv:2603.28254, #1285",
+              "~0.001"),
+    Technique("Muon momentum 0.97", (("optim.muon_momentum", 0.97),), "#1514 (04-09)", "~0.0005 vs 0.99"),
+    Technique("Muon weight decay", (("optim.muon_wd", 0.095),), "seeds 0.04; frontier 0.085-0.095",
+              "WD 0.04 swept optimal (03-20)"),
+    Technique("AdamW beta2 0.99", (("optim.beta2", 0.99),), "9-hparam stack (#1855)", "part of 1.0611"),
+    Technique("EMA of the weights", (("schedule.ema_decay", 0.997),), "03-20 XSA4 record; 0.9965 later",
+              "-0.0006 vs SWA"),
+    Technique("SWA (budget fraction)", (("schedule.swa_every_frac", 0.008),), "03-20 seed family", "part of 1.1458"),
+    Technique("Warm-down with a floor", (("schedule.warmdown_frac", 0.85), ("schedule.min_lr_scale", 0.1)),
+              "04-05 onward (MIN_LR 0.1)", "part of 1.0634"),
+    Technique("Training-context growth", (("schedule.seq_schedule", "0:1024,0.33:2048,0.67:3072"),),
+              "#2014", "part of 1.05759"),
+    Technique("Delayed QAT (export's grid)", (("schedule.qat_start_frac", 0.85),), "03-22 (late QAT)",
+              "never fired in the record (compile); pgolf's fires"),
+    Technique("GPTQ-lite clip search", (("quant.clip_search", True),), "03-22", "-0.0006"),
+)
+
+
+def _get(cfg: Config, key: str):
+    sec, name = key.split(".")
+    return getattr(getattr(cfg, sec), name)
+
+
+def rows(recipe: Config | None = None) -> list[dict]:
+    default = Config()
+    out = []
+    for t in TECHNIQUES:
+        keys = ", ".join(f"{k}={v}" for k, v in t.keys)
+        row = {"technique": t.name, "switch": keys, "default": ", ".join(f"{_get(default, k)}" for k, _ in t.keys),
+               "source": t.source, "claimed": t.claimed, "measured": t.measured}
+        if recipe is not None:
+            row["recipe"] = ", ".join(f"{_get(recipe, k)}" for k, _ in t.keys)
+        out.append(row)
+    return out
+
+
+def cmd_techniques(args) -> int:
+    from .recipes import get_recipe
+
+    recipe = get_recipe(args.recipe) if args.recipe else None
+    cols = ["technique", "switch", "default"] + (["recipe"] if recipe else []) + ["source", "claimed", "measured"]
+    table = rows(recipe)
+    if recipe is not None:
+        cols[cols.index("recipe")] = "recipe"
+    print(" | ".join(cols))
+    print(" | ".join("---" for _ in cols))
+    for r in table:
+        print(" | ".join(str(r[c]) for c in cols))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("techniques", help="every technique switch: source, claimed gain, pgolf's measured effect",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", help="also show each technique's setting in this recipe")
+    p.set_defaults(fn=cmd_techniques)
