@@ -1,4 +1,4 @@
-"""Command line: ``pgolf train | eval | recipes | pack | seeds | compare | submit | inspect | data``.
+"""Command line: ``pgolf train | eval | recipes | pack | seeds | compare | submit | inspect | data | audit``.
 
 Every subcommand has ``--help``. Configuration comes from a recipe plus ``--set section.key=value`` overrides;
 environment variables are read only for machine facts (PGOLF_DATA, PGOLF_RUNS, PGOLF_CACHE, PGOLF_PEAK_TFLOPS).
