@@ -8,8 +8,8 @@ One line per check: PASS, FAIL (with the evidence) or NOT CHECKABLE (and why); e
 on any FAIL, else 0. ``pgolf submit`` runs the same audit on its runs and refuses on a FAIL.
 
 The rules are the challenge README's and the rulings of its threads (``../shared/reference/frontier.md`` §3):
-- bytes: code + compressed model <= 16,000,000 (decimal), every file the code needs to run counted (#1017 era
-  helpers: a C kernel and its loader left out), the shipped code being the code that ran;
+- bytes: code + compressed model <= 16,000,000 (decimal), every file the code needs to run counted (a leader left
+  a C helper and its loader out of the count), the shipped code being the code that ran;
 - time: training <= 600 s counting what after the loop still reads training data (GPTQ calibration: #677, #1950),
   evaluation <= 600 s counting eval-time precomputation (#2018);
 - data: every validation token after the first scored (#1854 scored 17%), no validation document in the training
@@ -45,7 +45,7 @@ TRAIN_LIMIT_S = 600.0
 EVAL_LIMIT_S = 600.0
 README_MARGIN_NATS, README_ALPHA = 0.005, 0.01  # the README: beat the record by 0.005 nats at p < 0.01
 DEFACTO_MARGIN_NATS, DEFACTO_ALPHA, DEFACTO_SEEDS = 0.0, 0.25, 3  # PR #1900/#1902: p < 0.25 progression, 3 seeds
-LEGAL_TOKENS = 3000  # validation tokens the legality checks read (a few documents)
+LEGAL_TOKENS = 1500  # validation tokens the legality checks read (a few documents; ~1 min for a 22M model on CPU)
 # The published FineWeb validation set (50,000 documents) in bytes: from the challenge's byte table, recovered from
 # record logs for sp1024/4096/8192 and the CaseOps sidecar (151,074,052-151,084,310), and decoded (151,073,604, the
 # PR #1289 audit); parameter_golf.md §1.4. A score's bytes outside this range by more than BYTES_TOL are not its.
@@ -135,8 +135,8 @@ def check_bytes(t: Target) -> list[Check]:
     try:
         cf = needed_files(root)
     except InputError as e:
-        return [Check("bytes", "files counted", NOT_CHECKABLE, str(e)),
-                Check("bytes", "total <= 16,000,000", NOT_CHECKABLE, "no code to count")]
+        return [Check("bytes", "files counted", NOT_CHECKABLE, str(e)), _total_check(t, None),
+                Check("bytes", "shipped code = code that trained", NOT_CHECKABLE, "no code in the folder")]
     extra = []
     if cf.not_needed:
         extra.append("shipped but not reached from the entry (not counted): " + ", ".join(cf.not_needed))
@@ -180,7 +180,8 @@ def _bytes_pgolf(t: Target, cf: CodeFiles) -> list[Check]:
         if h is None:
             msgs.append(f"{r.label}: no train_gpt.py")
         elif h != r.summary.get("code_sha256"):
-            msgs.append(f"{r.label}: train_gpt.py sha256 {h[:12]} but the run trained {str(r.summary.get('code_sha256'))[:12]}")
+            trained = str(r.summary.get("code_sha256"))[:12]
+            msgs.append(f"{r.label}: train_gpt.py sha256 {h[:12]} but the run trained {trained}")
     if len(set(hashes)) > 1:
         msgs.append("the runs trained different files: " + ", ".join(f"{r.label} {str(h)[:12]}"
                                                                     for r, h in zip(t.runs, hashes)))
@@ -190,41 +191,65 @@ def _bytes_pgolf(t: Target, cf: CodeFiles) -> list[Check]:
     return out
 
 
-def _bytes_records(t: Target, cf: CodeFiles) -> list[Check]:
-    out = []
-    root, runs, meta = t.root, t.logged, t.submission
+def _logged_models(t: Target) -> list[tuple[str, int]]:
+    """(run, compressed model bytes) from the logs, else from submission.json (total - code)."""
+    models = [(r.label, r.model_bytes) for r in t.logged if r.model_bytes]
+    if models:
+        return models
+    meta = t.submission
+    code_claim = meta.get("bytes_code")
+    for k, v in seed_results(meta).items():
+        tot = v.get("artifact_bytes") or v.get("bytes_total")
+        if isinstance(tot, int) and isinstance(code_claim, int):
+            models.append((f"seed {k}", tot - code_claim))
+    if not models and isinstance(meta.get("bytes_total"), int) and isinstance(code_claim, int):
+        models.append(("submission.json", meta["bytes_total"] - code_claim))
+    return models
+
+
+def _total_check(t: Target, cf: CodeFiles | None) -> Check:
+    """Code + model of the worst run. The code as shipped; else as self-extracting lzma+base85 files of the shipped
+    sources (what audit can rebuild; frontier.md §2: records count their code so); a count the log makes of a
+    compressed form that is not shipped cannot be verified. A log's own total over the cap always fails."""
+    name = f"total <= {BUDGET_BYTES:,}"
+    runs = t.logged
+    over_claims = [f"{r.label} {r.total_claimed:,}" for r in runs if r.total_claimed and r.total_claimed > BUDGET_BYTES]
+    claimed = [r.total_claimed for r in runs if r.total_claimed]
+    claim = f"; the logs claim up to {max(claimed):,}" if claimed else ""
+    models = _logged_models(t)
+    if cf is None or not models:
+        if over_claims:
+            return Check("bytes", name, FAIL, "the logs' own totals are over: " + ", ".join(over_claims))
+        what = "no code to count" if cf is None else "no log prints the compressed model's bytes"
+        return Check("bytes", name, NOT_CHECKABLE, what + claim)
+    root = t.root
     code_raw = cf.code_bytes
-    code_wrapped = sum(self_extracting_bytes((root / rel).read_bytes()) for rel in cf.counted)
-    models = [(r.label, r.model_bytes) for r in runs if r.model_bytes]
-    if not models:  # no log prints the model: take what submission.json says (total - code)
-        per = seed_results(meta)
-        code_claim = meta.get("bytes_code")
-        for k, v in per.items():
-            tot = v.get("artifact_bytes") or v.get("bytes_total")
-            if isinstance(tot, int) and isinstance(code_claim, int):
-                models.append((f"seed {k}", tot - code_claim))
-        if not models and isinstance(meta.get("bytes_total"), int) and isinstance(code_claim, int):
-            models.append(("submission.json", meta["bytes_total"] - code_claim))
-    if not models:
-        out.append(Check("bytes", f"total <= {BUDGET_BYTES:,}", NOT_CHECKABLE,
-                         f"no log prints the compressed model's bytes and submission.json gives no bytes_total/"
-                         f"bytes_code (code as shipped: {code_raw:,} bytes)"))
-    else:
-        worst_label, worst = max(models, key=lambda x: x[1])
-        raw_total, wrapped_total = worst + code_raw, worst + code_wrapped
-        claimed = [r.total_claimed for r in runs if r.total_claimed]
-        claim = f"; the logs claim up to {max(claimed):,}" if claimed else ""
-        if raw_total <= BUDGET_BYTES:
-            status, text = PASS, f"{raw_total:,} at most = model {worst:,} ({worst_label}) + code {code_raw:,}{claim}"
-        elif wrapped_total <= BUDGET_BYTES:
-            status, text = PASS, (f"{wrapped_total:,} at most = model {worst:,} ({worst_label}) + code {code_wrapped:,} "
-                                  f"counted as self-extracting lzma+base85 files of the shipped sources (as shipped, "
-                                  f"{raw_total:,}: over; ship the wrapped form to be safe){claim}")
-        else:
-            status, text = FAIL, (f"{raw_total:,} = model {worst:,} ({worst_label}) + code {code_raw:,} "
-                                  f"({_fmt_files(cf)}); even with every file self-extracting ({code_wrapped:,}) "
-                                  f"{wrapped_total:,} > {BUDGET_BYTES:,}{claim}")
-        out.append(Check("bytes", f"total <= {BUDGET_BYTES:,}", status, text))
+    code_wrapped = sum(self_extracting_bytes((root / rel).read_bytes(), rel.endswith(".py")) for rel in cf.counted)
+    worst_label, worst = max(models, key=lambda x: x[1])
+    raw_total, wrapped_total = worst + code_raw, worst + code_wrapped
+    head = f"model {worst:,} ({worst_label}) + code"
+    if over_claims:
+        return Check("bytes", name, FAIL, f"{raw_total:,} = {head} {code_raw:,}; the logs' own totals are over: "
+                                          + ", ".join(over_claims))
+    if raw_total <= BUDGET_BYTES:
+        return Check("bytes", name, PASS, f"{raw_total:,} at most = {head} {code_raw:,}{claim}")
+    if wrapped_total <= BUDGET_BYTES:
+        return Check("bytes", name, PASS, f"{wrapped_total:,} at most = {head} {code_wrapped:,} counted as "
+                                          f"self-extracting lzma+base85 files of the shipped sources (as shipped "
+                                          f"{raw_total:,}: over; ship the wrapped form to be safe){claim}")
+    own = [r.code_compressed_logged for r in runs if r.code_compressed_logged]
+    if own and worst + max(own) <= BUDGET_BYTES:
+        return Check("bytes", name, NOT_CHECKABLE,
+                     f"as shipped {raw_total:,} and with self-extracting lzma+base85 files {wrapped_total:,}: over; "
+                     f"fits only with the logs' own count of a compressed code form ({max(own):,} bytes) that is not "
+                     f"in the folder, so it cannot be verified{claim}")
+    return Check("bytes", name, FAIL, f"{raw_total:,} = {head} {code_raw:,} ({_fmt_files(cf)}); even with every file "
+                                      f"self-extracting ({code_wrapped:,}) {wrapped_total:,} > {BUDGET_BYTES:,}{claim}")
+
+
+def _bytes_records(t: Target, cf: CodeFiles) -> list[Check]:
+    out = [_total_check(t, cf)]
+    runs, meta = t.logged, t.submission
     # the shipped code is the code that ran: pgolf's submission.json records its sha256; the challenge's logs print
     # the code's size (and often the source itself)
     entry = cf.entry
@@ -233,7 +258,8 @@ def _bytes_records(t: Target, cf: CodeFiles) -> list[Check]:
         ok = sha256_bytes(data) == meta["code_sha256"]
         out.append(Check("bytes", "shipped code = code that trained", PASS if ok else FAIL,
                          f"{entry.name} sha256 {sha256_bytes(data)[:12]} "
-                         + ("= submission.json's code_sha256" if ok else f"!= submission.json's {meta['code_sha256'][:12]}")))
+                         + ("= submission.json's code_sha256" if ok else
+                            f"!= submission.json's {meta['code_sha256'][:12]}")))
         return out
     text = data.decode("utf-8", errors="replace")
     agree, differ, silent = [], [], []
@@ -262,10 +288,15 @@ def _bytes_records(t: Target, cf: CodeFiles) -> list[Check]:
 # time
 
 
+OVERRUN_STEPS = 2  # the loop may end this many steps past 600 s when its own clock stopped it (see _overrun)
+
+
 def _overrun(train_s: float, steps: int | None, by_clock: bool) -> float:
-    """Seconds the loop may end past 600: the step in flight when the clock crossed it. The challenge's own baseline
-    checks its clock after each step (and ends at 600.04 s); pgolf stops before a step that would cross."""
-    return train_s / steps if by_clock and steps else 0.0
+    """Seconds the loop may end past 600 s: the challenge's baseline checks its clock after each step, agrees on the
+    stop across ranks and stops at the top of the next step, so its logs end 0.04-0.14 s past 600 (up to 1.6 steps
+    in the records); that is the accepted rule. What runs after the loop on training data gets no such slack
+    beyond it. pgolf stops before a step that would cross the budget."""
+    return OVERRUN_STEPS * train_s / steps if by_clock and steps else 0.0
 
 
 def check_time(t: Target) -> list[Check]:
@@ -313,7 +344,8 @@ def check_time(t: Target) -> list[Check]:
                 if tot > TRAIN_LIMIT_S + slack:
                     train_over.append(f"{r.label} by {tot - TRAIN_LIMIT_S:.2f}s")
                 elif tot > TRAIN_LIMIT_S:
-                    msg = "the loop ended within one step past 600 s (the baseline's stopping rule): allowed"
+                    msg = (f"a loop that its clock stopped may end up to {OVERRUN_STEPS} steps past 600 s (the "
+                           "baseline's stopping rule): allowed")
                     if msg not in notes_t:
                         notes_t.append(msg)
             for n in r.train_notes:
@@ -509,7 +541,8 @@ def _check_logged_bytes(runs: list[LoggedRun]) -> Check:
     ref = f"the published FineWeb validation text: {lo:,}-{hi:,} bytes (parameter_golf.md §1.4)"
     if not rows:
         return Check("data", name, NOT_CHECKABLE, "no log prints its val token count with its score (the bytes the "
-                                                   f"score divides by are tokens x val_loss / (val_bpb x ln 2)){transform}")
+                                                   "score divides by are tokens x val_loss / (val_bpb x ln 2))"
+                                                   + transform)
     if bad:
         return Check("data", name, FAIL, f"the score divides by other bytes than {ref}: " + "; ".join(bad)
                      + transform)
@@ -620,7 +653,8 @@ def _check_tokenizer(tok: Path | None, want_sha: str | None) -> Check:
 
 
 def load_model(artifact: Path):
-    """The artifact's model on CPU in float64 (bitwise comparisons and sums within 1e-12) and its run config."""
+    """The artifact's model on CPU in float32, as pgolf evaluates on CPU (the checks compare bit for bit, and
+    the distributions are summed in float64 from the float32 logits the scorer uses), and its run config."""
     from .model import GPT
     from .quant import read_artifact
 
@@ -631,7 +665,7 @@ def load_model(artifact: Path):
     model = GPT(cfg.model)
     model.set_attention_backend("sdpa")
     model.load_state_dict(state, strict=True)
-    return model.double().eval(), cfg
+    return model.float().eval(), cfg
 
 
 def legality_tokens(folder: Path | None, vocab: int, bos: int, need_doc: int, n: int = LEGAL_TOKENS):
@@ -695,7 +729,7 @@ def check_legality(t: Target, data: str | None) -> list[Check]:
         norm = []
         for mode in modes:
             if mode == "ttt":  # the adapted model: adapters after two updates on the first tokens
-                lora = TTTAdapters(model, 1, e.ttt_rank, seed=0).double()
+                lora = TTTAdapters(model, 1, e.ttt_rank, seed=0)
                 opt = torch.optim.Adam(lora.parameters(), lr=e.ttt_lr, betas=(0.9, 0.95), eps=1e-10)
                 for _ in range(2):
                     opt.zero_grad()

@@ -1,5 +1,5 @@
 """Is a model's score a valid score? The four conditions of the challenge's "field guide" (issue #1017), each checked
-mechanically on a small slice of tokens (CPU, float64):
+mechanically on a small slice of tokens (CPU):
 
 - causal: the NLL at a position never depends on a later token;
 - normalised: the score is -log of a distribution over the vocabulary that sums to 1 (#886: a hashed n-gram
@@ -30,7 +30,7 @@ from .tokenizer import ByteTable
 
 Scorer = Callable[[Tensor, Tensor], Tensor]
 Dist = Callable[[Tensor], Tensor]
-NORM_TOL = 1e-6  # |sum of probabilities - 1| allowed (float64 gives ~1e-12; float32 softmax would give ~1e-6)
+NORM_TOL = 1e-6  # |sum of probabilities - 1| allowed (summed in float64: ~1e-15 for a softmax)
 
 
 @dataclass

@@ -481,9 +481,16 @@ def needed_files(folder: Path, entry: Path | None = None) -> CodeFiles:
                      unreadable, sources)
 
 
-def self_extracting_bytes(data: bytes) -> int:
-    """Bytes of the smallest self-extracting form of a file: ``exec(lzma.decompress(base64.b85decode("...")))``
-    (the wrapper the challenge's records count their code as; frontier.md §2)."""
-    blob = base64.b85encode(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
+def self_extracting_bytes(data: bytes, python: bool = False) -> int:
+    """Bytes of a self-extracting form of a file: ``exec(lzma.decompress(base64.b85decode("...")))`` (the wrapper
+    the challenge's records count their code as; frontier.md §2), of the source with its comments and layout
+    dropped (``ast.unparse``) when it is Python this interpreter parses; never more than the file itself."""
+    best = data
+    if python:
+        try:
+            best = ast.unparse(ast.parse(data.decode("utf-8"))).encode("utf-8")
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            best = data
+    blob = base64.b85encode(lzma.compress(best, preset=9 | lzma.PRESET_EXTREME))
     wrapper = b'import lzma,base64\nexec(lzma.decompress(base64.b85decode("' + blob + b'")))\n'
     return min(len(data), len(wrapper))
