@@ -240,9 +240,19 @@ def seed_results(meta: dict) -> dict[str, dict]:
 
 def per_seed_losses(meta: dict, runs: list[LoggedRun] | None = None) -> list[float]:
     """Per-seed val_loss (nats): from submission.json when it lists them, else from the logs."""
-    vals = [float(x["val_loss"]) for x in seed_results(meta).values() if isinstance(x.get("val_loss"), (int, float))]
+    per = seed_results(meta)
+    vals = [float(x["val_loss"]) for x in per.values() if isinstance(x.get("val_loss"), (int, float))]
     if len(vals) >= 2 or not runs:
         return vals
+    # only val_bpb per seed: the log whose score is that number gives its val_loss (a folder may hold other logs)
+    matched = []
+    for want in (float(x["val_bpb"]) for x in per.values() if isinstance(x.get("val_bpb"), (int, float))):
+        hit = next((r.val_loss for r in runs if r.val_loss is not None and r.val_bpb is not None
+                    and abs(r.val_bpb - want) <= 5e-5 * max(1.0, want)), None)
+        if hit is not None:
+            matched.append(hit)
+    if len(matched) >= 2 and len(matched) == len(per):
+        return matched
     return [r.val_loss for r in runs if r.val_loss is not None]
 
 

@@ -430,3 +430,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
 def test_bad_against_is_one_line_and_exit_2(good_run, capsys):
     assert main(["audit", str(good_run), "--no-legal", "--against", "x,y"]) == 2
     assert "--against 'x,y'" in capsys.readouterr().err
+
+
+def test_per_seed_losses_come_from_the_logs_the_submission_names(tmp_path):
+    """A submission.json that lists only val_bpb per seed: the val_loss of each is the log whose score it is, not
+    every log of the folder (a compliance re-run keeps the original logs beside the new ones)."""
+    from pgolf.records import folder_logs, per_seed_losses, read_submission
+
+    logs = {"train_seed1_original.log": _log(loss=2.30, bpb=1.060), "train_seed1_rerun.log": _log(loss=2.40, bpb=1.070),
+            "train_seed2_original.log": _log(loss=2.31, bpb=1.061), "train_seed2_rerun.log": _log(loss=2.41, bpb=1.071)}
+    meta = {"seed_results": {"1": {"val_bpb": 1.060}, "2": {"val_bpb": 1.061}}}
+    folder = _records_folder(tmp_path / "rec", logs, {"train_gpt.py": "print(1)\n"}, meta)
+    assert per_seed_losses(read_submission(folder), folder_logs(folder)) == [2.30, 2.31]
