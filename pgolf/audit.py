@@ -665,6 +665,8 @@ def load_model(artifact: Path):
     model = GPT(cfg.model)
     model.set_attention_backend("sdpa")
     model.load_state_dict(state, strict=True)
+    for p in model.parameters():  # the checks never train the model itself (TTT trains its own adapters)
+        p.requires_grad_(False)
     return model.float().eval(), cfg
 
 
@@ -746,8 +748,6 @@ def check_legality(t: Target, data: str | None) -> list[Check]:
         kw = dict(rank_r=e.ttt_rank, lr=e.ttt_lr, chunk=chunk, seq_len=e.ttt_seq_len, batch_docs=e.ttt_batch_docs,
                   bos_id=bos)
         if "ttt" in modes:
-            for p in model.parameters():
-                p.requires_grad_(False)
             results["score before update (TTT)"].append(
                 (r.label, L.check_score_before_update(eval_ttt, model, toks, table, bos, kw)))
         else:
