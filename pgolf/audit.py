@@ -45,7 +45,7 @@ TRAIN_LIMIT_S = 600.0
 EVAL_LIMIT_S = 600.0
 README_MARGIN_NATS, README_ALPHA = 0.005, 0.01  # the README: beat the record by 0.005 nats at p < 0.01
 DEFACTO_MARGIN_NATS, DEFACTO_ALPHA, DEFACTO_SEEDS = 0.0, 0.25, 3  # PR #1900/#1902: p < 0.25 progression, 3 seeds
-LEGAL_TOKENS = 1500  # validation tokens the legality checks read (a few documents; ~1 min for a 22M model on CPU)
+LEGAL_TOKENS = 1500  # validation tokens the legality checks read (a few documents; ~35 s for a 22M model on CPU)
 # The published FineWeb validation set (50,000 documents) in bytes: from the challenge's byte table, recovered from
 # record logs for sp1024/4096/8192 and the CaseOps sidecar (151,074,052-151,084,310), and decoded (151,073,604, the
 # PR #1289 audit); parameter_golf.md §1.4. A score's bytes outside this range by more than BYTES_TOL are not its.
