@@ -1,4 +1,5 @@
-"""Command line: ``pgolf train | eval | recipes | pack | predict`` and the tools' subcommands (pgolf.tools).
+"""Command line: ``pgolf train | eval | recipes | pack | predict`` and the tools' subcommands (pgolf.tools: sample,
+config, plot, data, seeds, compare, submit, inspect, audit, bench, techniques).
 
 Every subcommand has ``--help``. Configuration comes from a recipe or ``--config FILE`` plus
 ``--set section.key=value`` overrides; environment variables are read only for machine facts (PGOLF_DATA,

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-# Process exit codes, the same for every command (README: exit codes).
-EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_OVER_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 4
+# Process exit codes, the same for every command (README: exit codes). 1 stays "a traceback", so a script can tell
+# an audit that found a rule broken (5) from an audit that crashed.
+EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_OVER_BUDGET, EXIT_INTERRUPTED, EXIT_AUDIT_FAIL = 0, 1, 2, 3, 4, 5
 
 
 class InputError(ValueError):

@@ -17,7 +17,7 @@ from pathlib import Path
 from .data import write_shard
 from .files import sha256_file
 
-VERSION = 2
+VERSION = 3  # 3: duplicate documents dropped (7 validation documents were also in training; pgolf audit)
 SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "turtledemo", "__pycache__"}
 
 
@@ -43,7 +43,7 @@ def documents(min_chars: int = 200) -> list[str]:
                 d = ast.get_docstring(node)
                 if d and len(d) >= min_chars:
                     docs.append(d)
-    return docs
+    return list(dict.fromkeys(docs))  # once each: a docstring repeated across modules must not be in val and train
 
 
 def ensure_embedded(log=print, vocab_size: int = 1024) -> Path:

@@ -2,7 +2,7 @@
 
     pgolf seeds --recipe best --seeds 1337,42,7 [--data DIR ...]     # several seeds, run dirs kept together
     pgolf compare runs/A -- runs/B                                     # Welch t-test: B beats A by >= 0.005 nats
-    pgolf submit runs/B --name "..." --author "..." --github-id ...   # the records folder
+    pgolf submit runs/B --name "..." --author "..." --github-id ...   # the records folder (after pgolf audit)
     pgolf inspect runs/B/best-s1337/model.pgz                          # per-tensor storage table
 
 The challenge accepts a record that beats the state of the art by at least 0.005 nats at p < 0.01, usually shown
@@ -291,8 +291,11 @@ def check_submittable(runs: list[Path]) -> tuple[list[dict], list[Config], bytes
 
 
 def cmd_submit(args) -> int:
+    from .audit import refuse_on_fail
+
     runs = find_runs(args.runs)
     sums, cfgs, script = check_submittable(runs)
+    refuse_on_fail(runs)  # every rule pgolf can check mechanically (pgolf audit), before anything is written
     code_bytes = len(script)
     date = _dt.date.today().isoformat()
     slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in args.name).strip("_")
@@ -315,7 +318,7 @@ def cmd_submit(args) -> int:
         "blurb": args.blurb or f"pgolf recipe '{cfgs[0].name}'", "date": date,
         "val_loss": round(m_loss, 8), "val_bpb": round(m_bpb, 8),
         "bytes_total": max(s["bytes_model"] for s in sums) + code_bytes, "bytes_code": code_bytes,
-        "seeds": seeds, "val_bpb_std": round(sd, 8),
+        "seeds": seeds, "val_bpb_std": round(sd, 8), "code_sha256": sha256_bytes(script),
         "seed_results": {str(s["seed"]): {"val_loss": s["val_loss"], "val_bpb": s["val_bpb"],
                                           "artifact_bytes": s["bytes_model"] + code_bytes, "steps": s["steps"]}
                          for s in sums},
