@@ -150,7 +150,7 @@ def cmd_pack(args) -> int:
     from .pack import build_script
 
     cfg = resolve_config(args)
-    text = build_script(cfg, compress=not args.plain)
+    text = build_script(cfg, compress=not args.plain, minified=not args.no_minify)
     out = Path(args.output)
     out.write_text(text, encoding="utf-8")
     print(f"wrote {out}: {len(text.encode('utf-8')):,} bytes of code (recipe {cfg.name})")
@@ -244,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("-o", "--output", default="train_gpt.py")
     p.add_argument("--plain", action="store_true", help="readable sources instead of the LZMA+base85 blob")
+    p.add_argument("--no-minify", action="store_true", help="the blob holds the sources with their docstrings and "
+                                                             "comments (default: minified, the counted form)")
     p.set_defaults(fn=cmd_pack)
 
     p = sub.add_parser("predict", help="predict a recipe's artifact bytes and fitted policy before training")

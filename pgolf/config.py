@@ -200,6 +200,8 @@ TRACKERS = ("none", "wandb", "tensorboard")  # train.tracker: where metrics go b
 class TrainConfig:
     seed: int = 1337  # seeds init and data order (--seed N)
     max_seconds: float = 600.0  # training wall-clock budget; compile, warm-up and eval are outside it; 0 = none
+    reserve_s: float = 0.0  # of max_seconds, kept for work after the loop that uses training data (GPTQ calibration)
+    keep_float: bool = False  # also write the weights before the export (model_float.pt) for pgolf requant
     iterations: int = 20000  # step cap (the run stops at whichever comes first)
     batch_tokens: int = 524_288  # global batch, independent of the GPU count
     micro_batch_tokens: int = 65_536  # tokens per GPU per micro-step; grad accumulation is derived
@@ -224,7 +226,14 @@ class TrainConfig:
         _check(self.warmup_steps >= 0 and self.val_every >= 0 and self.log_every >= 1, "bad train cadence values")
         _check(self.device in ("auto", "cpu", "cuda"), f"train.device: unknown {self.device!r}")
         _check(self.segment_seconds >= 0 and self.segment_steps >= 0, "train.segment_* must be >= 0")
+        _check(self.reserve_s >= 0 and (self.max_seconds == 0 or self.reserve_s < self.max_seconds),
+               "train.reserve_s must be >= 0 and below train.max_seconds")
         _check(self.tracker in TRACKERS, f"train.tracker: unknown {self.tracker!r} (one of {', '.join(TRACKERS)})")
+
+    @property
+    def loop_seconds(self) -> float:
+        """The loop's share of the budget (0 = no time limit)."""
+        return max(self.max_seconds - self.reserve_s, 1e-9) if self.max_seconds > 0 else 0.0
 
     def grad_accum(self, world_size: int) -> int:
         per_step = self.micro_batch_tokens * world_size
@@ -256,22 +265,36 @@ class QuantConfig:
     keep_float_max_numel: int = 65_536  # tensors up to this size stay float (quant.small)
     clip_quantile: float = 0.9999984  # per-row clip; 1.0 = row max
     clip_search: bool = False  # GPTQ-lite: per row, the clip among CLIP_CANDIDATES with the lowest MSE (int<8 only)
+    sdclip: str = ""  # SDClip: per-row clip = k * std(row), k per group, e.g. "attn:13,mlp:11.5,other:12.85,embed:14"
+    gptq: bool = False  # full-Hessian GPTQ on the policy's grid, calibrated on training tokens (counted as training)
+    gptq_batches: int = 16  # calibration micro-batches of training tokens (per rank)
     int8_scale_floor: float = 1.0 / 127  # the baseline's int8 row-scale floor (0 = none)
     prune_frac: float = 0.0  # zero the smallest |w| of each quantized matrix before quantizing
-    compressor: str = "zlib"  # zlib | zstd | lzma
+    compressor: str = "zlib"  # zlib | zstd | lzma | brotli | auto (per stream, the smallest of zstd/brotli/lzma)
     level: int = 9  # compression level
     budget_bytes: int = BUDGET_BYTES  # code + compressed model
     fit_budget: bool = False  # over budget: lower integer widths a bit at a time (to int4) until it fits ...
     fit_order: tuple[str, ...] = QUANT_GROUPS  # ... in this order of groups ...
     fit_round_robin: bool = False  # ... each group to int4 before the next, or one bit from each in turn
 
+    @property
+    def sdclip_k(self) -> dict[str, float]:
+        return {g.strip(): float(k) for g, k in (item.split(":") for item in self.sdclip.split(",") if item.strip())}
+
     def __post_init__(self) -> None:
         for name in ("mlp", "attn", "embed", "other", "small"):
             _check(getattr(self, name) in QUANT_FORMATS, f"quant.{name}: {getattr(self, name)!r} not in {QUANT_FORMATS}")
-        _check(self.compressor in ("zlib", "zstd", "lzma"), f"quant.compressor: unknown {self.compressor!r}")
+        _check(self.compressor in ("zlib", "zstd", "lzma", "brotli", "auto"),
+               f"quant.compressor: unknown {self.compressor!r}")
         _check(0.5 < self.clip_quantile <= 1.0, "quant.clip_quantile must be in (0.5, 1]")
         _check(0 <= self.prune_frac < 0.5, "quant.prune_frac must be in [0, 0.5)")
         _at_least(self, "quant", 0, "keep_float_max_numel", "int8_scale_floor")
+        try:
+            ks = self.sdclip_k
+        except ValueError:
+            raise ConfigError(f"quant.sdclip={self.sdclip!r}: expected 'group:k,...'") from None
+        _check(set(ks) <= set(QUANT_GROUPS) and all(k > 0 for k in ks.values()),
+               f"quant.sdclip: groups among {', '.join(QUANT_GROUPS)}, k > 0")
         _at_least(self, "quant", 1, "budget_bytes", "level")
         if isinstance(self.keep_fp16, str):  # from --set
             self.keep_fp16 = tuple(s for s in self.keep_fp16.split(",") if s)
@@ -339,6 +362,8 @@ class Config:
             obj.__post_init__()
         seq = self.eval.seq_len or self.train.seq_len
         _check(self.eval.sliding_stride <= seq, "eval.sliding_stride must be <= the eval sequence length")
+        _check(not (self.quant.gptq and self.schedule.qat_start_frac > 0),
+               "quant.gptq with QAT: QAT trains on the round-to-nearest grid, GPTQ exports other codes; use one")
         self.model.train_seq_len = self.train.seq_len  # derived: the context the RoPE base is fixed for
         for _, n in (self.schedule.seq_points if self.schedule.seq_schedule else []):
             _check(n <= self.train.seq_len and self.train.micro_batch_tokens % n == 0,

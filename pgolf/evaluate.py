@@ -43,6 +43,17 @@ class EvalResult:
         return self.nll / (math.log(2.0) * self.bytes) if self.bytes else float("nan")
 
 
+CHALLENGE_VAL_TOKENS = 62_021_632  # the challenge's FineWeb validation shards (sp1024)
+CHALLENGE_GPUS = 8
+
+
+def predicted_challenge_eval_s(seconds: float, val_tokens: int, world: int = 1) -> float:
+    """An eval mode's wall time on the challenge's full validation set on 8 GPUs of the kind that ran it, from the
+    time it took here: linear in the tokens scored, divided over the GPUs (each mode splits its work evenly). The
+    eval budget is 600 s per mode set; compile warm-up outside the timer is not in ``seconds``."""
+    return seconds * world * (CHALLENGE_VAL_TOKENS / max(val_tokens, 1)) / CHALLENGE_GPUS
+
+
 def rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()

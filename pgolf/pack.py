@@ -95,6 +95,27 @@ def packed_modules() -> dict[str, str]:
     return dict(sorted(sources.items()))
 
 
+def minify(src: str) -> str:
+    """The same program in fewer bytes: docstrings and comments gone, annotations of functions dropped, the code
+    re-printed from its syntax tree (``ast.unparse``). Class-level annotations stay (dataclass fields are made of
+    them). Idempotent: minifying minified code gives it back unchanged, so a run of a minified file writes that same
+    file into its run directory."""
+    tree = ast.parse(src)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            node.returns = None
+            a = node.args
+            for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]:
+                if arg is not None:
+                    arg.annotation = None
+    return ast.unparse(tree) + "\n"
+
+
 def packable_config(cfg: Config) -> dict:
     """The config the script embeds: machine paths cleared (resolved again where it runs), the seed at its
     default (given per run with --seed) and no tracker (it changes no number; --set train.tracker=... per run)."""
@@ -106,10 +127,15 @@ def packable_config(cfg: Config) -> dict:
     return d
 
 
-def build_script(cfg: Config, compress: bool = True) -> str:
+def build_script(cfg: Config, compress: bool = True, minified: bool = True) -> str:
+    """The packed file: by default the sources minified, LZMA-compressed and base85-encoded (the bytes the artifact
+    counts); ``minified=False`` keeps the sources as they are; ``compress=False`` writes them readable (no
+    minification either)."""
     from . import __version__
 
     sources = packed_modules()
+    if compress and minified:
+        sources = {k: minify(v) for k, v in sources.items()}
     if compress:
         blob = base64.b85encode(lzma.compress(json.dumps(sources, sort_keys=True).encode(), preset=9 | lzma.PRESET_EXTREME))
         decoder = f'import base64, lzma\nSOURCES = json.loads(lzma.decompress(base64.b85decode({blob!r})))'
@@ -127,5 +153,5 @@ def embedded_config(script: str) -> dict:
     raise ValueError("not a packed train_gpt.py: no CONFIG")
 
 
-def code_bytes(cfg: Config, compress: bool = True) -> int:
-    return len(build_script(cfg, compress).encode("utf-8"))
+def code_bytes(cfg: Config, compress: bool = True, minified: bool = True) -> int:
+    return len(build_script(cfg, compress, minified).encode("utf-8"))

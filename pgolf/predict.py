@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .config import QuantConfig
-from .quant import compress, bits_of, budget_attempts, quantize_tensor, storage_format
+from .quant import bits_of, budget_attempts, compress, quantize_tensor, storage_format, storage_group
 
 PREDICT_DF = math.inf  # Gaussian rows: what proxy-length training leaves (see simulated_rows)
 
@@ -54,7 +54,7 @@ def predict_bytes(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], cfg: Q
             rows, cols = shape[0], math.prod(shape[1:])
             k = max(1, int(round(rows * frac)))
             w = simulated_rows(k, cols, gen, df)
-            q, _ = quantize_tensor(w, fmt, cfg)  # unit-scale rows: the int8 scale floor never binds
+            q, _ = quantize_tensor(w, fmt, cfg, storage_group(name))  # unit-scale rows: no int8 floor binds
             sample.append((bits_of(fmt), q.numpy().tobytes()))
             sampled += k * cols
             scale_bytes += 2 * rows
@@ -63,7 +63,8 @@ def predict_bytes(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], cfg: Q
         else:
             float_bytes += math.prod(shape) * (2 if fmt == "fp16" else 4)
     stream = b"".join(b for _, b in sorted(sample, key=lambda x: x[0]))  # the artifact's layout
-    q_bytes = len(compress(stream, cfg.compressor, cfg.level)) * (q_elems / max(sampled, 1)) if sampled else 0
+    comp, level = ("zstd", 22) if cfg.compressor == "auto" else (cfg.compressor, cfg.level)  # auto: at worst zstd
+    q_bytes = len(compress(stream, comp, level)) * (q_elems / max(sampled, 1)) if sampled else 0
     header = len(json.dumps({"model": model_config, "tensors": [{"name": n, "shape": list(s), "fmt": "int8",
                                                                    "dtype": "float32", "offset": 10**8,
                                                                    "nbytes": 10**6, "scale_offset": 10**8,

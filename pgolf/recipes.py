@@ -166,13 +166,13 @@ def int5_10l() -> Config:
     return c
 
 
-def best() -> Config:
-    """pgolf's strongest measured combination: the seed-pr164 model and schedule (9L MLP3x, OrthoInit, SmearGate,
-    BigramHash 4096x128, seq 2048 with NTK RoPE, Muon 0.02 momentum 0.92->0.99 over 18% of the budget, warm-down
-    over the last 34%, clip 0.3, int6 blocks / int8 embeddings + zstd-22), scored with sliding eval at stride 64.
-    On the golfbench proxy seq 2048 beat every deeper, averaged or int5 variant tried (LOG.md)."""
+def pr164_s64() -> Config:
+    """The `best` of 2026-11-22: the seed-pr164 model and schedule (9L MLP3x, OrthoInit, SmearGate, BigramHash
+    4096x128, seq 2048 with NTK RoPE, Muon 0.02 momentum 0.92->0.99 over 18% of the budget, warm-down over the last
+    34%, clip 0.3, int6 blocks / int8 embeddings + zstd-22), scored with sliding eval at stride 64. On the golfbench
+    proxy seq 2048 beat every deeper, averaged or int5 variant tried then (LOG.md)."""
     c = seed_pr164()
-    c.name = "best"
+    c.name = "pr164-s64"
     c.eval.sliding_stride = 64
     c.eval.sliding_batch_seqs = 64
     return c
@@ -206,13 +206,14 @@ def record_0331() -> Config:
     return c
 
 
-def frontier_sp1024() -> Config:
-    """pgolf's own sp1024 stack of the records after the seeds, on the `best` model (9L MLP3x seq 2048 with NTK RoPE,
-    BigramHash 4096x128, SmearGate, OrthoInit): XSA on every layer, partial RoPE 16/64, LN scale, LeakyReLU(0.5)^2,
-    QK gain 4, parallel attention/MLP on the last 3 layers, Muon with Polar Express and row normalisation and WD 0.04,
-    EMA 0.997 of the weights, int6 + zstd-22, sliding s64. A candidate for `best` (BENCHMARKS: issue 12)."""
-    c = best()
-    c.name = "frontier-sp1024"
+def best() -> Config:
+    """pgolf's strongest measured combination at sp1024: the pr164-s64 model (9L MLP3x seq 2048 with NTK RoPE,
+    BigramHash 4096x128, SmearGate, OrthoInit) with the later records' XSA on every layer, partial RoPE 16/64, LN
+    scale, LeakyReLU(0.5)^2, QK gain 4, parallel attention/MLP on the last 3 layers, Muon with Polar Express, row
+    normalisation and WD 0.04, EMA 0.997 of the weights; int6 + zstd-22 (fitted to the budget), sliding s64.
+    Proxy (H100, one after the other): 1.2374 vs 1.2611 for pr164-s64 (BENCHMARKS, issue 12)."""
+    c = pr164_s64()
+    c.name = "best"
     m = c.model
     m.xsa_last_n, m.rope_dims, m.ln_scale, m.activation, m.qk_gain_init = 9, 16, True, "leaky_relu2", 4.0
     m.parallel_from = 6
@@ -230,9 +231,9 @@ RECIPES: dict[str, Callable[[], Config]] = {
     "seed-pr236": seed_pr236,
     "seed-pr289": seed_pr289,
     "best": best,
+    "pr164-s64": pr164_s64,
     "int5-10l": int5_10l,
     "record-0331": record_0331,
-    "frontier-sp1024": frontier_sp1024,
 }
 
 

@@ -13,7 +13,7 @@ from .config import OptimConfig, ScheduleConfig, TrainConfig
 def progress(step: int, elapsed_s: float, train: TrainConfig) -> float:
     p = step / train.iterations
     if train.max_seconds > 0:
-        p = max(p, elapsed_s / train.max_seconds)
+        p = max(p, elapsed_s / train.loop_seconds)
     return min(max(p, 0.0), 1.0)
 
 
@@ -31,12 +31,12 @@ def lr_scale_iters(step: int, elapsed_s: float, warmdown_iters: int, train: Trai
     """The challenge baseline's rule: a warm-down of N steps at the measured mean step time."""
     if warmdown_iters <= 0:
         return 1.0
-    if train.max_seconds <= 0:
+    if train.loop_seconds <= 0:
         start = max(train.iterations - warmdown_iters, 0)
         return max((train.iterations - step) / warmdown_iters, 0.0) if step >= start else 1.0
     step_s = elapsed_s / max(step, 1)
     warmdown_s = warmdown_iters * step_s
-    remaining = max(train.max_seconds - elapsed_s, 0.0)
+    remaining = max(train.loop_seconds - elapsed_s, 0.0)
     return remaining / max(warmdown_s, 1e-9) if remaining <= warmdown_s else 1.0
 
 

@@ -217,7 +217,7 @@ def tensor_table(path: str | os.PathLike) -> tuple[list[dict], int]:
 
     header, body, cid = read_payload(path)
     compressor = {v: k for k, v in COMPRESSORS.items()}[cid]
-    level = {"zlib": 9, "lzma": 9, "zstd": 19}[compressor]  # shares only; zstd-22 per tensor is slow
+    level = {"zlib": 9, "lzma": 9, "zstd": 19, "brotli": 9}[compressor]  # shares only; the top levels are slow
     total = Path(path).stat().st_size
     rows = []
     for rec in header["tensors"]:

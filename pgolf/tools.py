@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 def add_parsers(sub) -> None:
-    from . import audit, bench, datasets, keys, plots, sample, submission, techniques
+    from . import audit, bench, datasets, keys, plots, requant, sample, submission, techniques
 
     sample.add_parsers(sub)
     keys.add_parsers(sub)
@@ -15,3 +15,4 @@ def add_parsers(sub) -> None:
     audit.add_parsers(sub)
     bench.add_parsers(sub)
     techniques.add_parsers(sub)
+    requant.add_parsers(sub)

@@ -39,7 +39,7 @@ from .clock import TrainClock
 from .config import EXIT_INTERRUPTED, Config, InputError, Interrupted, QuantConfig
 from .data import DataSet, DistributedTokenLoader, prepare_data
 from .dist import DistInfo, broadcast_object, cleanup_distributed, init_distributed
-from .evaluate import EvalResult, evaluate
+from .evaluate import EvalResult, evaluate, predicted_challenge_eval_s
 from .files import sha256_bytes
 from .model import GPT, apply_precision, resolve_attention
 from .optim import Optimizers, build_optimizers, newton_schulz
@@ -320,7 +320,7 @@ class StepLog:
         avg_ms = 1000.0 * el / s
         tps = self.tokens * s / max(el, 1e-9)
         mfu = f" mfu:{100 * self.flops_tok * tps / self.peak:.1f}%" if self.peak else ""
-        eta = max(cfg.train.max_seconds - el, 0) if cfg.train.max_seconds else el / s * (cfg.train.iterations - s)
+        eta = max(cfg.train.loop_seconds - el, 0) if cfg.train.max_seconds else el / s * (cfg.train.iterations - s)
         if s % cfg.train.log_every == 0 or s == 1:
             self.log(f"step:{s}/{cfg.train.iterations} loss:{loss:.4f} lr:{lr_m:.3f} mom:{mom:.3f} "
                      f"ms/step:{avg_ms:.1f} tok/s:{tps:,.0f}{mfu} elapsed:{el:.1f}s eta:{eta:.0f}s")
@@ -347,7 +347,7 @@ def loop(b: Built, rd: RunDir, log, clock: TrainClock, signals: StopSignals, res
     signals.in_loop = True
     clock.start()
     while True:
-        if step >= t.iterations or (t.max_seconds > 0 and clock.estimate(step + 1) > t.max_seconds):
+        if step >= t.iterations or (t.max_seconds > 0 and clock.estimate(step + 1) > t.loop_seconds):
             break
         if clock.interrupted:
             reason = "interrupt"
@@ -402,6 +402,40 @@ def loop(b: Built, rd: RunDir, log, clock: TrainClock, signals: StopSignals, res
 # export and score
 
 
+@torch.no_grad()
+def calibrate_hessians(model: GPT, loader: DistributedTokenLoader, cfg: Config, batches: int,
+                       distributed: bool = False) -> dict[str, torch.Tensor]:
+    """GPTQ's calibration: H = sum of x x^T over the inputs x of every CastedLinear, on ``batches`` micro-batches of
+    training tokens per rank (the loader goes on where training stopped; never validation data), summed over ranks.
+    Keyed by weight name. Runs the eager model (forward hooks)."""
+    from .model import CastedLinear
+
+    hs: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, CastedLinear):
+            def hook(mod, inp, out, key=name + ".weight"):
+                x = inp[0].detach().reshape(-1, inp[0].shape[-1]).float()
+                hs[key] = x.T @ x if key not in hs else hs[key].add_(x.T @ x)
+            hooks.append(m.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for _ in range(batches):
+            x, y = loader.next_batch(cfg.train.micro_batch_tokens, cfg.train.seq_len)
+            with autocast_ctx(device):
+                model(x, y)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    if distributed:
+        for key in sorted(hs):
+            dist.all_reduce(hs[key], op=dist.ReduceOp.SUM)
+    return hs
+
+
 def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
     cfg, info, dev = b.cfg, b.info, b.device
     steps, train_time = end.steps, end.train_s
@@ -416,6 +450,8 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
     if b.qat_policy is not None:
         b.set_qat(False)  # the shipped weights are the float master weights; export quantizes them
     b.model.looped = b.recurrent  # the model as it is scored: with its recurrence (pgolf eval does the same)
+    if cfg.train.keep_float and info.is_main:  # the weights before the export, for pgolf requant
+        rd.write("model_float.pt", _torch_bytes({k: v.detach().cpu() for k, v in b.model.state_dict().items()}))
     final_modes = ["plain"] + ([cfg.eval.final] if cfg.eval.final == "sliding" else [])
     pre = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.table, dev, final_modes, log)
     rd.metric(kind="val", step=steps, val_loss=pre["plain"].loss, val_bpb=pre["plain"].bpb, train_s=train_time)
@@ -426,11 +462,25 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
     code_bytes = len(b.code.encode("utf-8"))
     code_sha = sha256_bytes(b.code.encode("utf-8"))
     nbytes, used = 0, cfg.quant
+    hessians, gptq_s = None, 0.0
+    if cfg.quant.gptq:  # uses training data: its time is training time (calibration and the solve)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t_g = time.perf_counter()
+        hessians = calibrate_hessians(b.model, b.loader, cfg, cfg.quant.gptq_batches, info.distributed)
     if info.is_main:
         meta = {"recipe": cfg.name, "steps": steps, "config": cfg.to_dict(), "pgolf": __version__,
                 "tokenizer_sha256": b.data.tokenizer_sha256, "code_sha256": code_sha}
         result, used, data = quantize_to_budget(dict(b.model.state_dict()), cfg.quant, cfg.model.__dict__, meta,
-                                                code_bytes, log)
+                                                code_bytes, log, hessians)
+        if hessians is not None:
+            gptq_s = time.perf_counter() - t_g
+            log(f"gptq: {len(hessians)} matrices on {cfg.quant.gptq_batches} calibration batches of training tokens "
+                f"per rank in {gptq_s:.1f}s (training time: {train_time:.1f}s loop + {gptq_s:.1f}s = "
+                f"{train_time + gptq_s:.1f}s of {cfg.train.max_seconds:.0f}s)")
+            if cfg.train.max_seconds and train_time + gptq_s > cfg.train.max_seconds:
+                log(f"WARNING: training with GPTQ took {train_time + gptq_s:.1f}s, over train.max_seconds; raise "
+                    "train.reserve_s")
         if used != cfg.quant:
             log(f"artifact: fitted to the budget with {policy_of(used)}")
         if b.qat_policy is not None and policy_of(used) != policy_of(b.qat_policy):
@@ -447,19 +497,25 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
     b.model.load_state_dict(deq, strict=True)
     modes = ["plain"] + (["sliding"] if cfg.eval.sliding_stride > 0 else []) + (["ttt"] if cfg.eval.ttt else [])
     rt = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.table, dev, modes, log)
+    n_val = int(b.data.val_tokens.numel())
     for m, r in rt.items():
-        log(f"roundtrip {m}: val_loss:{r.loss:.4f} val_bpb:{r.bpb:.8f} eval:{r.seconds:.1f}s")
+        log(f"roundtrip {m}: val_loss:{r.loss:.4f} val_bpb:{r.bpb:.8f} eval:{r.seconds:.1f}s (predicted on the "
+            f"challenge's full val set on 8 GPUs like these: "
+            f"{predicted_challenge_eval_s(r.seconds, n_val, info.world_size):.0f}s)")
     total = nbytes + code_bytes
     final = rt[cfg.eval.final]
     summary = {
         "status": "complete", "recipe": cfg.name, "seed": cfg.train.seed, "world_size": info.world_size,
-        "steps": steps, "train_time_s": train_time, "ms_per_step": ms_step, "tokens_per_s": tps,
+        "steps": steps, "train_time_s": train_time + gptq_s, "loop_time_s": train_time, "gptq_s": gptq_s,
+        "ms_per_step": ms_step, "tokens_per_s": tps,
         "peak_mem_mib": end.peak_mem_mib, "params": b.model.num_params(), "attention": b.backend,
         "torch": torch.__version__, "pgolf": __version__, "git": install_commit(),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "prequant": {m: {"val_loss": r.loss, "val_bpb": r.bpb, "eval_s": r.seconds} for m, r in pre.items()},
         "roundtrip": {m: {"val_loss": r.loss, "val_bpb": r.bpb, "eval_s": r.seconds, "tokens": r.tokens,
-                          "bytes": r.bytes} for m, r in rt.items()},
+                          "bytes": r.bytes,
+                          "eval_s_challenge_8gpu": predicted_challenge_eval_s(r.seconds, n_val, info.world_size)}
+                      for m, r in rt.items()},
         "final_mode": cfg.eval.final, "val_loss": final.loss, "val_bpb": final.bpb,
         "bytes_model": nbytes, "bytes_code": code_bytes, "bytes_total": total, "bytes_predicted_model": b.predicted,
         "over_budget": total > cfg.quant.budget_bytes, "code_sha256": code_sha,
@@ -618,6 +674,14 @@ def _run_in(cfg: Config, run_dir: str, info: DistInfo, resume: bool, rd: RunDir,
         if info.is_main:
             CK.remove(run_dir)  # consumed: the run is complete
     return summary
+
+
+def _torch_bytes(obj) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
 
 
 def device_name(device: torch.device) -> str:

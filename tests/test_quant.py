@@ -50,14 +50,16 @@ def _model():
     return m
 
 
-@pytest.mark.parametrize("compressor", ["zlib", "lzma", "zstd"])
+@pytest.mark.parametrize("compressor", ["zlib", "lzma", "zstd", "brotli", "auto"])
 def test_artifact_roundtrip(tmp_path, compressor):
     if compressor == "zstd":
         pytest.importorskip("zstandard")
+    if compressor == "brotli":
+        pytest.importorskip("brotli")
     m = _model()
     cfg = QuantConfig(mlp="int6", attn="int6", embed="int8", keep_float_max_numel=1000, int8_scale_floor=0.0,
                       compressor=compressor,
-                      level=9 if compressor != "zstd" else 22)
+                      level={"zstd": 22, "brotli": 11}.get(compressor, 9))
     res = quantize_state(m.state_dict(), cfg, m.cfg.__dict__, meta={"recipe": "t"})
     n = save_artifact(tmp_path / "a.pgz", res, cfg)
     assert n == (tmp_path / "a.pgz").stat().st_size
@@ -183,3 +185,87 @@ def test_fit_ladder_custom_order_and_round_robin():
     assert cfg.quant.fit_order == ("mlp", "embed", "attn") and cfg.quant.fit_round_robin
     with pytest.raises(ConfigError, match="fit_order"):
         apply_overrides(get_recipe("best"), ["quant.fit_order=mlp,emb"])
+
+
+def test_sdclip_scale_is_k_standard_deviations():
+    from pgolf.quant import quantize_tensor
+
+    torch.manual_seed(0)
+    w = torch.randn(16, 400) * torch.rand(16, 1)
+    q = QuantConfig(sdclip="mlp:11.5,attn:13")
+    codes, s = quantize_tensor(w, "int6", q, "mlp")
+    assert torch.allclose(s.float(), (11.5 * w.std(1, unbiased=False) / 31).half().float())
+    _, s_attn = quantize_tensor(w, "int6", q, "attn")
+    assert torch.allclose(s_attn.float() / s.float(), torch.full((16,), 13 / 11.5), rtol=2e-3)
+    _, s_other = quantize_tensor(w, "int6", q, "other")  # no k for the group: the quantile clip as before
+    assert not torch.allclose(s_other.float(), s.float())
+    with pytest.raises(Exception, match="sdclip"):
+        QuantConfig(sdclip="mlp:0")
+
+
+def test_gptq_with_an_identity_hessian_is_round_to_nearest():
+    from pgolf.quant import gptq_rows, quantize_rows
+
+    torch.manual_seed(0)
+    w = torch.randn(32, 96)
+    q, s = quantize_rows(w, 6, clip_quantile=1.0)
+    assert torch.equal(gptq_rows(w, torch.eye(96) * 7.0, s, 6), q)
+
+
+def test_gptq_lowers_the_layer_output_error_on_correlated_inputs():
+    from pgolf.quant import dequantize_rows, gptq_rows, quantize_rows
+
+    torch.manual_seed(0)
+    mix = torch.randn(96, 96) / 96 ** 0.5
+    X = torch.randn(4096, 96) @ (torch.eye(96) + 2 * mix)  # correlated inputs, as a layer sees
+    w = torch.randn(48, 96) * 0.05
+    q, s = quantize_rows(w, 5, clip_quantile=1.0)
+    g = gptq_rows(w, X.T @ X, s, 5)
+    rtn_err = (X @ (w - dequantize_rows(q, s)).T).norm()
+    gptq_err = (X @ (w - dequantize_rows(g, s)).T).norm()
+    assert g.abs().max() <= 15 and gptq_err < 0.8 * rtn_err, (gptq_err, rtn_err)
+
+
+def test_gptq_export_round_trips(tmp_path):
+    m = _model()
+    cfg = QuantConfig(mlp="int6", attn="int6", keep_float_max_numel=1000, int8_scale_floor=0.0)
+    sd = m.state_dict()
+    torch.manual_seed(1)
+    hs = {k: (lambda X: X.T @ X)(torch.randn(512, v.shape[1])) for k, v in sd.items()
+          if ".mlp." in k or ".attn.c_" in k}
+    res = quantize_state(sd, cfg, m.cfg.__dict__, hessians=hs)
+    assert {r.name for r in res.records if r.fmt_note == "gptq"} == set(hs)
+    save_artifact(tmp_path / "g.pgz", res, cfg)
+    _, state = read_artifact(tmp_path / "g.pgz")
+    plain = quantize_state(sd, cfg, m.cfg.__dict__)
+    save_artifact(tmp_path / "p.pgz", plain, cfg)
+    _, pstate = read_artifact(tmp_path / "p.pgz")
+    name = next(iter(hs))
+    assert not torch.equal(state[name], pstate[name])  # other codes ...
+    assert (state[name] - sd[name]).norm() < 0.1 * sd[name].norm()  # ... on the same grid, close to the weights
+
+
+def test_streams_pick_the_smallest_compressor_and_old_artifacts_still_read(tmp_path):
+    """auto: each stream (header, codes of a width, scales, floats) with the smallest of zstd/brotli/lzma, so the
+    artifact is never larger than any single compressor's; and a version-1 artifact (one stream) still reads."""
+    import struct
+
+    from pgolf.quant import COMPRESSORS, MAGIC, compress
+
+    pytest.importorskip("brotli")
+    m = _model()
+    sizes = {}
+    for c, lvl in (("zstd", 22), ("brotli", 11), ("lzma", 9), ("auto", 0)):
+        cfg = QuantConfig(mlp="int6", attn="int5", keep_float_max_numel=1000, compressor=c, level=lvl or 9)
+        res = quantize_state(m.state_dict(), cfg, m.cfg.__dict__)
+        assert len(res.streams) >= 4  # header | int5 codes | int6 codes | int8 codes | scales | floats
+        sizes[c] = len(encode(res, cfg))
+    assert sizes["auto"] <= min(sizes["zstd"], sizes["brotli"], sizes["lzma"])
+    v1 = MAGIC + bytes([1, COMPRESSORS["lzma"]]) + compress(res.payload, "lzma", 9)
+    (tmp_path / "v1.pgz").write_bytes(v1)
+    _, state = read_artifact(tmp_path / "v1.pgz")
+    assert state.keys() == m.state_dict().keys()
+    raw = encode(res, cfg)
+    (tmp_path / "cut.pgz").write_bytes(raw[: len(raw) - 10])
+    with pytest.raises(ArtifactError, match="truncated"):
+        read_artifact(tmp_path / "cut.pgz")

@@ -126,3 +126,26 @@ def test_packed_file_under_torchrun_matches_pgolf_train(tmp_path, embedded_dir):
     assert sp["world_size"] == sr["world_size"] == 2
     assert sp["val_bpb"] == pytest.approx(sr["val_bpb"], abs=1e-6)
     assert sp["bytes_code"] == sr["bytes_code"] == script.stat().st_size
+
+
+def test_minified_pack_is_smaller_and_trains_exactly_as_the_plain_one(tmp_path, embedded_dir):
+    """The counted form (minified, compressed) and the readable form run the same program: same losses and
+    val_bpb bit for bit (one thread each); minifying is idempotent, so the run keeps the very file it ran."""
+    from pgolf.pack import minify, packed_modules
+
+    assert all(minify(minify(s)) == minify(s) for s in packed_modules().values())
+    sets = [a for o in tiny_overrides(eval__ttt="false") for a in ("--set", o)]
+    files = {}
+    for kind, flag in (("small", []), ("plain", ["--plain"])):
+        files[kind] = tmp_path / f"{kind}.py"
+        r = run_cli(["-m", "pgolf", "pack", "--recipe", "smoke", *sets, *flag, "-o", str(files[kind])])
+        assert r.returncode == 0, r.stderr
+        r = run_cli([str(files[kind]), "--out", str(tmp_path), "--name", kind], cwd=tmp_path,
+                    env={"OMP_NUM_THREADS": "1"})
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert files["small"].stat().st_size < 0.35 * files["plain"].stat().st_size
+    a = json.loads((tmp_path / "small" / "summary.json").read_text())
+    b = json.loads((tmp_path / "plain" / "summary.json").read_text())
+    assert a["val_bpb"] == b["val_bpb"] and a["bytes_model"] == b["bytes_model"]
+    assert (tmp_path / "small" / "train_gpt.py").read_bytes() == files["small"].read_bytes()
+    assert a["bytes_code"] == files["small"].stat().st_size

@@ -114,6 +114,7 @@ CLIP_MODES = {
     "clip search": dict(clip_search=True),
     "pruned": dict(prune_frac=0.05, clip_quantile=0.9995),
     "int8 floor": dict(int8_scale_floor=1 / 127),
+    "sdclip": dict(sdclip="attn:13,mlp:11.5,other:12.85,embed:14"),
 }
 
 
@@ -376,5 +377,5 @@ def test_techniques_table_names_real_switches():
         if any(k == "schedule.seq_schedule" for k, _ in t.keys):  # lengths up to 3072 in the frontier's batch
             sets += ["train.seq_len=3072", "train.batch_tokens=786432", "train.micro_batch_tokens=98304"]
         apply_overrides(Config(), sets)
-    r = {x["technique"]: x for x in rows(get_recipe("frontier-sp1024"))}
+    r = {x["technique"]: x for x in rows(get_recipe("best"))}
     assert r["XSA on every layer"]["recipe"] == "9" and r["EMA of the weights"]["recipe"] == "0.997"

@@ -217,7 +217,7 @@ def test_every_rank_makes_the_same_schedule_decisions_with_skewed_clocks(tmp_pat
     ranks take the same decisions at the same steps (each rank used to read its own clock)."""
     script = tmp_path / "skew.py"
     script.write_text(SKEW.format(repo=str(REPO), out=str(tmp_path)))
-    over = sets(eval__ttt="false", eval__sliding_stride=0, train__iterations=100000, train__max_seconds=4,
+    over = sets(eval__ttt="false", eval__sliding_stride=0, train__iterations=100000, train__max_seconds=6,
                 schedule__warmdown_frac=0.6, schedule__qat_start_frac=0.5, optim__muon_momentum_warmup_frac=0.5,
                 optim__muon_momentum_warmup_steps=0)
     r = run_cli([*TORCHRUN, str(script), "train", "--recipe", "smoke", *over, "--out", str(tmp_path), "--name", "skew"],
@@ -226,10 +226,10 @@ def test_every_rank_makes_the_same_schedule_decisions_with_skewed_clocks(tmp_pat
     a = json.loads((tmp_path / "rank0.json").read_text())
     b = json.loads((tmp_path / "rank1.json").read_text())
     lrs = [v for n, v in a if n == "lr_multiplier"]
-    assert len(lrs) > 20 and min(lrs) < 0.9 and any(v for n, v in a if n == "qat_active")
+    assert len(lrs) > 10 and min(lrs) < 0.9 and any(v for n, v in a if n == "qat_active")
     assert a == b
     s = summary(tmp_path / "skew")
-    assert s["train_time_s"] < 4.5  # stopped before the step that would pass the budget (jitter aside)
+    assert s["train_time_s"] < 6.5  # stopped before the step that would pass the budget (jitter aside)
     assert s["steps"] == len(lrs)
 
 
