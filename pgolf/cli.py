@@ -9,6 +9,7 @@ PGOLF_RUNS, PGOLF_CACHE, PGOLF_PEAK_TFLOPS).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import sys
@@ -281,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         argv = [GROUP_SEPARATOR if a == "--" else a for a in argv]
     cmd = ""
     rank0 = int(os.environ.get("RANK", "0")) == 0
+    if "RANK" in os.environ and not faulthandler.is_enabled():
+        try:  # under torchrun: a rank killed by a signal (SIGABRT, SIGSEGV) prints where each thread was
+            faulthandler.enable(all_threads=True)
+        except (AttributeError, ValueError, OSError):  # a stderr without a file descriptor
+            pass
     try:
         args = build_parser().parse_args(argv)
         cmd = args.cmd

@@ -2,8 +2,8 @@
 
 Training seconds exclude compile, warm-up, mid-run validation and the final evals. Each rank measures its own wall
 time, but no decision uses it directly: after each step every rank posts (its elapsed seconds, whether it was asked
-to stop) to an asynchronous MAX all-reduce over a CPU (gloo) group, and the result is collected ``LAG`` steps later,
-when it has long arrived. All ranks then hold the same ``agreed`` value, so LR, momentum, QAT, SWA/EMA and the stop
+to stop) to an asynchronous MAX all-reduce over a CPU (gloo) group of its own (pgolf.dist), and the result is
+collected ``LAG`` steps later, when it has long arrived. All ranks then hold the same ``agreed`` value, so LR, momentum, QAT, SWA/EMA and the stop
 are decided identically everywhere, without a GPU sync (the reduce runs on host tensors) and without a host barrier
 on the step's critical path. One process runs the same code with no group.
 
@@ -85,9 +85,3 @@ class TrainClock:
     def state(self) -> dict:
         return {"train_s": self.train_s}
 
-
-def make_group(distributed: bool):
-    """A gloo group over all ranks for the clock (NCCL would need GPU tensors and a GPU sync to read them)."""
-    if not distributed:
-        return None
-    return dist.new_group(backend="gloo")

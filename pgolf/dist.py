@@ -22,6 +22,7 @@ class DistInfo:
     local_rank: int
     device: torch.device
     cpu_group: object = None  # a gloo group over all ranks for host-side collectives (None with one process)
+    clock_group: object = None  # a gloo group of its own for the training clock's asynchronous reduces
 
     @property
     def is_main(self) -> bool:
@@ -48,7 +49,7 @@ def init_distributed(device_choice: str = "auto") -> DistInfo:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    cpu_group = None
+    cpu_group = clock_group = None
     if world > 1:
         if not dist.is_initialized():
             if use_cuda:
@@ -56,8 +57,11 @@ def init_distributed(device_choice: str = "auto") -> DistInfo:
             else:
                 dist.init_process_group(backend="gloo", timeout=timeout())
         cpu_group = dist.new_group(backend="gloo", timeout=timeout()) if use_cuda else dist.group.WORLD
+        # The clock's reduces are in flight while the step runs its own collectives; on a group of their own they
+        # never share a queue with them (gloo runs a group's queued work on two threads)
+        clock_group = dist.new_group(backend="gloo", timeout=timeout())
         dist.barrier(group=cpu_group)
-    return DistInfo(rank, world, local, device, cpu_group)
+    return DistInfo(rank, world, local, device, cpu_group, clock_group)
 
 
 def cleanup_distributed(ok: bool = True) -> None:

@@ -640,7 +640,7 @@ def _run_in(cfg: Config, run_dir: str, info: DistInfo, resume: bool, rd: RunDir,
             f"budget {cfg.quant.budget_bytes:,}"
             + (f" with {policy_of(b.predicted_policy)} (fitted)" if b.predicted_policy != cfg.quant else ""))
         warm_up(b, log)
-        clock = TrainClock(progress["train_s"], progress["steps"], info.cpu_group)
+        clock = TrainClock(progress["train_s"], progress["steps"], info.clock_group)
         if ckpt is not None:
             b.model.load_state_dict(ckpt["model"])
             b.optimizers.load_state_dict(ckpt["optimizers"])
