@@ -693,7 +693,7 @@ def legality_tokens(folder: Path | None, vocab: int, bos: int, need_doc: int, n:
 
 def check_legality(t: Target, data: str | None) -> list[Check]:
     from . import legality as L
-    from .evaluate import TTTAdapters, eval_ttt, eval_windows
+    from .evaluate import TTTAdapters, eval_ttt, eval_windows, ttt_kwargs
     from .tokenizer import ByteTable
 
     names = ("causal", "normalised distribution", "score before update (TTT)", "single pass")
@@ -745,11 +745,11 @@ def check_legality(t: Target, data: str | None) -> list[Check]:
         results["normalised distribution"].append(
             (r.label, L.Verdict(not bad, "; ".join(f"{m}: {v.detail}" for m, v in (bad or norm[:1]))
                                 + (f" (modes: {', '.join(modes)})" if not bad else ""))))
-        kw = dict(rank_r=e.ttt_rank, lr=e.ttt_lr, chunk=chunk, seq_len=e.ttt_seq_len, batch_docs=e.ttt_batch_docs,
-                  bos_id=bos)
+        kw = ttt_kwargs(cfg)
         if "ttt" in modes:
             results["score before update (TTT)"].append(
-                (r.label, L.check_score_before_update(eval_ttt, model, toks, table, bos, kw)))
+                (r.label, L.check_score_before_update(eval_ttt, model, toks, table, bos, kw,
+                                                      later_docs_fixed=not e.ttt_phases)))
         else:
             results["score before update (TTT)"].append((r.label, "no TTT eval in this run"))
         sp = []

@@ -318,6 +318,12 @@ class EvalConfig:
     ttt_chunk: int = 256  # tokens scored, then trained on, per TTT step
     ttt_seq_len: int = 1024  # TTT context window
     ttt_batch_docs: int = 64  # documents adapted in parallel
+    ttt_phases: int = 0  # phased TTT: after each of this many groups of scored documents, global SGD on them (0 = off)
+    ttt_prefix_frac: float = 0.05  # the documents the phases cover, a fraction of the val docs (records: 2,500/50,000)
+    ttt_sgd_lr: float = 0.001  # phased TTT: SGD learning rate on the base weights
+    ttt_sgd_momentum: float = 0.9  # phased TTT: SGD momentum
+    ttt_sgd_batch_seqs: int = 32  # phased TTT: sequences of eval.ttt_seq_len per SGD step
+    ttt_sgd_clip: float = 1.0  # phased TTT: gradient-norm clip (0 = none)
     final: str = "plain"  # the scored number: plain | sliding | ttt
     max_tokens: int = 0  # cap on val tokens (debugging only; 0 = all)
 
@@ -325,8 +331,11 @@ class EvalConfig:
         _check(self.final in ("plain", "sliding", "ttt"), f"eval.final: unknown {self.final!r}")
         _check(self.final != "sliding" or self.sliding_stride > 0, "eval.final=sliding needs eval.sliding_stride > 0")
         _check(self.final != "ttt" or self.ttt, "eval.final=ttt needs eval.ttt=true")
-        _at_least(self, "eval", 0, "seq_len", "sliding_stride", "ttt_lr", "max_tokens")
-        _at_least(self, "eval", 1, "batch_tokens", "sliding_batch_seqs", "ttt_rank", "ttt_chunk", "ttt_batch_docs")
+        _at_least(self, "eval", 0, "seq_len", "sliding_stride", "ttt_lr", "max_tokens", "ttt_phases", "ttt_sgd_lr",
+                  "ttt_sgd_momentum", "ttt_sgd_clip")
+        _at_least(self, "eval", 1, "batch_tokens", "sliding_batch_seqs", "ttt_rank", "ttt_chunk", "ttt_batch_docs",
+                  "ttt_sgd_batch_seqs")
+        _check(0.0 < self.ttt_prefix_frac <= 1.0, f"eval.ttt_prefix_frac={self.ttt_prefix_frac}: must be in (0, 1]")
         _at_least(self, "eval", 2, "ttt_seq_len")
         _check(self.ttt_chunk <= self.ttt_seq_len,
                f"eval.ttt_chunk={self.ttt_chunk} > eval.ttt_seq_len={self.ttt_seq_len}: a chunk must fit the TTT "

@@ -33,6 +33,7 @@ class EvalResult:
     tokens: int
     bytes: float
     seconds: float = 0.0
+    serial_s: float = 0.0  # of ``seconds``, the work every process repeats (phased TTT's global SGD)
 
     @property
     def loss(self) -> float:
@@ -47,11 +48,14 @@ CHALLENGE_VAL_TOKENS = 62_021_632  # the challenge's FineWeb validation shards (
 CHALLENGE_GPUS = 8
 
 
-def predicted_challenge_eval_s(seconds: float, val_tokens: int, world: int = 1) -> float:
+def predicted_challenge_eval_s(seconds: float, val_tokens: int, world: int = 1, serial_s: float = 0.0) -> float:
     """An eval mode's wall time on the challenge's full validation set on 8 GPUs of the kind that ran it, from the
-    time it took here: linear in the tokens scored, divided over the GPUs (each mode splits its work evenly). The
-    eval budget is 600 s per mode set; compile warm-up outside the timer is not in ``seconds``."""
-    return seconds * world * (CHALLENGE_VAL_TOKENS / max(val_tokens, 1)) / CHALLENGE_GPUS
+    time it took here: linear in the tokens scored, divided over the GPUs (each mode splits its work evenly) --
+    except ``serial_s``, work every process repeats (phased TTT's SGD on a fixed fraction of the documents), which
+    grows with the tokens but is not divided. The eval budget is 600 s per mode set; compile warm-up outside the
+    timer is not in ``seconds``."""
+    ratio = CHALLENGE_VAL_TOKENS / max(val_tokens, 1)
+    return (seconds - serial_s) * world * ratio / CHALLENGE_GPUS + serial_s * ratio
 
 
 def rank_world() -> tuple[int, int]:
@@ -242,82 +246,176 @@ def ttt_chunks(pred_len: int, chunk: int, seq_len: int) -> list[tuple[int, int, 
     return out
 
 
+def ttt_phase_plan(n_docs: int, phases: int, prefix_frac: float) -> list[tuple[int, int, int]]:
+    """Phased TTT's plan, in document indices of the stream: per group of documents (first, end, sgd_end) -- score
+    documents [first, end) with per-document LoRA, then, if ``sgd_end`` > 0, take one epoch of global SGD on the
+    base weights over documents [0, sgd_end). The first ``prefix_frac`` of the documents is cut into ``phases``
+    equal groups, each followed by SGD on everything scored so far (``sgd_end == end``); the rest is one group
+    scored with the final weights. ``phases=0``: one group, no SGD (plain LoRA TTT). A document is always scored
+    before any SGD that reads it: the legality test (tests/test_eval.py) hands the eval a plan that breaks this."""
+    if phases <= 0 or n_docs == 0:
+        return [(0, n_docs, 0)]
+    prefix = min(n_docs, max(phases, round(prefix_frac * n_docs)))
+    cuts = [round(prefix * k / phases) for k in range(phases + 1)]
+    plan = [(a, b, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+    if prefix < n_docs:
+        plan.append((prefix, n_docs, 0))
+    return plan
+
+
+def _lora_score(model, toks: Tensor, docs: list[tuple[int, int]], idx: list[int], sums: Tensor, table: ByteTable,
+                device: torch.device, rank_r: int, lr: float, chunk: int, seq_len: int, batch_docs: int, betas,
+                seed: int, token_nll: dict[int, float] | None, progress: "Progress", done: int) -> int:
+    """Score documents ``idx`` (rows of ``sums``) chunk by chunk with per-document LoRA (see ``eval_ttt``)."""
+    mine = sorted(idx, key=lambda i: docs[i][1])  # similar lengths share a batch
+    for bi in range(0, len(mine), batch_docs):
+        rows = mine[bi:bi + batch_docs]
+        batch = [docs[i] for i in rows]
+        bsz = len(batch)
+        lora = TTTAdapters(model, bsz, rank_r, seed=seed)
+        opt = torch.optim.Adam(lora.parameters(), lr=lr, betas=betas, eps=1e-10)
+        plans = [ttt_chunks(n - 1, chunk, seq_len) for _, n in batch]
+        for ci in range(max(len(p) for p in plans)):
+            active = [ci < len(p) for p in plans]
+            train_mask = [ci < len(p) - 1 for p in plans]  # the last chunk of a document is never trained on
+            spans = [p[ci] if ci < len(p) else (0, 0, 0) for p in plans]
+            W = min((ci + 1) * chunk, seq_len)
+            x = torch.zeros(bsz, W, dtype=torch.int64, device=device)
+            y = torch.zeros(bsz, W, dtype=torch.int64, device=device)
+            score = torch.zeros(bsz, W, dtype=torch.bool, device=device)
+            for b, ((ds, _), (ws, cs, ce)) in enumerate(zip(batch, spans)):
+                if not active[b]:
+                    continue
+                x[b, :ce - ws] = toks[ds + ws: ds + ce]
+                y[b, :ce - ws] = toks[ds + ws + 1: ds + ce + 1]
+                score[b, cs - ws: ce - ws] = True
+            need_train = any(train_mask)
+            with torch.enable_grad() if need_train else torch.no_grad(), _autocast(device):
+                nll = model(x, y, reduction="none", lora=lora).float()  # (bsz, W)
+            with torch.no_grad():
+                m = score.double()
+                per = torch.stack(((nll.detach().double() * m).sum(1), m.sum(1), (table.count(x, y) * m).sum(1)), 1)
+                sums[rows] += per
+                if token_nll is not None:
+                    for b, ((ds, _), (ws, _, _)) in enumerate(zip(batch, spans)):
+                        for p in score[b].nonzero().flatten().tolist():
+                            token_nll[ds + ws + p + 1] = nll[b, p].item()
+            if need_train:
+                tm = torch.tensor(train_mask, device=device, dtype=nll.dtype)[:, None] * score.to(nll.dtype)
+                per_doc = (nll * tm).sum(1) / tm.sum(1).clamp_min(1)
+                opt.zero_grad(set_to_none=True)
+                per_doc.sum().backward()
+                opt.step()
+        done += sum(n for _, n in batch)
+        progress.update(done)
+    return done
+
+
+def _global_sgd(model, span: Tensor, device: torch.device, *, seq_len: int, batch_seqs: int, lr: float,
+                momentum: float, clip: float) -> int:
+    """One epoch of SGD on the base weights over ``span`` (the tokens of the documents scored so far, in stream
+    order), cut into non-overlapping windows of ``seq_len``; every rank runs the same steps on the same tokens (no
+    gradient exchange, so the result does not depend on the process count), then rank 0's weights are broadcast so
+    nondeterministic kernels cannot leave the ranks apart. Returns the tokens trained on."""
+    params = [p for p in model.parameters() if p.is_floating_point()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
+    n = span.numel() - 1
+    starts = list(range(0, n, seq_len))
+    for bi in range(0, len(starts), batch_seqs):
+        group = starts[bi:bi + batch_seqs]
+        W = min(seq_len, n - group[0])
+        x = torch.zeros(len(group), W, dtype=torch.int64, device=device)
+        y = torch.zeros_like(x)
+        m = torch.zeros(len(group), W, dtype=torch.float32, device=device)
+        for b, s in enumerate(group):
+            k = min(W, n - s)
+            x[b, :k], y[b, :k], m[b, :k] = span[s:s + k], span[s + 1:s + k + 1], 1.0
+        with torch.enable_grad(), _autocast(device):
+            nll = model(x, y, reduction="none").float()
+            loss = (nll * m).sum() / m.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+    for p in params:
+        p.requires_grad_(False)
+        p.grad = None
+    rank, world = rank_world()
+    if world > 1:
+        with torch.no_grad():
+            for p in params:
+                dist.broadcast(p.data, src=0)
+    return n
+
+
 def eval_ttt(model, tokens: Tensor, table: ByteTable, device: torch.device, *, rank_r: int = 8, lr: float = 0.01,
              chunk: int = 256, seq_len: int = 1024, batch_docs: int = 64, bos_id: int = 1, betas=(0.9, 0.95),
-             seed: int = 0, log: Callable[[str], None] | None = None,
-             token_nll: dict[int, float] | None = None) -> EvalResult:
+             seed: int = 0, phases: int = 0, prefix_frac: float = 0.05, sgd_lr: float = 0.001,
+             sgd_momentum: float = 0.9, sgd_batch_seqs: int = 32, sgd_clip: float = 1.0,
+             log: Callable[[str], None] | None = None, token_nll: dict[int, float] | None = None) -> EvalResult:
     """LoRA TTT eval: per document, chunk by chunk, score the chunk, then one Adam step on that document's adapters
     using only the chunk just scored (never the document's last chunk: nothing after it is scored).
 
     A document's score is a function of the model and that document: adapters start from the same seeded state for
     every document, documents in one batch never share gradients (the loss is a sum of per-document means and
     Adam is elementwise), and the window of chunk ``ci`` is always ``min((ci+1)*chunk, seq_len)`` wide. Batch size
-    and process count only change how the work is cut. ``token_nll``, when given, receives every scored target's
-    NLL under its index in ``tokens`` -- for the perturbation tests."""
+    and process count only change how the work is cut.
+
+    Phased (``phases`` > 0, the 04-13/04-14 records): the first ``prefix_frac`` of the documents is scored in
+    ``phases`` groups; after each group, one epoch of global SGD (``sgd_*``) on the base weights over every
+    document scored so far (``ttt_phase_plan``). A document's score then depends on itself and the documents
+    before it in the stream -- never on a later token. The base weights are restored afterwards.
+    ``result.serial_s`` is the SGD's time, which every rank repeats (not divided over GPUs).
+
+    ``token_nll``, when given, receives every scored target's NLL under its index in ``tokens`` -- for the
+    perturbation tests."""
     t0 = time.perf_counter()
     rank, world = rank_world()
     docs = find_docs(tokens, bos_id)
-    lo, hi = rank_range(len(docs), rank, world)
-    mine = sorted(range(lo, hi), key=lambda i: docs[i][1])  # similar lengths share a batch
+    plan = ttt_phase_plan(len(docs), phases, prefix_frac)
     table = table.to(device)
     toks = tokens.to(device=device, dtype=torch.int64)
-    sums = torch.zeros(hi - lo, 3, dtype=torch.float64, device=device)  # per document
+    sums = torch.zeros(len(docs), 3, dtype=torch.float64, device=device)  # per document; rows of other ranks stay 0
+    shares = [list(range(a + lo, a + hi)) for a, b, _ in plan for lo, hi in [rank_range(b - a, rank, world)]]
     # progress in tokens, not documents: the batches go from short documents to long ones
-    progress = Progress("ttt tokens", sum(docs[i][1] for i in mine), log if rank == 0 else None)
-    done = 0
+    progress = Progress("ttt tokens", sum(docs[i][1] for s in shares for i in s), log if rank == 0 else None)
+    done, sgd_s, sgd_tokens = 0, 0.0, 0
     was_training = model.training
     model.eval()
     req = [p.requires_grad for p in model.parameters()]
+    saved = [p.detach().clone() for p in model.parameters()] if any(e for _, _, e in plan) else None
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        for bi in range(0, len(mine), batch_docs):
-            batch = [docs[i] for i in mine[bi:bi + batch_docs]]
-            rows = [i - lo for i in mine[bi:bi + batch_docs]]
-            bsz = len(batch)
-            lora = TTTAdapters(model, bsz, rank_r, seed=seed)
-            opt = torch.optim.Adam(lora.parameters(), lr=lr, betas=betas, eps=1e-10)
-            plans = [ttt_chunks(n - 1, chunk, seq_len) for _, n in batch]
-            for ci in range(max(len(p) for p in plans)):
-                active = [ci < len(p) for p in plans]
-                train_mask = [ci < len(p) - 1 for p in plans]  # the last chunk of a document is never trained on
-                spans = [p[ci] if ci < len(p) else (0, 0, 0) for p in plans]
-                W = min((ci + 1) * chunk, seq_len)
-                x = torch.zeros(bsz, W, dtype=torch.int64, device=device)
-                y = torch.zeros(bsz, W, dtype=torch.int64, device=device)
-                score = torch.zeros(bsz, W, dtype=torch.bool, device=device)
-                for b, ((ds, _), (ws, cs, ce)) in enumerate(zip(batch, spans)):
-                    if not active[b]:
-                        continue
-                    x[b, :ce - ws] = toks[ds + ws: ds + ce]
-                    y[b, :ce - ws] = toks[ds + ws + 1: ds + ce + 1]
-                    score[b, cs - ws: ce - ws] = True
-                need_train = any(train_mask)
-                with torch.enable_grad() if need_train else torch.no_grad(), _autocast(device):
-                    nll = model(x, y, reduction="none", lora=lora).float()  # (bsz, W)
-                with torch.no_grad():
-                    m = score.double()
-                    per = torch.stack(((nll.detach().double() * m).sum(1), m.sum(1), (table.count(x, y) * m).sum(1)),
-                                      1)
-                    sums[rows] += per
-                    if token_nll is not None:
-                        for b, ((ds, _), (ws, _, _)) in enumerate(zip(batch, spans)):
-                            for p in score[b].nonzero().flatten().tolist():
-                                token_nll[ds + ws + p + 1] = nll[b, p].item()
-                if need_train:
-                    tm = torch.tensor(train_mask, device=device, dtype=nll.dtype)[:, None] * score.to(nll.dtype)
-                    per_doc = (nll * tm).sum(1) / tm.sum(1).clamp_min(1)
-                    opt.zero_grad(set_to_none=True)
-                    per_doc.sum().backward()
-                    opt.step()
-            done += sum(n for _, n in batch)
-            progress.update(done)
+        for (a, b, sgd_end), mine in zip(plan, shares):
+            done = _lora_score(model, toks, docs, mine, sums, table, device, rank_r, lr, chunk, seq_len, batch_docs,
+                               betas, seed, token_nll, progress, done)
+            if sgd_end > 0:
+                t1 = time.perf_counter()
+                s0, (s_last, n_last) = docs[0][0], docs[sgd_end - 1]
+                sgd_tokens += _global_sgd(model, toks[s0:s_last + n_last], device, seq_len=seq_len,
+                                          batch_seqs=sgd_batch_seqs, lr=sgd_lr, momentum=sgd_momentum, clip=sgd_clip)
+                sgd_s += time.perf_counter() - t1
+                if log is not None and rank == 0:
+                    log(f"ttt phase: documents {a:,}..{b - 1:,} scored; global SGD on documents 0..{sgd_end - 1:,} "
+                        f"({s_last + n_last - s0:,} tokens) in {time.perf_counter() - t1:.1f}s")
     finally:
+        if saved is not None:
+            with torch.no_grad():
+                for p, v in zip(model.parameters(), saved):
+                    p.copy_(v)
         for p, r in zip(model.parameters(), req):
             p.requires_grad_(r)
         model.train(was_training)
-    nll, n, nbytes = exact_total(sums, len(docs))
-    return EvalResult(nll, n, nbytes, time.perf_counter() - t0)
+    if world > 1:
+        dist.all_reduce(sums)  # each row is one rank's (the others add exact zeros)
+    cols = sums.cpu().tolist()
+    nll, n, nbytes = math.fsum(r[0] for r in cols), int(round(math.fsum(r[1] for r in cols))), \
+        math.fsum(r[2] for r in cols)
+    return EvalResult(nll, n, nbytes, time.perf_counter() - t0, sgd_s)
 
 
 def evaluate(model, eval_model, cfg, val_tokens: Tensor, table: ByteTable, device: torch.device, modes: list[str],
@@ -336,9 +434,15 @@ def evaluate(model, eval_model, cfg, val_tokens: Tensor, table: ByteTable, devic
             out[mode] = eval_windows(eval_model, val_tokens, table, seq, e.sliding_stride, e.sliding_batch_seqs,
                                      device, log, "sliding eval")
         elif mode == "ttt":
-            out[mode] = eval_ttt(model, val_tokens, table, device, rank_r=e.ttt_rank, lr=e.ttt_lr, chunk=e.ttt_chunk,
-                                 seq_len=e.ttt_seq_len, batch_docs=e.ttt_batch_docs, bos_id=cfg.model.bos_id,
-                                 log=log)
+            out[mode] = eval_ttt(model, val_tokens, table, device, **ttt_kwargs(cfg), log=log)
         else:
             raise ValueError(f"unknown eval mode {mode!r}")
     return out
+
+
+def ttt_kwargs(cfg) -> dict:
+    """``eval_ttt``'s settings from a run's config (also what the audit's TTT checks run with)."""
+    e = cfg.eval
+    return dict(rank_r=e.ttt_rank, lr=e.ttt_lr, chunk=e.ttt_chunk, seq_len=e.ttt_seq_len, batch_docs=e.ttt_batch_docs,
+                bos_id=cfg.model.bos_id, phases=e.ttt_phases, prefix_frac=e.ttt_prefix_frac, sgd_lr=e.ttt_sgd_lr,
+                sgd_momentum=e.ttt_sgd_momentum, sgd_batch_seqs=e.ttt_sgd_batch_seqs, sgd_clip=e.ttt_sgd_clip)

@@ -95,11 +95,13 @@ def check_normalised(dist: Dist, scorer: Scorer, x: Tensor, y: Tensor, tol: floa
 
 def check_score_before_update(ttt: Callable, model: nn.Module, tokens: Tensor, table: ByteTable, bos_id: int,
                               kw: dict, device: torch.device | None = None, cuts: list[int] | None = None,
-                              seed: int = 9) -> Verdict:
+                              seed: int = 9, later_docs_fixed: bool = True) -> Verdict:
     """The perturbation test of a TTT eval: change the longest document from its position t on and run the eval
-    again; every target before t must keep its score bit for bit (no update trained on a later token reached it)
-    and every other document all of its scores. ``ttt(model, tokens, table, device, token_nll=dict, **kw)`` records
-    each scored target's NLL under its index (pgolf.evaluate.eval_ttt's hook)."""
+    again; every target before t in the stream must keep its score bit for bit (no update trained on a later token
+    reached it) -- and, with ``later_docs_fixed`` (per-document TTT), every later document all of its scores too.
+    Phased TTT trains the base weights on documents already scored, so later documents may move, earlier ones
+    never. ``ttt(model, tokens, table, device, token_nll=dict, **kw)`` records each scored target's NLL under its
+    index (pgolf.evaluate.eval_ttt's hook)."""
     device = device or torch.device("cpu")
     docs = find_docs(tokens, bos_id)
     ds, n = max(docs, key=lambda d: d[1])
@@ -121,7 +123,7 @@ def check_score_before_update(ttt: Callable, model: nn.Module, tokens: Tensor, t
         ttt(model, moved, table, device, token_nll=out, **kw)
         first = ds + t
         for j, v in sorted(base.items()):
-            if (j < first or j >= ds + n) and out.get(j) != v:
+            if (j < first or (later_docs_fixed and j >= ds + n)) and out.get(j) != v:
                 where = "before the change" if j < first else "in another document"
                 return Verdict(False, f"changing document at {ds} from its position {t} on moved the score of "
                                       f"target {j} ({where}): tokens reached scores before being scored "

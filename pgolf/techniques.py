@@ -65,6 +65,13 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("Delayed QAT (export's grid)", (("schedule.qat_start_frac", 0.85),), "03-22 (late QAT)",
               "never fired in the record (compile); pgolf's fires"),
     Technique("GPTQ-lite clip search", (("quant.clip_search", True),), "03-22", "-0.0006"),
+    Technique("Full-Hessian GPTQ (train-data calibration)", (("quant.gptq", True), ("train.reserve_s", 8.0)),
+              "03-25 / 03-29 onward", "-0.0046 (03-25, AR self-generated calibration)"),
+    Technique("SDClip (clip = k std per row)", (("quant.sdclip", "attn:13,mlp:11.5,other:12.85,embed:14"),),
+              "04-05; per-class k 04-14, 9-hparam stack", "part of 1.0856; MLP 10->12 -0.00096"),
+    Technique("Phased score-first TTT (global SGD on scored docs)",
+              (("eval.ttt", True), ("eval.ttt_phases", 3), ("eval.ttt_prefix_frac", 0.05)),
+              "#1610 (04-13), 3 phases #1626 (04-14)", "-0.00056 (1 phase); 3 phases -0.00081 more"),
 )
 
 

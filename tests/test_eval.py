@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pgolf.config import ModelConfig
-from pgolf.evaluate import eval_ttt, eval_windows, find_docs, ttt_chunks, window_plan
+from pgolf.evaluate import eval_ttt, eval_windows, find_docs, ttt_chunks, ttt_phase_plan, window_plan
 from pgolf.model import GPT
 from pgolf.tokenizer import ByteTable
 
@@ -198,7 +198,9 @@ def _evals_in_process(rank, world, port, out):
     model, table, toks = toy_model(smear_gate=True), toy_table(), toy_tokens(700, seed=6, bos_every=60)
     cpu = torch.device("cpu")
     res = [eval_windows(model, toks, table, 32, 32, 3, cpu), eval_windows(model, toks, table, 32, 8, 4, cpu),
-           eval_ttt(model, toks, table, cpu, rank_r=2, lr=0.05, chunk=8, seq_len=24, batch_docs=2)]
+           eval_ttt(model, toks, table, cpu, rank_r=2, lr=0.05, chunk=8, seq_len=24, batch_docs=2),
+           eval_ttt(model, toks, table, cpu, rank_r=2, lr=0.05, chunk=8, seq_len=24, batch_docs=2, phases=2,
+                    prefix_frac=0.5, sgd_lr=0.05, sgd_batch_seqs=2)]
     if rank == 0:
         torch.save([(r.nll, r.tokens, r.bytes) for r in res], out)
     if world > 1:
@@ -220,3 +222,85 @@ def test_every_mode_gives_the_same_sums_on_one_and_two_processes(tmp_path):
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert one[0] == two[0] and one[1] == two[1]
     assert one[2][1:] == two[2][1:] and one[2][0] == pytest.approx(two[2][0], rel=1e-12, abs=0)
+    assert one[3][1:] == two[3][1:] and one[3][0] == pytest.approx(two[3][0], rel=1e-12, abs=0)  # phased
+    assert one[3][0] != pytest.approx(one[2][0], rel=1e-9)  # the phases' SGD changed the scores
+
+
+@pytest.mark.parametrize("n_docs,phases,frac", [(10, 0, 0.05), (10, 3, 0.05), (10, 3, 0.6), (50, 3, 0.05),
+                                                (7, 3, 1.0), (0, 2, 0.5)])
+def test_phase_plan_scores_each_document_once_and_trains_only_on_scored_ones(n_docs, phases, frac):
+    plan = ttt_phase_plan(n_docs, phases, frac)
+    scored = [i for a, b, _ in plan for i in range(a, b)]
+    assert scored == list(range(n_docs))  # each document once, in stream order
+    done = 0
+    for a, b, sgd_end in plan:
+        done = b
+        assert sgd_end <= done  # the SGD after a group reads only documents scored by then
+    assert sum(1 for *_, e in plan if e) == (min(phases, n_docs) if phases else 0)
+
+
+PHASED = dict(rank_r=2, lr=0.05, chunk=8, seq_len=24, batch_docs=2, phases=2, prefix_frac=0.5, sgd_lr=0.05,
+              sgd_batch_seqs=2)
+
+
+def _phased_run(toks, **over):
+    model, table = toy_model(), toy_table()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    before = [p.detach().clone() for p in model.parameters()]
+    rec = {}
+    r = eval_ttt(model, toks, table, torch.device("cpu"), token_nll=rec, **dict(PHASED, **over))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # base weights restored
+    return r, rec
+
+
+@pytest.mark.parametrize("cheat", [False, True])
+def test_phased_ttt_scores_every_token_before_any_update_that_read_it(cheat, monkeypatch):
+    """Phased TTT: change a document of the second phase from its position t on. Every target before it in the
+    stream keeps its score bit for bit; later documents may move (the SGD after phase 2 read the change -- and
+    does: the change is seen beyond the document). A plan whose SGD reads the next phase's documents before they
+    are scored moves the scores before t: the check catches it."""
+    import pgolf.evaluate as E
+
+    if cheat:
+        real = E.ttt_phase_plan
+
+        def ahead(n_docs, phases, prefix_frac):  # the SGD after group k reads group k+1 too: not yet scored
+            plan = real(n_docs, phases, prefix_frac)
+            return [(a, b, plan[i + 1][1] if e and i + 1 < len(plan) else e) for i, (a, b, e) in enumerate(plan)]
+
+        monkeypatch.setattr(E, "ttt_phase_plan", ahead)
+    toks = toy_tokens(600, seed=7, bos_every=60)
+    docs = find_docs(toks, 1)
+    plan = E.ttt_phase_plan(len(docs), PHASED["phases"], PHASED["prefix_frac"])
+    assert len(plan) == 3 and plan[1][2] > 0
+    ds, n = max(docs[plan[1][0]:plan[1][1]], key=lambda d: d[1])  # the longest document of the second phase
+    t = n // 2  # inside a chunk of 8 that the document's own LoRA also trains on
+    assert n > 16
+    r, a = _phased_run(toks)
+    _, b = _phased_run(_perturbed(toks, ds, n, t))
+    assert a.keys() == b.keys() == set(range(1, toks.numel())) and r.tokens == toks.numel() - 1
+    before = [j for j in a if j < ds + t]
+    moved_before = [j for j in before if a[j] != b[j]]
+    if cheat:
+        assert moved_before  # the check has teeth
+        return
+    assert not moved_before
+    assert any(a[j] != b[j] for j in range(ds + n, toks.numel()))  # later phases saw the change through the SGD
+
+
+def test_phased_ttt_with_zero_sgd_lr_is_plain_lora_ttt():
+    toks = toy_tokens(400, seed=5, bos_every=45)
+    r0, _ = _phased_run(toks, sgd_lr=0.0, sgd_momentum=0.0)
+    r1, _ = _phased_run(toks, phases=0)
+    assert (r0.nll, r0.tokens, r0.bytes) == (r1.nll, r1.tokens, r1.bytes)
+    r2, _ = _phased_run(toks)
+    assert r2.nll != r1.nll and r2.serial_s > 0 and r1.serial_s == 0
+
+
+def test_challenge_eval_prediction_does_not_divide_repeated_work():
+    from pgolf.evaluate import CHALLENGE_VAL_TOKENS, predicted_challenge_eval_s
+
+    n = CHALLENGE_VAL_TOKENS // 10
+    assert predicted_challenge_eval_s(8.0, n, world=1) == pytest.approx(10.0)
+    assert predicted_challenge_eval_s(8.0, n, world=1, serial_s=4.0) == pytest.approx(5.0 + 40.0)
