@@ -639,6 +639,12 @@ def read_payload(path: str | os.PathLike) -> tuple[dict, memoryview, int]:
     return header, memoryview(payload)[4 + hlen:], cid
 
 
+def side_buffers(rec: dict) -> list[list[int]]:
+    """[offset, bytes] of a header record's AWQ / LQER / row-order buffers (none in a format-2 record)."""
+    return [rec["awq"][k] for k in ("cols", "q", "s") if "awq" in rec] + \
+        [rec["lqer"][k] for k in ("a", "as", "b", "bs") if "lqer" in rec] + ([rec["order"]] if "order" in rec else [])
+
+
 def _coded(rec: dict, body: memoryview, path: str) -> Coded:
     """An integer tensor's stored buffers (format 2 or 3 record) as a ``Coded``."""
     def buf(at: list[int], dtype, *shape) -> Tensor:

@@ -198,3 +198,23 @@ def test_the_switches_are_validated_and_qat_ignores_them():
     w = torch.randn(32, 128)
     on = QuantConfig(lqer_top=3, awq=True, sort_rows=True)
     assert torch.equal(fake_quantize(w, "int6", on), fake_quantize(w, "int6", QuantConfig()))  # export-side only
+
+
+def test_inspect_and_predict_count_the_side_buffers(tmp_path):
+    from pgolf.predict import model_shapes, predict_bytes
+    from pgolf.submission import tensor_table
+
+    m = _model()
+    base = QuantConfig(mlp="int6", attn="int6", keep_float_max_numel=1000)
+    on = dataclasses_replace(base, lqer_top=2, awq=True, awq_group=16, sort_rows=True)
+    for cfg, name in ((base, "p.pgz"), (on, "s.pgz")):
+        save_artifact(tmp_path / name, quantize_state(m.state_dict(), cfg, m.cfg.__dict__), cfg)
+    rows0, _ = tensor_table(tmp_path / "p.pgz")
+    rows1, total = tensor_table(tmp_path / "s.pgz")
+    assert sum(r["bytes"] for r in rows1) == total
+    fc = "blocks.0.mlp.fc.weight"
+    r0, r1 = (next(r for r in rows if r["name"] == fc) for rows in (rows0, rows1))
+    assert "sorted" in r1["note"] and "awq" in r1["note"] and r0["note"] == ""
+    assert r1["raw_bytes"] >= r0["raw_bytes"] + 2 * 128  # + the row order, the AWQ scales and codes ...
+    shapes = model_shapes(m)
+    assert predict_bytes(shapes, on, m.cfg.__dict__) > predict_bytes(shapes, base, m.cfg.__dict__) + 2 * 128
