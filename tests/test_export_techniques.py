@@ -2,7 +2,9 @@
 the writer reconstructed it, each doing what it claims, and the defaults writing the artifact they always wrote."""
 
 import hashlib
+from dataclasses import replace
 
+import numpy
 import pytest
 import torch
 
@@ -117,7 +119,7 @@ def test_similarity_order_is_the_greedy_l1_chain():
 def test_sorted_rows_read_back_bit_for_bit(tmp_path):
     m = _model()
     base = QuantConfig(mlp="int6", attn="int6", keep_float_max_numel=1000, compressor="zstd", level=22)
-    sort = apply_overrides_quant(base, sort_rows=True)
+    sort = replace(base, sort_rows=True)
     r0, r1 = quantize_state(m.state_dict(), base, m.cfg.__dict__), quantize_state(m.state_dict(), sort, m.cfg.__dict__)
     _, s0 = _read(tmp_path, r0, base, "u.pgz")
     _, s1 = _read(tmp_path, r1, sort, "s.pgz")
@@ -126,19 +128,11 @@ def test_sorted_rows_read_back_bit_for_bit(tmp_path):
     header, body, _ = read_payload(tmp_path / "s.pgz")
     sorted_recs = [t for t in header["tensors"] if "order" in t]
     assert sorted_recs and all(t["fmt_note"] == "sorted" for t in sorted_recs)
-    import numpy
-
     for t in sorted_recs:
         order = numpy.frombuffer(body[t["order"][0]:t["order"][0] + t["order"][1]], dtype="<u2")
         assert sorted(order.tolist()) == list(range(t["shape"][0]))
     assert any(r1.payload[t["offset"]:t["offset"] + t["nbytes"]] != r0.payload[t["offset"]:t["offset"] + t["nbytes"]]
                for t in sorted_recs)  # the codes really moved
-
-
-def apply_overrides_quant(cfg, **kw):
-    import dataclasses
-
-    return dataclasses.replace(cfg, **kw)
 
 
 def _model():
@@ -172,20 +166,14 @@ def test_all_three_with_gptq_round_trip_and_fit_the_budget(tmp_path):
     for k, v in res.recon.items():
         assert torch.equal(state[k], v.to(state[k].dtype)), k
     GPT(ModelConfig(**header["model"])).load_state_dict(state)
-    plain = quantize_state(sd, dataclasses_replace(cfg, lqer_top=0, awq=False, sort_rows=False), m.cfg.__dict__,
+    plain = quantize_state(sd, replace(cfg, lqer_top=0, awq=False, sort_rows=False), m.cfg.__dict__,
                            hessians=hs)
     err = lambda r: sum((sd[k].float() - v).norm() ** 2 for k, v in r.recon.items())  # noqa: E731
     assert err(res) < err(plain)
     # the fit ladder walks down with the corrections on
-    tight = dataclasses_replace(cfg, fit_budget=True, budget_bytes=len(encode(res, cfg)) - 1)
+    tight = replace(cfg, fit_budget=True, budget_bytes=len(encode(res, cfg)) - 1)
     _, used, data = quantize_to_budget(sd, tight, m.cfg.__dict__, {}, 0, lambda *a: None, hs)
     assert used.mlp == "int5" and data[5] == 3
-
-
-def dataclasses_replace(cfg, **kw):
-    import dataclasses
-
-    return dataclasses.replace(cfg, **kw)
 
 
 def test_the_switches_are_validated_and_qat_ignores_them():
@@ -206,7 +194,7 @@ def test_inspect_and_predict_count_the_side_buffers(tmp_path):
 
     m = _model()
     base = QuantConfig(mlp="int6", attn="int6", keep_float_max_numel=1000)
-    on = dataclasses_replace(base, lqer_top=2, awq=True, awq_group=16, sort_rows=True)
+    on = replace(base, lqer_top=2, awq=True, awq_group=16, sort_rows=True)
     for cfg, name in ((base, "p.pgz"), (on, "s.pgz")):
         save_artifact(tmp_path / name, quantize_state(m.state_dict(), cfg, m.cfg.__dict__), cfg)
     rows0, _ = tensor_table(tmp_path / "p.pgz")
