@@ -276,6 +276,15 @@ class QuantConfig:
     fit_budget: bool = False  # over budget: lower integer widths a bit at a time (to int4) until it fits ...
     fit_order: tuple[str, ...] = QUANT_GROUPS  # ... in this order of groups ...
     fit_round_robin: bool = False  # ... each group to int4 before the next, or one bit from each in turn
+    # Export-side corrections (QAT trains on the plain per-row grid; pgolf.quant's docstring describes them):
+    lqer_top: int = 0  # LQER: low-rank correction of the quantization error on the K tensors with the largest error
+    lqer_rank: int = 4  # LQER: rank r of the correction A (R x r) B (r x C)
+    lqer_a_bits: int = 2  # LQER: bits of A's codes (mid-rise, one scale per rank component)
+    lqer_b_bits: int = 4  # LQER: bits of B's codes (mid-rise, one scale per group of 64 input columns)
+    awq: bool = False  # AWQ-lite: each integer matrix keeps its awq_group most salient input columns at awq_bits
+    awq_group: int = 64  # AWQ-lite: how many input columns (saliency: diag of the GPTQ Hessian, else column norm)
+    awq_bits: int = 8  # AWQ-lite: their width (only for tensors narrower than this)
+    sort_rows: bool = False  # store code rows in greedy L1 nearest-neighbour order (+2 bytes a row), for compression
 
     @property
     def sdclip_k(self) -> dict[str, float]:
@@ -296,6 +305,11 @@ class QuantConfig:
         _check(set(ks) <= set(QUANT_GROUPS) and all(k > 0 for k in ks.values()),
                f"quant.sdclip: groups among {', '.join(QUANT_GROUPS)}, k > 0")
         _at_least(self, "quant", 1, "budget_bytes", "level")
+        _at_least(self, "quant", 0, "lqer_top")
+        _at_least(self, "quant", 1, "lqer_rank", "awq_group")
+        for name in ("lqer_a_bits", "lqer_b_bits", "awq_bits"):
+            _check(2 <= getattr(self, name) <= 8, f"quant.{name}: {getattr(self, name)} not in 2..8")
+        _check(self.awq_group < 1 << 16, "quant.awq_group: the columns are stored as uint16")
         if isinstance(self.keep_fp16, str):  # from --set
             self.keep_fp16 = tuple(s for s in self.keep_fp16.split(",") if s)
         if isinstance(self.fit_order, str):

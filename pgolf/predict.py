@@ -37,7 +37,8 @@ def predict_bytes(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], cfg: Q
 
     Integer tensors are simulated (``simulated_rows``), quantized the same way, and a uniform sample of rows from
     every tensor is put through the real compressor; the compressed size is scaled up to all rows. Scales count
-    2 bytes per row, float passthrough its raw size.
+    2 bytes per row, float passthrough its raw size. The export-side corrections are counted roughly, from their
+    sizes alone (``side_bytes``), not simulated.
     """
     torch.manual_seed(seed)  # Gamma sampling draws from the global generator
     gen = torch.Generator().manual_seed(seed)
@@ -70,7 +71,27 @@ def predict_bytes(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], cfg: Q
                                                                    "nbytes": 10**6, "scale_offset": 10**8,
                                                                    "scale_nbytes": 10**4}
                                                                   for n, (s, _) in shapes.items()]}))
-    return int(round(q_bytes + scale_bytes + float_bytes + header * 0.3 + 7))
+    side = side_bytes({n: s for n, (s, _) in shapes.items() if fmts[n].startswith("int")}, fmts, cfg)
+    return int(round(q_bytes + scale_bytes + float_bytes + side + header * 0.3 + 7))
+
+
+def side_bytes(shapes: dict[str, tuple[int, ...]], fmts: dict[str, str], cfg: QuantConfig) -> float:
+    """A rough count of what AWQ-lite, LQER and the row order add to the integer tensors ``shapes``: the row order 2
+    bytes a row (uint16, about incompressible); AWQ's kept columns (awq_bits - bits) more bits per weight than the
+    rest (as if both compressed alike), their scales and column indices; LQER's factors at their widths (2-bit A,
+    4-bit B as raw bits; the codes use all their levels) and scales, on the lqer_top largest tensors (by size: the
+    error is not known before training)."""
+    total = 0.0
+    for name, shape in shapes.items():
+        rows, cols, bits = shape[0], math.prod(shape[1:]), bits_of(fmts[name])
+        if cfg.sort_rows and 2 < rows <= 1 << 16:
+            total += 2 * rows
+        if cfg.awq and cfg.awq_bits > bits and cols > cfg.awq_group:
+            total += rows * cfg.awq_group * (cfg.awq_bits - bits) / 8 + 2 * rows + 2 * cfg.awq_group
+    for shape in sorted(shapes.values(), key=math.prod, reverse=True)[:cfg.lqer_top]:
+        rows, cols, r = shape[0], math.prod(shape[1:]), cfg.lqer_rank
+        total += r * (rows * cfg.lqer_a_bits + cols * cfg.lqer_b_bits) / 8 + 2 * r + 2 * r * math.ceil(cols / 64)
+    return total
 
 
 def predict_fit(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], cfg: QuantConfig, model_config: dict,

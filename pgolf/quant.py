@@ -9,6 +9,17 @@
   (model config, tensor table) followed by the raw buffers. Integer codes sit in int8 containers; their unused high
   bits are what the compressor removes. The counted size is the file's bytes; the submission total adds the code
   bytes (pgolf.pack). Size prediction lives in pgolf.predict, the per-tensor table in pgolf.submission (inspect).
+- Export-side corrections (like GPTQ, never seen by QAT: ``fake_quantize`` stays the plain per-row grid), each off by
+  default, and an artifact that uses none of them is byte for byte what format 2 always wrote:
+  AWQ-lite (``quant.awq``): per integer matrix, the ``awq_group`` most salient input columns (activation second
+  moment = diag of the GPTQ Hessian when there is one, else the column norm of W; the record says which) are stored
+  at ``awq_bits`` with their own per-row scales, the other columns at the tensor's width on a grid fitted to them
+  alone. LQER (``quant.lqer_top``; Zhang et al., arXiv:2402.02446): on the K tensors with the largest ||E||_F,
+  E = W - deq(codes), a rank-r correction A B, A = U_r S_r (R, r) and B (r, C) at low widths (``low_rank_factors``).
+  Row order (``quant.sort_rows``): the code rows stored in greedy L1 nearest-neighbour order, the permutation as
+  uint16; the reader puts them back. ``reconstruct`` is the one dequantization, used by the writer (rel_error) and
+  the reader alike, so what the export measures is what the reader gets. A file that uses any of them is format 3
+  (same container as 2), which an older pgolf refuses instead of reading it without the corrections.
 """
 
 from __future__ import annotations
@@ -18,12 +29,14 @@ import functools
 import io
 import json
 import lzma
+import math
 import os
 import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy
 import torch
 from torch import Tensor
 
@@ -33,6 +46,7 @@ from .model import CONTROL_PATTERNS
 
 MAGIC = b"PGOLF"
 VERSION = 2  # 1: the payload compressed as one stream; 2: in streams (header, codes per width, scales, floats)
+VERSION_SIDE = 3  # 2's container with AWQ / LQER / row-order buffers (in their own streams) named in the tensor records
 COMPRESSORS = {"zlib": 1, "zstd": 2, "lzma": 3, "brotli": 4}
 AUTO = {"zstd": 22, "brotli": 11, "lzma": 9}  # quant.compressor=auto: per stream, the smallest of these
 
@@ -120,13 +134,16 @@ def dequantize_rows(q: Tensor, scale: Tensor) -> Tensor:
     return q.float() * scale.float()[:, None]
 
 
-def gptq_rows(w: Tensor, H: Tensor, scale: Tensor, bits: int, block: int = 128, damp: float = 0.01) -> Tensor:
+def gptq_rows(w: Tensor, H: Tensor, scale: Tensor, bits: int, block: int = 128, damp: float = 0.01,
+              keep: tuple[Tensor, Tensor, int] | None = None) -> Tensor:
     """GPTQ (Frantar et al., arXiv:2210.17323) on a fixed per-row grid: quantize the columns one by one (in
     decreasing order of H's diagonal), spreading each column's rounding error over the columns not yet quantized
     through the Cholesky factor of the inverse Hessian, so the layer's output on the calibration inputs changes as
     little as possible. w (R, C); H (C, C) = sum of x x^T over the calibration inputs of the layer; ``scale`` (R,)
     the grid (from the policy's clip: the same scales the artifact stores). Returns q int8 (R, C).
-    With H a multiple of the identity no error is spread and the result is round-to-nearest (tested)."""
+    With H a multiple of the identity no error is spread and the result is round-to-nearest (tested).
+    ``keep`` = (columns, scale (R,), bits): AWQ's salient columns, on their own finer grid, are quantized last, so
+    they absorb the error of all the others."""
     W = w.detach().double().clone()
     H = H.detach().double().clone().to(W.device)
     C = W.shape[1]
@@ -136,6 +153,13 @@ def gptq_rows(w: Tensor, H: Tensor, scale: Tensor, bits: int, block: int = 128, 
     W[:, dead] = 0.0
     H += damp * torch.mean(torch.diag(H)) * torch.eye(C, dtype=H.dtype, device=H.device)
     perm = torch.argsort(torch.diag(H), descending=True, stable=True)
+    kept = torch.zeros(C, dtype=torch.bool)
+    if keep is not None:
+        kept[keep[0]] = True
+        perm = torch.cat([perm[~kept[perm]], perm[kept[perm]]])
+        kept, sk, ck = kept[perm].tolist(), keep[1].double().to(W.device), 2 ** (keep[2] - 1) - 1
+    else:
+        kept = [False] * C
     W, H = W[:, perm], H[perm][:, perm]
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     s = scale.double().to(W.device)
@@ -145,9 +169,10 @@ def gptq_rows(w: Tensor, H: Tensor, scale: Tensor, bits: int, block: int = 128, 
         W1, Hi = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
         err = torch.zeros_like(W1)
         for j in range(i2 - i1):
-            q = torch.clamp(torch.round(W1[:, j] / s), -c, c)
+            sj, cj = (sk, ck) if kept[i1 + j] else (s, c)
+            q = torch.clamp(torch.round(W1[:, j] / sj), -cj, cj)
             Q[:, i1 + j] = q
-            e = (W1[:, j] - q * s) / Hi[j, j]
+            e = (W1[:, j] - q * sj) / Hi[j, j]
             W1[:, j:] -= e[:, None] * Hi[j, j:][None, :]
             err[:, j] = e
         W[:, i2:] -= err @ Hinv[i1:i2, i2:]
@@ -175,6 +200,150 @@ def qat_function(name: str, w: Tensor, cfg: QuantConfig):
     fmt = storage_format(name, w, cfg)
     return functools.partial(fake_quantize, fmt=fmt, cfg=cfg, group=storage_group(name)) \
         if fmt.startswith("int") else None
+
+
+# ---- export-side corrections: AWQ-lite, LQER, row order (QAT never sees them; see the module docstring) ----
+
+LQER_GROUP = 64  # B's scale groups along the input dimension
+
+
+@dataclass
+class Coded:
+    """One integer matrix as the artifact stores it. q (R, C - n) codes of the tensor's width (the columns not kept
+    by AWQ), rows in stored order; s (R,) fp16. Optional: AWQ's kept columns (n,) with their codes (R, n) and scales
+    (R,); LQER's factor codes A (R, r), B (r, C) with scales (r,) and (r, ceil(C / 64)); the row order (R,) (stored
+    row i is row order[i])."""
+
+    q: Tensor
+    s: Tensor
+    awq_cols: Tensor | None = None
+    awq_q: Tensor | None = None
+    awq_s: Tensor | None = None
+    awq_bits: int = 8
+    lqer_a: Tensor | None = None
+    lqer_as: Tensor | None = None
+    lqer_b: Tensor | None = None
+    lqer_bs: Tensor | None = None
+    order: Tensor | None = None
+
+
+def quantize_midrise(x: Tensor, bits: int, group: int = 0) -> tuple[Tensor, Tensor]:
+    """Symmetric mid-rise codes for LQER's factors: k in [-2^(b-1), 2^(b-1) - 1], value (k + 1/2) s, all 2^b levels
+    used and none wasted on an exact zero (int2: +-s/2, +-3s/2, as PR #1797's A). One scale per column of x (group=0)
+    or per group of ``group`` entries along each row; s = max |x| / (2^(b-1) - 1/2) in fp16. Returns (k int8, s fp16
+    (C,) or (R, ceil(C / group)))."""
+    x = x.float()
+    half = 2 ** (bits - 1)
+    if group:
+        pad = (-x.shape[1]) % group
+        amax = torch.nn.functional.pad(x.abs(), (0, pad)).reshape(x.shape[0], -1, group).amax(-1)
+    else:
+        amax = x.abs().amax(0)
+    s = (amax / (half - 0.5)).to(torch.float16).clamp_min(torch.finfo(torch.float16).tiny)
+    k = torch.clamp(torch.floor(x / _expand_scale(s, x.shape, group)), -half, half - 1).to(torch.int8)
+    return k.contiguous(), s.contiguous()
+
+
+def _expand_scale(s: Tensor, shape, group: int) -> Tensor:
+    return s.float().repeat_interleave(group, dim=1)[:, :shape[1]] if group else s.float()[None, :]
+
+
+def dequantize_midrise(k: Tensor, s: Tensor, group: int = 0) -> Tensor:
+    return (k.float() + 0.5) * _expand_scale(s, k.shape, group)
+
+
+def low_rank_factors(E: Tensor, rank: int, a_bits: int, b_bits: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """LQER's stored factors of the error E (R, C): A = U_r S_r from the SVD at ``a_bits`` with one scale per rank
+    component (the columns of U_r S_r differ by the singular values, so a per-matrix scale would leave the smaller
+    components a level or two), then B = argmin ||E - deq(A) B|| (least squares given the quantized A, so B corrects
+    A's rounding as well; for A exact it is V_r^T) at ``b_bits`` with a scale per group of 64 along C (B's rows are
+    unit-norm directions whose entries vary across C). Returns (kA (R, r), sA (r,), kB (r, C), sB (r, G))."""
+    U, S, _ = torch.linalg.svd(E.double(), full_matrices=False)
+    r = min(rank, S.numel())
+    ka, sa = quantize_midrise((U[:, :r] * S[:r]).float(), a_bits)
+    A = dequantize_midrise(ka, sa).double()
+    B = torch.linalg.pinv(A) @ E.double()
+    kb, sb = quantize_midrise(B.float(), b_bits, LQER_GROUP)
+    return ka, sa, kb, sb
+
+
+def low_rank_product(ka: Tensor, sa: Tensor, kb: Tensor, sb: Tensor) -> Tensor:
+    """deq(A) deq(B) as a sum of r outer products in a fixed order: elementwise float32, so the writer and any
+    reader (CPU or GPU, any thread count) get the same bits."""
+    A, B = dequantize_midrise(ka, sa), dequantize_midrise(kb, sb, LQER_GROUP)
+    out = torch.zeros(A.shape[0], B.shape[1])
+    for i in range(A.shape[1]):
+        out += A[:, i, None] * B[None, i, :]
+    return out
+
+
+def reconstruct(c: Coded, cols: int) -> Tensor:
+    """The one dequantization of an integer matrix, (R, cols) float32: rows back in place, codes times scales, AWQ's
+    columns in place, plus the LQER correction. The writer computes rel_error from it and the reader returns it."""
+    q = c.q
+    if c.order is not None:
+        q = torch.empty_like(q)
+        q[c.order.long()] = c.q
+    w = dequantize_rows(q, c.s)
+    if c.awq_cols is not None:
+        full = torch.empty(q.shape[0], cols)
+        rest = torch.ones(cols, dtype=torch.bool)
+        rest[c.awq_cols.long()] = False
+        full[:, rest] = w
+        full[:, c.awq_cols.long()] = dequantize_rows(c.awq_q, c.awq_s)
+        w = full
+    if c.lqer_a is not None:
+        w = w + low_rank_product(c.lqer_a, c.lqer_as, c.lqer_b, c.lqer_bs)
+    return w
+
+
+def similarity_order(q: Tensor, block: int = 1024) -> Tensor:
+    """Greedy nearest-neighbour row order by L1 distance of the codes: start at row 0, repeatedly go to the nearest
+    row not yet visited. Distances by ``torch.cdist`` in row blocks, on the GPU when there is one (on a CPU it is
+    the slow part: ~R^2 C operations). Returns (R,) int64, a permutation."""
+    dev = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    x = q.to(dev, torch.float32)
+    R = x.shape[0]
+    D = torch.cat([torch.cdist(x[i:i + block], x, p=1) for i in range(0, R, block)])  # (R, R), exact integers
+    D.fill_diagonal_(float("inf"))
+    order = torch.empty(R, dtype=torch.long, device=dev)
+    order[0] = cur = 0
+    D[:, 0] = float("inf")
+    for i in range(1, R):
+        cur = int(torch.argmin(D[cur]))
+        order[i] = cur
+        D[:, cur] = float("inf")
+    return order.cpu()
+
+
+def awq_columns(w: Tensor, H: Tensor | None, n: int) -> tuple[Tensor, str]:
+    """The ``n`` most salient input columns of w (R, C), ascending: by the activation second moment (diag of the
+    Hessian H = sum x x^T) when there is one, else by the column norm of w. Returns (columns, "hessian"|"colnorm")."""
+    sal, how = (torch.diag(H).float().cpu(), "hessian") if H is not None else (w.float().square().sum(0), "colnorm")
+    return torch.sort(torch.topk(sal, n).indices).values, how
+
+
+def code_matrix(w: Tensor, fmt: str, cfg: QuantConfig, group: str, H: Tensor | None = None) -> tuple[Coded, str]:
+    """Codes of one 2-D matrix in format ``fmt``: the policy's grid, GPTQ with a Hessian, AWQ-lite when on and the
+    tensor is narrower than ``cfg.awq_bits``. Returns (Coded without LQER or row order, the record's note)."""
+    bits = bits_of(fmt)
+    notes = ["gptq"] if H is not None else []
+    C = w.shape[1]
+    if cfg.awq and cfg.awq_bits > bits and C > cfg.awq_group:
+        cols, how = awq_columns(w, H, cfg.awq_group)
+        rest = torch.ones(C, dtype=torch.bool)
+        rest[cols] = False
+        q, s = quantize_tensor(w[:, rest], fmt, cfg, group)  # the grid fitted to the columns it codes
+        qa, sa = quantize_rows(w[:, cols], cfg.awq_bits)  # row max, no floor: at most half a step per element
+        if H is not None:
+            full = gptq_rows(w, H, s, bits, keep=(cols, sa, cfg.awq_bits))
+            q, qa = full[:, rest].contiguous(), full[:, cols].contiguous()
+        notes.append(f"awq-{how}")
+        return Coded(q, s, cols, qa, sa, cfg.awq_bits), "+".join(notes)
+    q, s = quantize_tensor(w, fmt, cfg, group)
+    if H is not None:
+        q = gptq_rows(w, H, s, bits)
+    return Coded(q, s), "+".join(notes)
 
 
 def compress(data: bytes, compressor: str, level: int) -> bytes:
@@ -228,8 +397,14 @@ class TensorRecord:
     nbytes: int = 0
     scale_offset: int = -1
     scale_nbytes: int = 0
-    rel_error: float = 0.0  # ||w - deq(q(w))|| / ||w||
-    fmt_note: str = ""  # "gptq" when the codes came from GPTQ
+    rel_error: float = 0.0  # ||w - reconstruct(stored)|| / ||w||: what the reader gets
+    fmt_note: str = ""  # "+"-joined: gptq, awq-hessian | awq-colnorm, lqer, sorted
+    side: dict = field(default_factory=dict)  # format 3 only: "awq", "lqer", "order" -> their buffers' [offset, bytes]
+
+    def to_header(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "side"}
+        d["rel_error"] = round(self.rel_error, 6)
+        return dict(d, **self.side)  # no side: the format-2 record, key for key
 
 
 @dataclass
@@ -238,9 +413,16 @@ class QuantResult:
     payload: bytes
     records: list[TensorRecord] = field(default_factory=list)
     streams: list[int] = field(default_factory=list)  # payload offsets where a stream of like bytes begins
+    recon: dict[str, Tensor] = field(default_factory=dict)  # integer tensors as the reader will rebuild them (fp32)
 
 
 _STORE_DTYPE = {"fp16": torch.float16, "fp32": torch.float32}
+# The payload's sections in order, each a stream when not empty; the codes section is one stream per width.
+_SECTIONS = ("codes", "awq_codes", "lqer_a", "lqer_b", "scales", "side_scales", "index", "floats")
+
+
+def _u16(t: Tensor) -> bytes:
+    return t.numpy().astype("<u2").tobytes()
 
 
 def quantize_state(state: dict[str, Tensor], cfg: QuantConfig, model_config: dict, meta: dict | None = None,
@@ -248,58 +430,100 @@ def quantize_state(state: dict[str, Tensor], cfg: QuantConfig, model_config: dic
     """Quantize a state dict by the policy and lay out header + buffers: integer codes grouped by bit width
     (narrowest first), then scales, then float passthrough. Grouping matters: zstd-22 on int8 rows followed by
     int6 rows can cost 5% more than the same rows grouped (measured: 5.26 vs 4.96 bits per weight).
-    ``hessians`` (weight name -> H of its inputs): those matrices are rounded by GPTQ on the policy's grid."""
+    ``hessians`` (weight name -> H of its inputs): those matrices are rounded by GPTQ on the policy's grid.
+    With the export-side corrections on, in this order: AWQ-lite per matrix (``code_matrix``); LQER on the
+    ``lqer_top`` matrices with the largest ||E||_F (kept only where it lowers the error); the row order. Their
+    buffers go in their own sections (``_SECTIONS``: AWQ codes, LQER A codes, LQER B codes after the codes; their
+    scales after the scales; uint16 column indices and row orders before the floats) and the file is format 3."""
     records: list[TensorRecord] = []
-    q_bufs: list[tuple[TensorRecord, bytes]] = []
-    s_bufs: list[tuple[TensorRecord, bytes]] = []
-    f_bufs: list[tuple[TensorRecord, bytes]] = []
+    coded: dict[str, Coded] = {}
+    err: dict[str, float] = {}
     for name, t in state.items():
         t = t.detach().cpu()
         fmt = storage_format(name, t, cfg)
         rec = TensorRecord(name, list(t.shape), fmt, str(t.dtype).removeprefix("torch."))
         if fmt.startswith("int"):
-            q, s = quantize_tensor(t.reshape(t.shape[0], -1), fmt, cfg, storage_group(name))
-            if hessians and name in hessians:
-                q = gptq_rows(t.reshape(t.shape[0], -1), hessians[name], s, bits_of(fmt))
-                rec.fmt_note = "gptq"
-            deq = dequantize_rows(q, s).reshape(t.shape)
-            denom = t.float().norm().item()
-            rec.rel_error = (t.float() - deq).norm().item() / denom if denom > 0 else 0.0
-            q_bufs.append((rec, q.numpy().tobytes()))
-            s_bufs.append((rec, s.numpy().tobytes()))
-        elif fmt == "raw":
-            f_bufs.append((rec, t.contiguous().numpy().tobytes()))
-        else:
-            st = t.to(_STORE_DTYPE[fmt])
-            denom = t.float().norm().item()
-            rec.rel_error = (t.float() - st.float()).norm().item() / denom if denom > 0 else 0.0
-            f_bufs.append((rec, st.contiguous().view(torch.int16 if fmt == "fp16" else torch.int32).numpy().tobytes()))
+            w = t.reshape(t.shape[0], -1)
+            H = hessians[name] if hessians and name in hessians else None
+            coded[name], rec.fmt_note = code_matrix(w, fmt, cfg, storage_group(name), H)
+            err[name] = (w.float() - reconstruct(coded[name], w.shape[1])).norm().item()
         records.append(rec)
+    by_name = {rec.name: rec for rec in records}
+    for name in sorted(err, key=lambda n: -err[n])[:cfg.lqer_top]:  # LQER: the largest errors first
+        w = state[name].detach().cpu().reshape(state[name].shape[0], -1).float()
+        c = coded[name]
+        trial = dataclasses.replace(c)
+        trial.lqer_a, trial.lqer_as, trial.lqer_b, trial.lqer_bs = low_rank_factors(
+            w - reconstruct(c, w.shape[1]), cfg.lqer_rank, cfg.lqer_a_bits, cfg.lqer_b_bits)
+        if (w - reconstruct(trial, w.shape[1])).norm().item() < err[name]:
+            coded[name] = trial
+            by_name[name].fmt_note = "+".join(filter(None, [by_name[name].fmt_note, "lqer"]))
+    if cfg.sort_rows:
+        for name, c in coded.items():
+            if 2 < c.q.shape[0] <= 1 << 16:  # the order is stored as uint16
+                c.order = similarity_order(c.q)
+                c.q = c.q[c.order].contiguous()
+                by_name[name].fmt_note = "+".join(filter(None, [by_name[name].fmt_note, "sorted"]))
+    sections: dict[str, list] = {k: [] for k in _SECTIONS}  # (rec, where, bytes); where: None = offset/nbytes
+    recon: dict[str, Tensor] = {}
+    for rec in records:
+        t = state[rec.name].detach().cpu()
+        denom = t.float().norm().item()
+        if rec.name in coded:
+            c = coded[rec.name]
+            r = reconstruct(c, t.reshape(t.shape[0], -1).shape[1])
+            recon[rec.name] = r.reshape(t.shape)
+            rec.rel_error = (t.float() - recon[rec.name]).norm().item() / denom if denom > 0 else 0.0
+            sections["codes"].append((rec, None, c.q.numpy().tobytes()))
+            sections["scales"].append((rec, "scale", c.s.numpy().tobytes()))
+            if c.awq_cols is not None:
+                rec.side["awq"] = {"bits": c.awq_bits, "n": int(c.awq_cols.numel()),
+                                   "saliency": "hessian" if "awq-hessian" in rec.fmt_note else "colnorm"}
+                sections["awq_codes"].append((rec, ("awq", "q"), c.awq_q.numpy().tobytes()))
+                sections["side_scales"].append((rec, ("awq", "s"), c.awq_s.numpy().tobytes()))
+                sections["index"].append((rec, ("awq", "cols"), _u16(c.awq_cols)))
+            if c.lqer_a is not None:
+                rec.side["lqer"] = {"rank": int(c.lqer_a.shape[1]), "a_bits": cfg.lqer_a_bits,
+                                    "b_bits": cfg.lqer_b_bits, "group": LQER_GROUP}
+                sections["lqer_a"].append((rec, ("lqer", "a"), c.lqer_a.numpy().tobytes()))
+                sections["lqer_b"].append((rec, ("lqer", "b"), c.lqer_b.numpy().tobytes()))
+                sections["side_scales"].append((rec, ("lqer", "as"), c.lqer_as.numpy().tobytes()))
+                sections["side_scales"].append((rec, ("lqer", "bs"), c.lqer_bs.numpy().tobytes()))
+            if c.order is not None:
+                sections["index"].append((rec, ("order",), _u16(c.order)))
+        elif rec.fmt == "raw":
+            sections["floats"].append((rec, None, t.contiguous().numpy().tobytes()))
+        else:
+            st = t.to(_STORE_DTYPE[rec.fmt])
+            rec.rel_error = (t.float() - st.float()).norm().item() / denom if denom > 0 else 0.0
+            sections["floats"].append((rec, None, st.contiguous().view(
+                torch.int16 if rec.fmt == "fp16" else torch.int32).numpy().tobytes()))
     blob = io.BytesIO()
-    cuts = []  # where each stream of like bytes begins: codes of one width, scales, floats
-    q_bufs.sort(key=lambda rb: bits_of(rb[0].fmt))  # stable: original order within a width
-    for i, (rec, b) in enumerate(q_bufs):
-        if i == 0 or rec.fmt != q_bufs[i - 1][0].fmt:
-            cuts.append(blob.tell())
-        rec.offset, rec.nbytes = blob.tell(), len(b)
-        blob.write(b)
-    cuts.append(blob.tell())
-    for rec, b in s_bufs:
-        rec.scale_offset, rec.scale_nbytes = blob.tell(), len(b)
-        blob.write(b)
-    cuts.append(blob.tell())
-    for rec, b in f_bufs:
-        rec.offset, rec.nbytes = blob.tell(), len(b)
-        blob.write(b)
+    cuts = []  # where each stream of like bytes begins: codes of one width, each side section, scales, floats
+    sections["codes"].sort(key=lambda e: bits_of(e[0].fmt))  # stable: original order within a width
+    for sec in _SECTIONS:
+        for i, (rec, where, b) in enumerate(sections[sec]):
+            if i == 0 or (sec == "codes" and rec.fmt != sections[sec][i - 1][0].fmt):
+                cuts.append(blob.tell())
+            if where is None:
+                rec.offset, rec.nbytes = blob.tell(), len(b)
+            elif where == "scale":
+                rec.scale_offset, rec.scale_nbytes = blob.tell(), len(b)
+            elif len(where) == 1:
+                rec.side[where[0]] = [blob.tell(), len(b)]
+            else:
+                rec.side[where[0]][where[1]] = [blob.tell(), len(b)]
+            blob.write(b)
+        cuts.append(blob.tell())
     header = {
-        "format": VERSION,
+        "format": VERSION_SIDE if any(rec.side for rec in records) else VERSION,
         "model": model_config,
         "meta": meta or {},
-        "tensors": [dict(rec.__dict__, rel_error=round(rec.rel_error, 6)) for rec in records],
+        "tensors": [rec.to_header() for rec in records],
     }
     hb = json.dumps(header, separators=(",", ":")).encode()
     payload = struct.pack("<I", len(hb)) + hb + blob.getvalue()
-    return QuantResult(header, payload, records, sorted({4 + len(hb) + c for c in cuts}))
+    return QuantResult(header, payload, records, sorted({4 + len(hb) + c for c in cuts}), recon)
 
 
 def fit_ladder(cfg: QuantConfig):
@@ -352,9 +576,10 @@ def budget_attempts(cfg: QuantConfig):
 
 
 def encode(result: QuantResult, cfg: QuantConfig) -> bytes:
-    """The artifact's bytes: MAGIC, version 2, the stream count, then per stream (compressor id u8, length u32,
-    the compressed bytes). The streams (header, codes of each width, scales, floats) are compressed apart, each
-    with the policy's compressor, or with ``auto`` the smallest of zstd-22, brotli-11 and lzma-9 for that stream."""
+    """The artifact's bytes: MAGIC, version 2 (3 with side buffers), the stream count, then per stream (compressor
+    id u8, length u32, the compressed bytes). The streams (header, codes of each width, side sections, scales,
+    floats) are compressed apart, each with the policy's compressor, or with ``auto`` the smallest of zstd-22,
+    brotli-11 and lzma-9 for that stream."""
     p = result.payload
     cuts = [0] + [c for c in result.streams if 0 < c < len(p)] + [len(p)]
     choices = AUTO if cfg.compressor == "auto" else {cfg.compressor: cfg.level}
@@ -363,7 +588,7 @@ def encode(result: QuantResult, cfg: QuantConfig) -> bytes:
         if b > a:
             comp, name = min((compress(p[a:b], c, lvl), c) for c, lvl in choices.items() if _available(c))
             parts.append(struct.pack("<BI", COMPRESSORS[name], len(comp)) + comp)
-    return MAGIC + bytes([VERSION, len(parts)]) + b"".join(parts)
+    return MAGIC + bytes([result.header.get("format", VERSION), len(parts)]) + b"".join(parts)
 
 
 def _available(compressor: str) -> bool:
@@ -390,7 +615,7 @@ def read_payload(path: str | os.PathLike) -> tuple[dict, memoryview, int]:
         raise ArtifactError(f"{path}: not a pgolf artifact (bad magic)")
     if raw[5] == 1:  # one stream
         payload, cid = decompress(raw[7:], raw[6], path), raw[6]
-    elif raw[5] == 2:
+    elif raw[5] in (VERSION, VERSION_SIDE):  # the same container
         parts, at, sizes = [], 7, {}
         for _ in range(raw[6]):
             if at + 5 > len(raw):
@@ -403,7 +628,7 @@ def read_payload(path: str | os.PathLike) -> tuple[dict, memoryview, int]:
             at += 5 + n
         payload, cid = b"".join(parts), max(sizes, key=sizes.get)  # the compressor of most bytes
     else:
-        raise ArtifactError(f"{path}: artifact format {raw[5]} not supported (this pgolf reads 1 and 2)")
+        raise ArtifactError(f"{path}: artifact format {raw[5]} not supported (this pgolf reads 1, 2 and 3)")
     if len(payload) < 4:
         raise ArtifactError(f"{path}: truncated payload")
     (hlen,) = struct.unpack("<I", payload[:4])
@@ -412,6 +637,39 @@ def read_payload(path: str | os.PathLike) -> tuple[dict, memoryview, int]:
     except Exception:
         raise ArtifactError(f"{path}: corrupt header") from None
     return header, memoryview(payload)[4 + hlen:], cid
+
+
+def side_buffers(rec: dict) -> list[list[int]]:
+    """[offset, bytes] of a header record's AWQ / LQER / row-order buffers (none in a format-2 record)."""
+    return [rec["awq"][k] for k in ("cols", "q", "s") if "awq" in rec] + \
+        [rec["lqer"][k] for k in ("a", "as", "b", "bs") if "lqer" in rec] + ([rec["order"]] if "order" in rec else [])
+
+
+def _coded(rec: dict, body: memoryview, path: str) -> Coded:
+    """An integer tensor's stored buffers (format 2 or 3 record) as a ``Coded``."""
+    def buf(at: list[int], dtype, *shape) -> Tensor:
+        b = body[at[0]:at[0] + at[1]]
+        if len(b) != at[1]:
+            raise ArtifactError(f"{path}: tensor {rec['name']} runs past the payload")
+        if dtype == "u16":
+            return torch.from_numpy(numpy.frombuffer(b, dtype="<u2").astype("int64"))
+        return torch.frombuffer(bytearray(b), dtype=dtype).reshape(*shape)
+
+    R = rec["shape"][0]
+    c = Coded(buf([rec["offset"], rec["nbytes"]], torch.int8, R, -1),
+              buf([rec["scale_offset"], rec["scale_nbytes"]], torch.float16, -1))
+    if "awq" in rec:
+        a = rec["awq"]
+        c.awq_cols, c.awq_q = buf(a["cols"], "u16"), buf(a["q"], torch.int8, R, -1)
+        c.awq_s, c.awq_bits = buf(a["s"], torch.float16, -1), a["bits"]
+    if "lqer" in rec:
+        lq = rec["lqer"]
+        c.lqer_a, c.lqer_as = buf(lq["a"], torch.int8, R, -1), buf(lq["as"], torch.float16, -1)
+        c.lqer_b = buf(lq["b"], torch.int8, lq["rank"], -1)
+        c.lqer_bs = buf(lq["bs"], torch.float16, lq["rank"], -1)
+    if "order" in rec:
+        c.order = buf(rec["order"], "u16")
+    return c
 
 
 def read_artifact(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
@@ -427,10 +685,7 @@ def read_artifact(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
         if 0 in shape:  # nothing stored (torch.frombuffer refuses an empty buffer)
             t = torch.empty(shape, dtype=dtype)
         elif fmt.startswith("int"):
-            q = torch.frombuffer(bytearray(buf), dtype=torch.int8).reshape(shape[0], -1)
-            s = torch.frombuffer(bytearray(body[rec["scale_offset"]:rec["scale_offset"] + rec["scale_nbytes"]]),
-                                 dtype=torch.float16)
-            t = dequantize_rows(q, s).reshape(shape).to(dtype)
+            t = reconstruct(_coded(rec, body, path), math.prod(shape[1:])).reshape(shape).to(dtype)
         elif fmt == "raw":
             t = torch.frombuffer(bytearray(buf), dtype=dtype).reshape(shape).clone()
         else:

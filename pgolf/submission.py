@@ -210,10 +210,11 @@ def default_plot_path(group_a: list[str]) -> Path:
 
 
 def tensor_table(path: str | os.PathLike) -> tuple[list[dict], int]:
-    """Per tensor: name, shape, format, raw bytes, compressed-byte share, relative quantization error; and the file's
-    bytes. Compression is not separable, so a tensor's share is its buffers compressed on their own, rescaled so the
+    """Per tensor: name, shape, format, note (gptq, awq-*, lqer, sorted), raw bytes (codes, scales and any AWQ / LQER /
+    row-order buffers), compressed-byte share, relative error of what the reader rebuilds; and the file's bytes.
+    Compression is not separable, so a tensor's share is its buffers compressed on their own, rescaled so the
     shares add up exactly to the file's bytes (header and container overhead spread in proportion)."""
-    from .quant import COMPRESSORS, compress, read_payload
+    from .quant import COMPRESSORS, compress, read_payload, side_buffers
 
     header, body, cid = read_payload(path)
     compressor = {v: k for k, v in COMPRESSORS.items()}[cid]
@@ -224,7 +225,10 @@ def tensor_table(path: str | os.PathLike) -> tuple[list[dict], int]:
         b = bytes(body[rec["offset"]:rec["offset"] + rec["nbytes"]])
         if rec.get("scale_nbytes"):
             b += bytes(body[rec["scale_offset"]:rec["scale_offset"] + rec["scale_nbytes"]])
-        rows.append({"name": rec["name"], "shape": rec["shape"], "fmt": rec["fmt"], "raw_bytes": len(b),
+        for off, n in side_buffers(rec):
+            b += bytes(body[off:off + n])
+        rows.append({"name": rec["name"], "shape": rec["shape"], "fmt": rec["fmt"], "note": rec.get("fmt_note", ""),
+                     "raw_bytes": len(b),
                      "own": len(compress(b, compressor, level)), "rel_error": rec.get("rel_error")})
     own_sum = sum(r["own"] for r in rows) or 1
     acc = 0
@@ -238,12 +242,13 @@ def tensor_table(path: str | os.PathLike) -> tuple[list[dict], int]:
 
 def cmd_inspect(args) -> int:
     rows, total = tensor_table(args.artifact)
-    print(f"{'tensor':44s} {'shape':>14s} {'format':>6s} {'raw':>11s} {'compressed':>11s} {'share':>6s} {'rel.err':>8s}")
+    print(f"{'tensor':44s} {'shape':>14s} {'format':>6s} {'raw':>11s} {'compressed':>11s} {'share':>6s} {'rel.err':>8s}"
+          "  note")
     by_fmt: dict[str, list[int]] = {}
     for r in sorted(rows, key=lambda r: -r["bytes"]) if args.sort else rows:
         err = f"{r['rel_error']:.4f}" if r.get("rel_error") is not None else "-"
         print(f"{r['name']:44s} {'x'.join(map(str, r['shape'])) or 'scalar':>14s} {r['fmt']:>6s} {r['raw_bytes']:>11,} "
-              f"{r['bytes']:>11,} {100 * r['bytes'] / total:>5.1f}% {err:>8s}")
+              f"{r['bytes']:>11,} {100 * r['bytes'] / total:>5.1f}% {err:>8s}  {r['note']}".rstrip())
         f = by_fmt.setdefault(r["fmt"], [0, 0, 0])
         f[0] += 1
         f[1] += r["raw_bytes"]

@@ -72,6 +72,14 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("Phased score-first TTT (global SGD on scored docs)",
               (("eval.ttt", True), ("eval.ttt_phases", 3), ("eval.ttt_prefix_frac", 0.05)),
               "#1610 (04-13), 3 phases #1626 (04-14)", "-0.00056 (1 phase); 3 phases -0.00081 more"),
+    Technique("LQER (rank-4 error correction, int2/int4 factors)", (("quant.lqer_top", 3), ("quant.lqer_rank", 4)),
+              "#1797 (04-27)", "part of 1.0611 (#1855)",
+              measured="CPU model only: +3.3 KB, -0.6% weight error (BENCHMARKS, issue 13 session 4)"),
+    Technique("AWQ-lite (64 salient columns at int8)", (("quant.awq", True), ("quant.awq_group", 64)), "#1945",
+              "part of 1.05943", measured="CPU model only: +9% bytes at width 256 (BENCHMARKS, issue 13 session 4)"),
+    Technique("Rows in L1 nearest-neighbour order", (("quant.sort_rows", True),), "per-group compression (04-27)",
+              "~280 KB with per-group lrzip", measured="CPU model only: +0.46% bytes net (BENCHMARKS, issue 13 "
+              "session 4)"),
 )
 
 
