@@ -25,7 +25,9 @@ from pgolf.tokenizer import build_byte_table, load_sentencepiece, target_bytes
 # ---------------------------------------------------------------------------------------------------------------
 # the transform
 
-ODD = ["ß", "ẞ", "İ", "ı", "ΟΔΟΣ", "ς", "σ", "Σ", "ǅ", "Ǆ", "ǆ", "K", "Ω", "ﬁ", "Ɐ", "ɐ", "ſ", "ῼ", "Ꭰ", "ꭰ",
+# case oddities: no one-to-one partner (ß, İ, final ς, titlecase ǅ, the Kelvin and Ohm signs), partners of other
+# UTF-8 lengths (Ɐ/ɐ), astral letters (𐐀), the operators themselves and their private-use neighbours
+ODD = ["ß", "ẞ", "İ", "ı", "ΟΔΟΣ", "ς", "σ", "Σ", "ǅ", "Ǆ", "ǆ", "\u212a", "\u2126", "ﬁ", "Ɐ", "ɐ", "ſ", "ῼ", "Ꭰ", "ꭰ",
        "𐐀", "𐐨", "Ⓐ", "ⓐ", "Ａ", "ａ", "ǰ", "ŉ", "ΐ", "ⅷ", "Ⅷ", TITLE, ALLCAPS, CAPNEXT, ESC, "\ue004", "\uf8ff"]
 PIECES = ODD + ["a", "b", "z", "A", "B", "Z", "É", "é", "Ж", "ж", "7", "42", " ", "  ", "\n", "\t", "-", "'", ".",
                 "NASA", "Hello", "iPhone", "OpenAI", "日本", "\u200b", "\u00a0"]
