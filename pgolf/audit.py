@@ -14,7 +14,8 @@ The rules are the challenge README's and the rulings of its threads (``../shared
   evaluation <= 600 s counting eval-time precomputation (#2018);
 - data: every validation token after the first scored (#1854 scored 17%), no validation document in the training
   shards (#2127: 80% of them were), a tokenizer with the standalone "▁" its byte table needs (#897), bytes of the
-  original text when a transform is used (#2138);
+  original text when a transform is used (#2138: a CaseOps build's scores divide by its byte sidecars, which must
+  add up to the original text's bytes its manifest records);
 - legality of the scores (pgolf artifacts, CPU, a slice): causal, normalised, scored before any update, once;
 - statistics: the README's bar (0.005 nats at p < 0.01) and the de-facto one (p < 0.25 with 3 seeds, #1900/#1902;
   fewer than 15% of merged records met the README's bar, #2148).
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 
 from .config import BUDGET_BYTES, EXIT_AUDIT_FAIL, Config, InputError, ModelConfig
-from .data import read_header, read_shard
+from .data import read_header, read_shard, sidecar_path
 from .files import sha256_bytes, sha256_file
 from .records import (CodeFiles, LoggedRun, choose_score, folder_logs, needed_files, per_seed_losses, read_submission,
                       seed_results, self_extracting_bytes)
@@ -551,28 +552,30 @@ def _check_logged_bytes(runs: list[LoggedRun]) -> Check:
 
 
 def _check_pgolf_bytes(t: Target, folder: Path | None, tok: Path | None, why_not: str) -> Check:
-    """pgolf has no text transform: the bytes a score divides by are the byte table's over the scored targets.
-    Recount them from the shards and compare with every mode's sum, and check the table against the decoded text
-    of validation documents made of ordinary pieces (bytes of the text itself, not of pieces mis-measured)."""
+    """The bytes a score divides by, recounted from the data and compared with every mode's sum. Without a
+    transform: the byte table's count over the scored targets, and the table against the decoded text of
+    validation documents made of ordinary pieces. With one (a CaseOps build): the byte sidecars'
+    (``_check_sidecar``)."""
     from .tokenizer import build_byte_table, load_sentencepiece
 
     name = "bytes of the original text"
     if folder is None:
         return Check("data", name, NOT_CHECKABLE, why_not)
+    manifest: dict = {}
+    if (folder / "manifest.json").is_file():
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text())
+        except (OSError, ValueError):
+            manifest = {}
+        manifest = manifest if isinstance(manifest, dict) else {}
+    val = shard_files(folder, _VAL)
+    if manifest.get("transform") or any(sidecar_path(f).is_file() for f in val):
+        return _check_sidecar(t, folder, val, manifest)
     if tok is None or not tok.is_file():
         return Check("data", name, NOT_CHECKABLE, f"tokenizer {tok} not found (pass --tokenizer PATH)")
-    manifest = folder / "manifest.json"
-    if manifest.is_file():
-        try:
-            transform = json.loads(manifest.read_text()).get("transform")
-        except (OSError, ValueError, AttributeError):
-            transform = None
-        if transform:
-            return Check("data", name, NOT_CHECKABLE, f"{manifest} records a transform ({transform}); pgolf has no "
-                                                      "byte sidecar to check it with")
     sp = load_sentencepiece(tok)
     table = build_byte_table(sp, t.runs[0].cfg.model.vocab_size)
-    stream = np.concatenate([read_shard(f) for f in shard_files(folder, _VAL)])
+    stream = np.concatenate([read_shard(f) for f in val])
     bad, rows = [], []
     for r in t.runs:
         n = int(r.summary.get("val_tokens") or stream.size)
@@ -585,7 +588,7 @@ def _check_pgolf_bytes(t: Target, folder: Path | None, tok: Path | None, why_not
                or sp.is_unused(i)}
     tried = same = 0
     bos = t.runs[0].cfg.model.bos_id
-    for d in documents(shard_files(folder, _VAL), bos):
+    for d in documents(val, bos):
         ids = d[1:].tolist() if d.size and d[0] == bos else d.tolist()
         if not ids or special.intersection(ids):
             continue
@@ -601,6 +604,62 @@ def _check_pgolf_bytes(t: Target, folder: Path | None, tok: Path | None, why_not
     return Check("data", name, PASS, f"no text transform; every mode summed the byte table's count over the scored "
                                      f"targets ({', '.join(rows)}), and the table gives the decoded text's UTF-8 "
                                      f"bytes in {same} of {tried} documents of ordinary pieces")
+
+
+def _check_sidecar(t: Target, folder: Path, val: list[Path], manifest: dict) -> Check:
+    """A transformed build: every val shard has its byte sidecar (one count per token, the sha256 the manifest
+    records, 0 at every BOS), the sidecars add up to the original text's bytes the manifest records for the split
+    (less documents that encode to nothing), every run says it divided by them, and every mode's byte sum is theirs
+    over the scored targets."""
+    name = "bytes of the original text"
+    transform = manifest.get("transform") or "a byte sidecar"
+    sides = [sidecar_path(f) for f in val]
+    missing = [p for p in sides if not p.is_file()]
+    sourced = [r for r in t.runs if "sidecar" in str(r.summary.get("byte_source", ""))]
+    if missing:
+        if sourced:  # scored on sidecars that are gone now
+            return Check("data", name, NOT_CHECKABLE, f"{missing[0]} is gone; the runs divided by byte sidecars")
+        return Check("data", name, FAIL, f"{folder} holds text transformed by {transform} but no byte sidecar "
+                                         f"({missing[0].name}): the bytes would be the transformed text's (#2138)")
+    bad = []
+    recorded = {d.get("file"): d.get("sha256") for d in (manifest.get("byte_sidecar") or {}).get("files", [])
+                if isinstance(d, dict)}
+    stream = np.concatenate([read_shard(f) for f in val])
+    counts = []
+    for f, p in zip(val, sides):
+        c = read_shard(p)
+        if c.size != read_header(f):
+            bad.append(f"{p.name}: {c.size:,} counts for {read_header(f):,} tokens")
+        elif recorded.get(p.name) and recorded[p.name] != sha256_file(p):
+            bad.append(f"{p.name}: not the sidecar the manifest records (sha256)")
+        counts.append(c)
+    if bad:
+        return Check("data", name, FAIL, "; ".join(bad))
+    side = np.concatenate(counts).astype(np.int64)
+    bos = t.runs[0].cfg.model.bos_id if t.runs else 1
+    if side[stream == bos].any():
+        bad.append(f"{int((side[stream == bos] > 0).sum()):,} BOS tokens carry bytes")
+    split = (manifest.get("splits") or {}).get("val") or {}
+    total, text = int(side.sum()), split.get("text_bytes")
+    if text is None:
+        bad.append("the manifest records no original text bytes for the val split to check the sidecars against")
+    elif total != text and not (split.get("empty_docs") and total < text):
+        bad.append(f"the sidecars add up to {total:,} bytes, the original val text has {text:,}")
+    rows = []
+    for r in t.runs:
+        if not any(r is x for x in sourced):
+            bad.append(f"{r.label}: divided by {r.summary.get('byte_source') or 'the byte table'}, not the sidecars")
+        n = int(r.summary.get("val_tokens") or stream.size)
+        want = float(side[1:n].sum())
+        for mode, v in r.summary.get("roundtrip", {}).items():
+            if v.get("bytes") != want:
+                bad.append(f"{r.label} {mode}: {v.get('bytes'):,.0f} summed, {want:,.0f} in the sidecars")
+        rows.append(f"{r.label} {want:,.0f}")
+    if bad:
+        return Check("data", name, FAIL, "; ".join(bad))
+    return Check("data", name, PASS, f"{transform}: every mode summed the byte sidecars over the scored targets "
+                                     f"({', '.join(rows)}); the sidecars ({len(sides)}) add up to the original val "
+                                     f"text's {text:,} bytes the manifest records, 0 at every BOS")
 
 
 def _table_bytes(table, tokens: np.ndarray) -> float:

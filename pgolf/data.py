@@ -2,6 +2,11 @@
 
 A shard is 256 little-endian int32 (magic 20240520, version 1, token count, zeros) followed by that many
 little-endian uint16 tokens. Documents are framed ``[BOS] + tokens`` with no EOS.
+
+A byte sidecar (a CaseOps build, see caseops.py) has the same format and one uint16 per token of its validation
+shard: the original text's bytes that token stands for. ``fineweb_val_bytes_000000.bin`` is the sidecar of
+``fineweb_val_000000.bin`` (the records' naming); when the validation shards have sidecars, every eval mode takes
+its bytes from them instead of the tokenizer's byte table.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import torch
 
 from .config import Config, InputError
 from .files import atomic_write, sha256_file
-from .tokenizer import ByteTable, build_byte_table, check_space_piece, load_sentencepiece
+from .tokenizer import (ByteTable, build_byte_table, check_space_piece, is_caseops, load_sentencepiece,
+                        target_bytes)
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
@@ -81,6 +87,23 @@ def read_shard(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
     if arr.size != n:
         raise ShardError(f"{path}: short read ({arr.size} of {n} tokens)")
     return arr
+
+
+_NUMBERED = re.compile(r"^(.*_)(\d+\.bin)$")
+_SIDECAR = re.compile(r"_bytes_\d+\.bin$")
+
+
+def sidecar_path(shard: str | os.PathLike) -> Path:
+    """The byte sidecar of a shard: ``fineweb_val_000000.bin`` -> ``fineweb_val_bytes_000000.bin``."""
+    shard = Path(shard)
+    m = _NUMBERED.match(shard.name)
+    if not m:
+        raise ValueError(f"{shard}: not a numbered shard name (..._NNNNNN.bin)")
+    return shard.with_name(f"{m.group(1)}bytes_{m.group(2)}")
+
+
+def is_sidecar(path: str | os.PathLike) -> bool:
+    return bool(_SIDECAR.search(Path(path).name))
 
 
 def list_shards(folder: str | os.PathLike, pattern: str) -> list[Path]:
@@ -256,6 +279,8 @@ class DataSet:
     train_files: list[Path]
     val_files: list[Path]
     val_tokens: torch.Tensor
+    val_bytes: torch.Tensor  # (N,) int32: the bytes of each val position as a target (tokenizer.target_bytes)
+    byte_source: str  # where val_bytes came from: the byte table, or the byte sidecars of the original text
     checks: list[str] = field(default_factory=list)
 
 
@@ -301,6 +326,47 @@ def _manifest_fingerprint(folder: Path) -> tuple[str | None, str]:
     return None, ""
 
 
+def _manifest(folder: Path) -> dict:
+    try:
+        m = json.loads((folder / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return m if isinstance(m, dict) else {}
+
+
+def load_sidecars(val_files: list[Path], manifest: dict, caseops_tokenizer: bool) -> np.ndarray | None:
+    """The byte sidecars of the validation shards, concatenated (uint16), or None when there are none (then the
+    byte table counts). Each must be a valid shard with exactly its shard's token count and, where the manifest
+    records one, its sha256. A build that says it transformed the text (or a CaseOps tokenizer) without sidecars
+    is refused: the byte table would count the transformed text's bytes (#2138). Raises one InputError naming the
+    file."""
+    paths = [sidecar_path(f) for f in val_files]
+    have = [p.is_file() for p in paths]
+    transform = manifest.get("transform")
+    if not any(have):
+        if transform or caseops_tokenizer:
+            why = f"{val_files[0].parent / 'manifest.json'} records the transform {transform}" if transform else \
+                "the tokenizer is a CaseOps tokenizer"
+            raise InputError(f"{paths[0]}: missing ({why}); without the byte sidecars of the original text the byte "
+                             "table would count the transformed text's bytes (challenge issue #2138)")
+        return None
+    if not all(have):
+        raise InputError(f"{paths[have.index(False)]}: missing, though other validation shards have byte sidecars")
+    recorded = {d.get("file"): d.get("sha256") for d in (manifest.get("byte_sidecar") or {}).get("files", [])
+                if isinstance(d, dict)}
+    out = []
+    for f, p in zip(val_files, paths):
+        n, want = read_header(p), read_header(f)
+        if n != want:
+            raise InputError(f"{p}: {n:,} byte counts for the {want:,} tokens of {f.name} (a sidecar of another "
+                             "build?)")
+        if recorded.get(p.name) and recorded[p.name] != sha256_file(p):
+            raise InputError(f"{p}: sha256 {sha256_file(p)[:12]} is not the {recorded[p.name][:12]} the manifest "
+                             "records")
+        out.append(read_shard(p))
+    return np.concatenate(out) if len(out) > 1 else out[0]
+
+
 def tokenizer_roundtrip(sp, tokens: torch.Tensor | np.ndarray, bos_id: int, max_docs: int = ROUNDTRIP_DOCS
                         ) -> tuple[int, int]:
     """(documents that decode and re-encode to the very same ids, documents tried), over the first documents of
@@ -343,7 +409,9 @@ def prepare_data(cfg: Config, log, rank: int = 0, world: int = 1, group=None, tr
     cfg.data.path, cfg.data.tokenizer = str(data_dir), str(tok_path)
     fingerprint = sha256_file(tok_path)
     checks = [f"tokenizer {tok_path.name} sha256 {fingerprint[:12]}"]
-    val_files = list_shards(data_dir, cfg.data.val_glob)
+    val_files = [f for f in list_shards(data_dir, cfg.data.val_glob) if not is_sidecar(f)]
+    if not val_files:
+        raise FileNotFoundError(f"no shards match {data_dir / cfg.data.val_glob} (only byte sidecars)")
     train_files = list_shards(data_dir, cfg.data.train_glob) if train else []
     files = val_files + train_files
     for f in files:
@@ -374,7 +442,17 @@ def prepare_data(cfg: Config, log, rank: int = 0, world: int = 1, group=None, tr
     checks.append(f"round trip {same}/{tried} val documents" if tried else
                   "round trip not checkable (no validation document of plain pieces)")
     table = build_byte_table(sp, V)
-    if float(table.count(val_tokens[:-1].long(), val_tokens[1:].long()).sum()) <= 0:
+    sidecars = load_sidecars(val_files, _manifest(data_dir), is_caseops(sp))
+    if sidecars is None:
+        val_bytes = target_bytes(table, val_tokens)
+        byte_source = f"byte table of {tok_path.name}"
+    else:
+        val_bytes = torch.from_numpy(sidecars[:val_tokens.numel()].astype(np.int32))
+        byte_source = (f"byte sidecars of the original text ({', '.join(sidecar_path(f).name for f in val_files[:2])}"
+                       f"{', ...' if len(val_files) > 2 else ''})")
+        checks.append(f"{len(val_files)} byte sidecar(s): one count per val token")
+    if int(val_bytes[1:].sum()) <= 0:
         raise ShardError(f"{val_files[0]}: the validation tokens hold no text bytes (only empty documents?); "
                          "val_bpb would be undefined")
-    return DataSet(data_dir, tok_path, fingerprint, embedded, V, table, train_files, val_files, val_tokens, checks)
+    return DataSet(data_dir, tok_path, fingerprint, embedded, V, table, train_files, val_files, val_tokens, val_bytes,
+                   byte_source, checks)

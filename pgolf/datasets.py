@@ -14,6 +14,12 @@ Files are placed atomically and verified, so a rerun skips what is in place and 
 ``--shard-tokens`` tokens, a document straddling two shards where it falls, exactly as
 ``data/download_hf_docs_and_tokenize.py`` does; ``decode_shards`` inverts it for checking.
 
+``--caseops`` (both ``tokenizer`` and ``build``): the text goes through the lossless case transform of
+``pgolf/caseops.py`` first (its operators are user-defined pieces of the tokenizer), and ``build`` writes beside each
+validation shard a byte sidecar ``fineweb_val_bytes_NNNNNN.bin`` (the shard format, one uint16 per token: the
+ORIGINAL text's UTF-8 bytes that token stands for; 0 for BOS and operators), which the eval divides by. The
+manifest records the transform and every sidecar's sha256.
+
 Document files: ``*.jsonl`` holds one JSON object per line whose ``"text"`` string is the document (other fields are
 ignored); ``*.txt`` holds one document per line (without its line ending). Either may end in ``.xz`` or ``.gz``.
 Blank lines are skipped in both.
@@ -43,8 +49,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from . import caseops
 from .config import InputError
-from .data import ShardError, read_header, read_shard, write_shard
+from .data import ShardError, read_header, read_shard, sidecar_path, write_shard
 from .files import sha256_file, write_json
 from .tokenizer import check_space_piece, load_sentencepiece, train_tokenizer
 
@@ -139,8 +146,9 @@ def iter_documents(path: str | os.PathLike) -> Iterator[str]:
 
 
 def train_tokenizer_from_file(input_path: str | os.PathLike, vocab_size: int, prefix: str | os.PathLike,
-                              max_docs: int = 0) -> Path:
-    """Train a SentencePiece BPE with the challenge's settings on the first ``max_docs`` documents (0: all).
+                              max_docs: int = 0, case_ops: bool = False) -> Path:
+    """Train a SentencePiece BPE with the challenge's settings on the first ``max_docs`` documents (0: all); with
+    ``case_ops`` on their CaseOps transform, the operators as user-defined pieces (ids 4-7).
 
     Writes PREFIX.model and PREFIX.vocab only once training has succeeded, so a failure leaves no half-written pair.
     """
@@ -161,14 +169,15 @@ def train_tokenizer_from_file(input_path: str | os.PathLike, vocab_size: int, pr
         try:
             for text in islice(docs, max_docs or None):
                 used += 1
-                yield text
+                yield caseops.encode(text) if case_ops else text
         except InputError as e:
             read_error = e
             raise
 
     try:
         try:
-            train_tokenizer(texts(), vocab_size, str(tmp))
+            train_tokenizer(texts(), vocab_size, str(tmp),
+                            user_defined_symbols=caseops.OPERATORS if case_ops else ())
         except RuntimeError as e:
             if read_error is not None:
                 raise read_error from None
@@ -194,15 +203,18 @@ class SplitStats:
     docs: int = 0
     empty_docs: int = 0  # documents whose text encodes to no token (kept as a lone BOS, as the challenge does)
     tokens: int = 0
-    text_bytes: int = 0  # UTF-8 bytes of the documents' text as it was encoded (before SentencePiece's NFKC)
+    text_bytes: int = 0  # UTF-8 bytes of the documents' text (before SentencePiece's NFKC and any case transform)
     shards: list[dict[str, Any]] = field(default_factory=list)  # {"file": name, "tokens": n}, in order
+    sidecar_bytes: int | None = None  # Σ the byte sidecars (CaseOps val): text_bytes less documents with no token
+    sidecars: list[dict[str, Any]] = field(default_factory=list)  # {"file", "tokens", "sha256"}, one per shard
 
 
 class _ShardWriter:
-    """Packs a split's token stream into shards of ``shard_tokens``; documents straddle shards, as in the challenge."""
+    """Packs a split's token stream into shards of ``shard_tokens``; documents straddle shards, as in the challenge.
+    A byte sidecar's writer (``sidecar``) cuts its stream at the same places, into the sidecar file of each shard."""
 
-    def __init__(self, folder: Path, split: str, shard_tokens: int, stats: SplitStats):
-        self.folder, self.split, self.stats = folder, split, stats
+    def __init__(self, folder: Path, split: str, shard_tokens: int, stats: SplitStats, sidecar: bool = False):
+        self.folder, self.split, self.stats, self.sidecar = folder, split, stats, sidecar
         self.buf = np.empty(shard_tokens, dtype=np.uint16)
         self.fill = 0
 
@@ -218,9 +230,14 @@ class _ShardWriter:
 
     def flush(self) -> None:
         if self.fill:
-            name = f"fineweb_{self.split}_{len(self.stats.shards):06d}.bin"
+            shards = self.stats.sidecars if self.sidecar else self.stats.shards
+            name = f"fineweb_{self.split}_{len(shards):06d}.bin"
+            if self.sidecar:
+                name = sidecar_path(name).name
             write_shard(self.folder / name, self.buf[:self.fill])
-            self.stats.shards.append({"file": name, "tokens": self.fill})
+            shards.append({"file": name, "tokens": self.fill})
+            if self.sidecar:
+                shards[-1]["sha256"] = sha256_file(self.folder / name)
             self.fill = 0
 
 
@@ -234,18 +251,41 @@ def _init_encoder(model_path: str) -> None:
     _encoder = spm.SentencePieceProcessor(model_file=model_path)
 
 
-def _encode_chunk(source: str, jsonl: bool, lines: list[tuple[int, str]]) -> tuple[np.ndarray, int, int, int]:
-    """Parse and frame a chunk of documents as ``[BOS] + ids`` each; return (tokens, documents, empty documents,
-    text bytes)."""
+def _encode_chunk(source: str, jsonl: bool, lines: list[tuple[int, str]], case_ops: bool = False,
+                  sidecar: bool = False) -> tuple[np.ndarray, int, int, int, np.ndarray | None]:
+    """Parse and frame a chunk of documents as ``[BOS] + ids`` each (of their CaseOps transform with ``case_ops``);
+    return (tokens, documents, empty documents, original text bytes, each token's original bytes or None). The
+    bytes per token (``sidecar``) need the transform: see ``caseops.token_bytes``."""
     texts = [_parse_document(line, jsonl, f"{source}:{lineno}") for lineno, line in lines]
     bos = _encoder.bos_id()
     flat: list[int] = []
+    per_token: list[np.ndarray] = []
     empty = 0
-    for ids in _encoder.encode(texts, num_threads=1):  # one thread: the parallelism is across worker processes
-        flat.append(bos)
-        flat.extend(ids)
-        empty += not ids
-    return np.array(flat, dtype=np.uint16), len(texts), empty, sum(len(t.encode("utf-8")) for t in texts)
+    if sidecar:
+        for (lineno, _), text in zip(lines, texts):
+            t, char_bytes = caseops.encode_with_bytes(text)
+            try:
+                m = _encoder.encode(t, return_type="offset_mapping")
+            except (TypeError, ValueError) as e:
+                raise InputError(f"a byte sidecar needs SentencePiece's offset mapping (sentencepiece >= 0.2.1): {e}"
+                                 ) from None
+            ids = m["ids"]
+            nb = caseops.token_bytes(char_bytes, m["offsets"])
+            if nb.size and nb.max() >= 2**16:
+                raise InputError(f"{source}:{lineno}: a token stands for {int(nb.max()):,} original bytes, more than "
+                                 "a uint16 sidecar holds")
+            flat.append(bos)
+            flat.extend(ids)
+            per_token += [np.zeros(1, dtype=np.int64), nb]
+            empty += not ids
+    else:
+        encoded = [caseops.encode(t) for t in texts] if case_ops else texts
+        for ids in _encoder.encode(encoded, num_threads=1):  # one thread: the parallelism is across worker processes
+            flat.append(bos)
+            flat.extend(ids)
+            empty += not ids
+    side = np.concatenate(per_token).astype(np.uint16) if sidecar else None
+    return np.array(flat, dtype=np.uint16), len(texts), empty, sum(len(t.encode("utf-8")) for t in texts), side
 
 
 def _chunks(lines: Iterable[tuple[int, str]]) -> Iterator[list[tuple[int, str]]]:
@@ -288,8 +328,10 @@ def _encoder_map(model_path: str, workers: int) -> Iterator[Callable[[Iterable[t
 
 def build_shards(input_path: str | os.PathLike, tokenizer: str | os.PathLike, out: str | os.PathLike, *,
                  val_docs: int | None = None, val_input: str | os.PathLike | None = None,
-                 shard_tokens: int = SHARD_TOKENS, workers: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Tokenize documents into ``fineweb_{val,train}_NNNNNN.bin`` shards and a ``manifest.json`` in ``out``.
+                 shard_tokens: int = SHARD_TOKENS, workers: int = 0, progress: bool = True,
+                 case_ops: bool = False) -> dict[str, Any]:
+    """Tokenize documents into ``fineweb_{val,train}_NNNNNN.bin`` shards and a ``manifest.json`` in ``out``; with
+    ``case_ops``, of their CaseOps transform, with a byte sidecar beside each validation shard.
 
     Validation is either the first ``val_docs`` documents of ``input_path`` (the rest are train: the challenge's
     split) or every document of ``val_input`` (then all of ``input_path`` is train). Shards are written to a staging
@@ -310,6 +352,11 @@ def build_shards(input_path: str | os.PathLike, tokenizer: str | os.PathLike, ou
         raise InputError(f"{tokenizer}: vocab {sp.vocab_size()} does not fit uint16 shards (max {MAX_VOCAB})")
     if sp.bos_id() < 0:
         raise InputError(f"{tokenizer}: has no BOS piece to frame documents with")
+    if case_ops != caseops.is_caseops(sp):
+        raise InputError(f"{tokenizer}: " + (
+            "not a CaseOps tokenizer (its operators are not pieces of their own); train one with pgolf data "
+            "tokenizer --caseops" if case_ops else "a CaseOps tokenizer (the case operators are pieces); build with "
+            "--caseops"))
     workers = workers or os.cpu_count() or 1
     tqdm = need("tqdm", "pgolf data build").tqdm
 
@@ -334,10 +381,17 @@ def build_shards(input_path: str | os.PathLike, tokenizer: str | os.PathLike, ou
             for split, path, jsonl, split_lines in plan:
                 stats[split] = s = SplitStats(source=str(path))
                 writer = _ShardWriter(stage, split, shard_tokens, s)
-                jobs = ((str(path), jsonl, chunk) for chunk in _chunks(split_lines))
+                sidecar = case_ops and split == "val"
+                bytes_writer = _ShardWriter(stage, split, shard_tokens, s, sidecar=True) if sidecar else None
+                if sidecar:
+                    s.sidecar_bytes = 0
+                jobs = ((str(path), jsonl, chunk, case_ops, sidecar) for chunk in _chunks(split_lines))
                 with tqdm(desc=split, unit=" docs", disable=not progress) as bar:
-                    for tokens, docs, empty, text_bytes in encode(jobs):
+                    for tokens, docs, empty, text_bytes, side in encode(jobs):
                         writer.add(tokens)
+                        if bytes_writer is not None:
+                            bytes_writer.add(side)
+                            s.sidecar_bytes += int(side.sum(dtype=np.int64))
                         s.docs += docs
                         s.empty_docs += empty
                         s.tokens += tokens.size
@@ -345,6 +399,8 @@ def build_shards(input_path: str | os.PathLike, tokenizer: str | os.PathLike, ou
                         bar.update(docs)
                         bar.set_postfix(tokens=f"{s.tokens:,}", refresh=False)
                 writer.flush()
+                if bytes_writer is not None:
+                    bytes_writer.flush()
         if val_docs is not None and stats["val"].docs < val_docs:
             raise InputError(f"{input_path}: has {stats['val'].docs} documents, fewer than --val-docs {val_docs}")
         for split, st in stats.items():
@@ -354,13 +410,18 @@ def build_shards(input_path: str | os.PathLike, tokenizer: str | os.PathLike, ou
         manifest = {
             "tokenizer": str(tokenizer.resolve()), "tokenizer_sha256": sha256_file(tokenizer),
             "vocab_size": int(sp.vocab_size()), "bos_id": int(sp.bos_id()),
-            "append_eos": False, "shard_tokens": shard_tokens, "splits": {k: asdict(v) for k, v in stats.items()},
+            "append_eos": False, "shard_tokens": shard_tokens,
+            "splits": {k: _split_record(v) for k, v in stats.items()},
         }
+        if case_ops:  # what the tokens are of, and where the bytes a score divides by come from
+            manifest["transform"] = caseops.NAME
+            manifest["unicode_version"] = caseops.unicode_version()
+            manifest["byte_sidecar"] = {"source": "original text", "files": stats["val"].sidecars}
         (out / "manifest.json").unlink(missing_ok=True)  # no manifest while the shard set is being swapped
         for old in [*out.glob("fineweb_val_*.bin"), *out.glob("fineweb_train_*.bin")]:
             old.unlink()
         for s in stats.values():
-            for shard in s.shards:
+            for shard in s.shards + s.sidecars:
                 os.replace(stage / shard["file"], out / shard["file"])
         write_json(out / "manifest.json", manifest)
     finally:
@@ -368,8 +429,17 @@ def build_shards(input_path: str | os.PathLike, tokenizer: str | os.PathLike, ou
     return manifest
 
 
+def _split_record(s: SplitStats) -> dict[str, Any]:
+    """A split's manifest entry; the sidecar fields only where there are sidecars."""
+    d = asdict(s)
+    if s.sidecar_bytes is None:
+        del d["sidecar_bytes"], d["sidecars"]
+    return d
+
+
 def decode_shards(paths: Iterable[str | os.PathLike], tokenizer) -> list[str]:
-    """The documents of a shard sequence: split the token stream at BOS and decode each piece (checks ``build``).
+    """The documents of a shard sequence: split the token stream at BOS and decode each piece (checks ``build``);
+    with a CaseOps tokenizer, the transform is undone too.
 
     ``tokenizer`` is a SentencePiece .model path or a loaded SentencePieceProcessor.
     """
@@ -384,7 +454,8 @@ def decode_shards(paths: Iterable[str | os.PathLike], tokenizer) -> list[str]:
     if stream[0] != bos:
         raise ShardError(f"{paths[0]}: starts with token {int(stream[0])}, not BOS {bos}; a shard before it is missing")
     bounds = np.append(np.flatnonzero(stream == bos), stream.size)
-    return [sp.decode(stream[a + 1:b].tolist()) for a, b in zip(bounds[:-1], bounds[1:])]
+    docs = [sp.decode(stream[a + 1:b].tolist()) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [caseops.decode(d, strict=False) for d in docs] if caseops.is_caseops(sp) else docs
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -557,7 +628,7 @@ def cmd_fineweb(args) -> int:
 
 
 def cmd_tokenizer(args) -> int:
-    model = train_tokenizer_from_file(args.input, args.vocab, args.out, args.max_docs)
+    model = train_tokenizer_from_file(args.input, args.vocab, args.out, args.max_docs, case_ops=args.caseops)
     sp = load_sentencepiece(model)
     print(f"wrote {model} and {model.with_suffix('.vocab')}: vocab {sp.vocab_size()}")
     try:
@@ -569,11 +640,13 @@ def cmd_tokenizer(args) -> int:
 
 def cmd_build(args) -> int:
     manifest = build_shards(args.input, args.tokenizer, args.out, val_docs=args.val_docs, val_input=args.val_input,
-                            shard_tokens=args.shard_tokens, workers=args.workers)
+                            shard_tokens=args.shard_tokens, workers=args.workers, case_ops=args.caseops)
     for split, s in manifest["splits"].items():
         per_token = s["text_bytes"] / s["tokens"] if s["tokens"] else float("nan")
         print(f"{split}: {s['docs']:,} docs, {s['tokens']:,} tokens, {s['text_bytes']:,} text bytes "
-              f"({per_token:.4f} bytes/token), shards: {len(s['shards'])}")
+              f"({per_token:.4f} bytes/token), shards: {len(s['shards'])}"
+              + (f", byte sidecars: {len(s['sidecars'])} ({s['sidecar_bytes']:,} original bytes)"
+                 if "sidecars" in s else ""))
     print(f"wrote {args.out}/manifest.json")
     return 0
 
@@ -613,6 +686,8 @@ def add_parsers(sub) -> None:
     t.add_argument("--out", required=True, metavar="PREFIX", help="output prefix, e.g. tokenizers/fineweb_1024_bpe")
     t.add_argument("--max-docs", type=int, default=0, metavar="K",
                    help="train on the first K documents only (default: all)")
+    t.add_argument("--caseops", action="store_true",
+                   help="train on the CaseOps case transform of the text, its operators as pieces of their own")
     t.set_defaults(fn=cmd_tokenizer)
 
     b = dsub.add_parser("build", help="tokenize documents into challenge shards",
@@ -629,4 +704,7 @@ def add_parsers(sub) -> None:
     b.add_argument("--shard-tokens", type=int, default=SHARD_TOKENS, metavar="N",
                    help=f"tokens per shard (default {SHARD_TOKENS:,}, the challenge's)")
     b.add_argument("--workers", type=int, default=0, metavar="K", help="encoding processes (default: all cores)")
+    b.add_argument("--caseops", action="store_true",
+                   help="tokenize the CaseOps transform of the text (a --caseops tokenizer) and write a byte sidecar "
+                        "of original bytes beside each val shard")
     b.set_defaults(fn=cmd_build)

@@ -10,6 +10,9 @@ Every mode scores the same targets -- every token of the validation stream after
            context (>= seq_len - stride tokens, except the first window's); the tail is never scored twice;
 - ttt:     per document, chunk by chunk: score a chunk, then take one Adam step on per-document LoRA adapters
            using only that (already scored) chunk; every document starts from the same adapters.
+
+The bytes of a scored target come from ``tokenizer.target_bytes``: the byte table's count of (previous, target),
+or a byte sidecar's count of the original text (a CaseOps build); every mode indexes that one per-position tensor.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .tokenizer import ByteTable
+from .tokenizer import ByteTable, target_bytes
 
 
 @dataclass
@@ -131,10 +134,11 @@ def window_plan(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int
 
 
 @torch.no_grad()
-def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable, seq_len: int, stride: int,
+def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, seq_len: int, stride: int,
                  batch_seqs: int, device: torch.device, log: Callable[[str], None] | None = None,
                  label: str = "eval") -> EvalResult:
-    """Sliding-window eval (plain eval is stride == seq_len). ``model(x, y, reduction='none')`` -> (B, T) nats.
+    """Sliding-window eval (plain eval is stride == seq_len). ``model(x, y, reduction='none')`` -> (B, T) nats;
+    ``table``: a ByteTable, or the bytes of every position of ``tokens`` as a target (``target_bytes``).
 
     The windows are cut into blocks of ``batch_seqs`` (one forward each, always full-size: the last block is padded
     with unscored windows); ranks take contiguous runs of blocks, and the per-block sums meet in ``exact_total``.
@@ -145,8 +149,8 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable, seq_len: in
     plan = window_plan(tokens.numel(), seq_len, stride)
     n_blocks = math.ceil(len(plan) / batch_seqs)
     lo, hi = rank_range(n_blocks, rank, world)
-    table = table.to(device)
     toks = tokens.to(device=device, dtype=torch.int64)
+    nbytes = target_bytes(table, toks)  # (N,) int32
     sums = torch.zeros(hi - lo, 3, dtype=torch.float64, device=device)  # per block: nll, tokens, bytes
     pos = torch.arange(seq_len, device=device)
     progress = Progress(label, hi - lo, log if rank == 0 else None)
@@ -160,16 +164,16 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable, seq_len: in
             firsts = torch.tensor([b[1] for b in batch] + [seq_len] * pad, device=device)
             lens = torch.tensor([b[2] for b in batch] + [0] * pad, device=device)
             idx = (starts[:, None] + pos[None, :]).clamp_max(toks.numel() - 2)
-            x, y = toks[idx], toks[idx + 1]
+            x, y, yb = toks[idx], toks[idx + 1], nbytes[idx + 1]
             tail = stride if stride < seq_len and batch[0][0] > 0 else 0  # every window scores its last positions
             with _autocast(device):
                 nll = model(x, y, reduction="none", last=tail).float()
             mask = (pos[None, :] >= firsts[:, None]) & (pos[None, :] < lens[:, None])
             if tail:
-                mask, x, y = mask[:, -tail:], x[:, -tail:], y[:, -tail:]
+                mask, yb = mask[:, -tail:], yb[:, -tail:]
             sums[k, 0] = (nll.double() * mask).sum()
             sums[k, 1] = mask.sum()
-            sums[k, 2] = (table.count(x, y) * mask).sum()
+            sums[k, 2] = (yb.double() * mask).sum()
             progress.update(k + 1)
     model.train(was_training)
     nll, n, nbytes = exact_total(sums, n_blocks)
@@ -263,10 +267,11 @@ def ttt_phase_plan(n_docs: int, phases: int, prefix_frac: float) -> list[tuple[i
     return plan
 
 
-def _lora_score(model, toks: Tensor, docs: list[tuple[int, int]], idx: list[int], sums: Tensor, table: ByteTable,
+def _lora_score(model, toks: Tensor, docs: list[tuple[int, int]], idx: list[int], sums: Tensor, nbytes: Tensor,
                 device: torch.device, rank_r: int, lr: float, chunk: int, seq_len: int, batch_docs: int, betas,
                 seed: int, token_nll: dict[int, float] | None, progress: "Progress", done: int) -> int:
-    """Score documents ``idx`` (rows of ``sums``) chunk by chunk with per-document LoRA (see ``eval_ttt``)."""
+    """Score documents ``idx`` (rows of ``sums``) chunk by chunk with per-document LoRA (see ``eval_ttt``);
+    ``nbytes``: the bytes of every position of ``toks`` as a target."""
     mine = sorted(idx, key=lambda i: docs[i][1])  # similar lengths share a batch
     for bi in range(0, len(mine), batch_docs):
         rows = mine[bi:bi + batch_docs]
@@ -282,19 +287,21 @@ def _lora_score(model, toks: Tensor, docs: list[tuple[int, int]], idx: list[int]
             W = min((ci + 1) * chunk, seq_len)
             x = torch.zeros(bsz, W, dtype=torch.int64, device=device)
             y = torch.zeros(bsz, W, dtype=torch.int64, device=device)
+            yb = torch.zeros(bsz, W, dtype=torch.int32, device=device)  # bytes of each target
             score = torch.zeros(bsz, W, dtype=torch.bool, device=device)
             for b, ((ds, _), (ws, cs, ce)) in enumerate(zip(batch, spans)):
                 if not active[b]:
                     continue
                 x[b, :ce - ws] = toks[ds + ws: ds + ce]
                 y[b, :ce - ws] = toks[ds + ws + 1: ds + ce + 1]
+                yb[b, :ce - ws] = nbytes[ds + ws + 1: ds + ce + 1]
                 score[b, cs - ws: ce - ws] = True
             need_train = any(train_mask)
             with torch.enable_grad() if need_train else torch.no_grad(), _autocast(device):
                 nll = model(x, y, reduction="none", lora=lora).float()  # (bsz, W)
             with torch.no_grad():
                 m = score.double()
-                per = torch.stack(((nll.detach().double() * m).sum(1), m.sum(1), (table.count(x, y) * m).sum(1)), 1)
+                per = torch.stack(((nll.detach().double() * m).sum(1), m.sum(1), (yb.double() * m).sum(1)), 1)
                 sums[rows] += per
                 if token_nll is not None:
                     for b, ((ds, _), (ws, _, _)) in enumerate(zip(batch, spans)):
@@ -351,13 +358,14 @@ def _global_sgd(model, span: Tensor, device: torch.device, *, seq_len: int, batc
     return n
 
 
-def eval_ttt(model, tokens: Tensor, table: ByteTable, device: torch.device, *, rank_r: int = 8, lr: float = 0.01,
-             chunk: int = 256, seq_len: int = 1024, batch_docs: int = 64, bos_id: int = 1, betas=(0.9, 0.95),
-             seed: int = 0, phases: int = 0, prefix_frac: float = 0.05, sgd_lr: float = 0.001,
+def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.device, *, rank_r: int = 8,
+             lr: float = 0.01, chunk: int = 256, seq_len: int = 1024, batch_docs: int = 64, bos_id: int = 1,
+             betas=(0.9, 0.95), seed: int = 0, phases: int = 0, prefix_frac: float = 0.05, sgd_lr: float = 0.001,
              sgd_momentum: float = 0.9, sgd_batch_seqs: int = 32, sgd_clip: float = 1.0,
              log: Callable[[str], None] | None = None, token_nll: dict[int, float] | None = None) -> EvalResult:
     """LoRA TTT eval: per document, chunk by chunk, score the chunk, then one Adam step on that document's adapters
-    using only the chunk just scored (never the document's last chunk: nothing after it is scored).
+    using only the chunk just scored (never the document's last chunk: nothing after it is scored). ``table``: a
+    ByteTable, or the bytes of every position of ``tokens`` as a target (``target_bytes``).
 
     A document's score is a function of the model and that document: adapters start from the same seeded state for
     every document, documents in one batch never share gradients (the loss is a sum of per-document means and
@@ -376,8 +384,8 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable, device: torch.device, *, r
     rank, world = rank_world()
     docs = find_docs(tokens, bos_id)
     plan = ttt_phase_plan(len(docs), phases, prefix_frac)
-    table = table.to(device)
     toks = tokens.to(device=device, dtype=torch.int64)
+    nbytes = target_bytes(table, toks)  # (N,) int32
     sums = torch.zeros(len(docs), 3, dtype=torch.float64, device=device)  # per document; rows of other ranks stay 0
     shares = [list(range(a + lo, a + hi)) for a, b, _ in plan for lo, hi in [rank_range(b - a, rank, world)]]
     # progress in tokens, not documents: the batches go from short documents to long ones
@@ -391,7 +399,7 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable, device: torch.device, *, r
         p.requires_grad_(False)
     try:
         for (a, b, sgd_end), mine in zip(plan, shares):
-            done = _lora_score(model, toks, docs, mine, sums, table, device, rank_r, lr, chunk, seq_len, batch_docs,
+            done = _lora_score(model, toks, docs, mine, sums, nbytes, device, rank_r, lr, chunk, seq_len, batch_docs,
                                betas, seed, token_nll, progress, done)
             if sgd_end > 0:
                 t1 = time.perf_counter()
@@ -418,11 +426,12 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable, device: torch.device, *, r
     return EvalResult(nll, n, nbytes, time.perf_counter() - t0, sgd_s)
 
 
-def evaluate(model, eval_model, cfg, val_tokens: Tensor, table: ByteTable, device: torch.device, modes: list[str],
-             log: Callable[[str], None] | None = None) -> dict[str, EvalResult]:
+def evaluate(model, eval_model, cfg, val_tokens: Tensor, table: ByteTable | Tensor, device: torch.device,
+             modes: list[str], log: Callable[[str], None] | None = None) -> dict[str, EvalResult]:
     """The eval modes of a run's config: plain (non-overlapping windows of the eval length), sliding (stride
-    ``eval.sliding_stride``) and ttt. ``eval_model`` (compiled, maybe) runs the no-grad forwards; ``model`` the
-    TTT, which needs gradients through adapters the compiled graph does not know."""
+    ``eval.sliding_stride``) and ttt; ``table`` as in ``eval_windows`` (a run passes ``DataSet.val_bytes``).
+    ``eval_model`` (compiled, maybe) runs the no-grad forwards; ``model`` the TTT, which needs gradients through
+    adapters the compiled graph does not know."""
     e = cfg.eval
     seq = e.seq_len or cfg.train.seq_len
     out = {}

@@ -18,7 +18,6 @@ One implementation for 1 and N processes:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 

@@ -53,7 +53,7 @@ def cmd_requant(args) -> int:
     model.looped = True
     modes = [m for m in args.modes.split(",") if m]
     model.load_state_dict(state)
-    pre = evaluate(model, model, cfg, data.val_tokens, data.table, device, modes)
+    pre = evaluate(model, model, cfg, data.val_tokens, data.val_bytes, device, modes)
     rows = []
     hessians = None
     for text in args.variant or [":"]:
@@ -74,7 +74,7 @@ def cmd_requant(args) -> int:
         path.write_bytes(blob)
         _, deq = read_artifact(path)
         model.load_state_dict(deq)
-        rt = evaluate(model, model, vcfg, data.val_tokens, data.table, device, modes)
+        rt = evaluate(model, model, vcfg, data.val_tokens, data.val_bytes, device, modes)
         row = {"variant": name, "sets": sets, "policy": policy_of(used), "bytes_model": len(blob),
                "bytes_total": len(blob) + code_bytes, "export_s": export_s,
                "modes": {m: {"prequant": pre[m].bpb, "roundtrip": rt[m].bpb, "gap": rt[m].bpb - pre[m].bpb}

@@ -123,18 +123,26 @@ def continue_text(model: GPT, sp, prompt: str, max_new_tokens: int, temperature:
                   seed: int = 1337) -> str:
     """The text the model writes after ``prompt``, as the start of a document ([BOS] + prompt), up to
     ``max_new_tokens`` tokens and cut where the model starts a new document (a BOS). Draws come from a CPU
-    generator seeded with ``seed``: the same seed gives the same text."""
+    generator seeded with ``seed``: the same seed gives the same text. With a CaseOps tokenizer the prompt is
+    transformed and the text decoded back (operators the model put where they mean nothing are dropped)."""
+    from . import caseops
+
+    case_ops = caseops.is_caseops(sp)
     bos = model.cfg.bos_id
-    prompt_ids = [bos] + sp.encode(prompt)
+    prompt_ids = [bos] + sp.encode(caseops.encode(prompt) if case_ops else prompt)
     dev = model.tok_emb.weight.device
     ids = torch.tensor([prompt_ids], dtype=torch.long, device=dev)
     out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k,
                          generator=torch.Generator().manual_seed(seed))[0, len(prompt_ids):].tolist()
     if bos in out:
         out = out[:out.index(bos)]
-    head = sp.decode(prompt_ids[1:])
-    full = sp.decode(prompt_ids[1:] + out)  # decoded together: a piece's leading space survives
-    return full[len(head):] if full.startswith(head) else sp.decode(out)
+    def text(ids: list[int]) -> str:
+        t = sp.decode(ids)
+        return caseops.decode(t, strict=False) if case_ops else t
+
+    head = text(prompt_ids[1:])
+    full = text(prompt_ids[1:] + out)  # decoded together: a piece's leading space survives
+    return full[len(head):] if full.startswith(head) else text(out)
 
 
 # ---------------------------------------------------------------------------------------------------------------

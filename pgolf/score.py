@@ -34,6 +34,8 @@ def score_artifact(path: str, data: str | None = None, tokenizer: str | None = N
     if tokenizer:
         cfg.data.tokenizer = tokenizer
     ds = prepare_data(cfg, log or (lambda *a: None), train=False)
+    if log:
+        log(f"bytes per val target: {ds.byte_source}")
     want = meta.get("tokenizer_sha256")
     if want and want != ds.tokenizer_sha256:
         raise InputError(f"{ds.tokenizer}: not the tokenizer {path} was trained with (sha256 {ds.tokenizer_sha256[:12]}"
@@ -48,4 +50,4 @@ def score_artifact(path: str, data: str | None = None, tokenizer: str | None = N
     evm = torch.compile(model, dynamic=False, fullgraph=True) if (dev.type == "cuda" and cfg.train.compile) else model
     if not modes:
         modes = ["plain"] + (["sliding"] if cfg.eval.sliding_stride > 0 else []) + (["ttt"] if cfg.eval.ttt else [])
-    return evaluate(model, evm, cfg, ds.val_tokens, ds.table, dev, modes, log)
+    return evaluate(model, evm, cfg, ds.val_tokens, ds.val_bytes, dev, modes, log)

@@ -16,6 +16,10 @@ import torch
 
 from .config import InputError
 
+# The CaseOps operators (TITLE, ALLCAPS, CAPNEXT, ESC; pgolf/caseops.py), here so that recognising a CaseOps
+# tokenizer does not pack the transform into train_gpt.py (training never runs it)
+CASE_OPERATORS = ("\ue000", "\ue001", "\ue002", "\ue003")
+
 
 def load_sentencepiece(path: str | os.PathLike):
     import sentencepiece as spm
@@ -52,6 +56,24 @@ class ByteTable:
         return int(self.base_bytes.numel())
 
 
+def target_bytes(source: "ByteTable | torch.Tensor", tokens: torch.Tensor) -> torch.Tensor:
+    """The bytes each position of ``tokens`` stands for as a target, (N,) int32 on ``tokens``' device: from a byte
+    table (position i: ``count(tokens[i-1], tokens[i])``; position 0 is never a target, 0), or ``source`` itself
+    when it already holds them (a byte sidecar of the original text, one count per token). Every eval mode sums this
+    over the targets it scores, so the two sources share one code path."""
+    if not isinstance(source, ByteTable):
+        if source.shape != tokens.shape:
+            raise ValueError(f"{tuple(source.shape)} byte counts for {tuple(tokens.shape)} tokens")
+        return source.to(device=tokens.device, dtype=torch.int32)
+    table, toks = source.to(tokens.device), tokens.long()
+    out = torch.zeros(toks.numel(), dtype=torch.int32, device=tokens.device)
+    step = 1 << 23  # float64 counts of 8M positions at a time
+    for a in range(1, toks.numel(), step):
+        b = min(a + step, toks.numel())
+        out[a:b] = table.count(toks[a - 1:b - 1], toks[a:b]).to(torch.int32)
+    return out
+
+
 def build_byte_table(sp, vocab_size: int = 0) -> ByteTable:
     sp_vocab = int(sp.vocab_size())
     size = max(sp_vocab, vocab_size)
@@ -73,6 +95,11 @@ def build_byte_table(sp, vocab_size: int = 0) -> ByteTable:
     return ByteTable(torch.from_numpy(base), torch.from_numpy(space), torch.from_numpy(boundary))
 
 
+def is_caseops(sp) -> bool:
+    """Whether a SentencePiece model has the CaseOps operators as pieces of their own."""
+    return all(sp.piece_to_id(o) != sp.unk_id() and sp.id_to_piece(sp.piece_to_id(o)) == o for o in CASE_OPERATORS)
+
+
 def check_space_piece(sp, path: str = "") -> None:
     """The byte table needs "▁" as its own piece, or a leading space is charged as 3 fallback bytes (issue #897)."""
     if sp.piece_to_id("\u2581") == sp.unk_id():
@@ -81,9 +108,11 @@ def check_space_piece(sp, path: str = "") -> None:
 
 
 def train_tokenizer(texts, vocab_size: int, model_prefix: str, *, max_sentence_length: int = 16384,
-                    input_sentence_size: int = 0, num_threads: int = 0) -> str:
+                    input_sentence_size: int = 0, num_threads: int = 0, user_defined_symbols: tuple[str, ...] = ()
+                    ) -> str:
     """Train a SentencePiece BPE tokenizer with the challenge's settings (data/download_hf_docs_and_tokenize.py):
-    byte fallback, split digits, nmt_nfkc, no dummy prefix, pad/bos/eos/unk = 0/1/2/3. Returns the .model path."""
+    byte fallback, split digits, nmt_nfkc, no dummy prefix, pad/bos/eos/unk = 0/1/2/3; ``user_defined_symbols``
+    (the CaseOps operators) become pieces of their own, ids 4, 5, ... Returns the .model path."""
     import sentencepiece as spm
 
     def clean():
@@ -99,6 +128,8 @@ def train_tokenizer(texts, vocab_size: int, model_prefix: str, *, max_sentence_l
         max_sentence_length=max_sentence_length, num_threads=num_threads or (os.cpu_count() or 1),
         minloglevel=2,
     )
+    if user_defined_symbols:
+        kwargs.update(user_defined_symbols=list(user_defined_symbols))
     if input_sentence_size:
         kwargs.update(input_sentence_size=input_sentence_size, shuffle_input_sentence=True)
     spm.SentencePieceTrainer.train(**kwargs)

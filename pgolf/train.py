@@ -39,7 +39,7 @@ from .clock import TrainClock
 from .config import EXIT_INTERRUPTED, Config, InputError, Interrupted, QuantConfig
 from .data import DataSet, DistributedTokenLoader, prepare_data
 from .dist import DistInfo, broadcast_object, cleanup_distributed, init_distributed
-from .evaluate import EvalResult, evaluate, predicted_challenge_eval_s
+from .evaluate import evaluate, predicted_challenge_eval_s
 from .files import sha256_bytes
 from .model import GPT, apply_precision, resolve_attention
 from .optim import Optimizers, build_optimizers, newton_schulz
@@ -359,7 +359,7 @@ def loop(b: Built, rd: RunDir, log, clock: TrainClock, signals: StopSignals, res
         if t.val_every > 0 and step % t.val_every == 0:
             steps_log.flush()
             clock.stop(sync)
-            r = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.table, dev, ["plain"], log)["plain"]
+            r = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.val_bytes, dev, ["plain"], log)["plain"]
             log(f"val step:{step} val_loss:{r.loss:.4f} val_bpb:{r.bpb:.4f} train_time:{clock.train_s:.1f}s "
                 f"eval:{r.seconds:.1f}s")
             rd.metric(kind="val", step=step, val_loss=r.loss, val_bpb=r.bpb, train_s=clock.train_s)
@@ -453,7 +453,7 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
     if cfg.train.keep_float and info.is_main:  # the weights before the export, for pgolf requant
         rd.write("model_float.pt", _torch_bytes({k: v.detach().cpu() for k, v in b.model.state_dict().items()}))
     final_modes = ["plain"] + ([cfg.eval.final] if cfg.eval.final == "sliding" else [])
-    pre = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.table, dev, final_modes, log)
+    pre = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.val_bytes, dev, final_modes, log)
     rd.metric(kind="val", step=steps, val_loss=pre["plain"].loss, val_bpb=pre["plain"].bpb, train_s=train_time)
     for m, r in pre.items():
         log(f"pre-quant {m} (step {steps}): val_loss:{r.loss:.4f} val_bpb:{r.bpb:.4f} eval:{r.seconds:.1f}s")
@@ -496,7 +496,7 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
     _, deq = read_artifact(art_path)
     b.model.load_state_dict(deq, strict=True)
     modes = ["plain"] + (["sliding"] if cfg.eval.sliding_stride > 0 else []) + (["ttt"] if cfg.eval.ttt else [])
-    rt = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.table, dev, modes, log)
+    rt = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.val_bytes, dev, modes, log)
     n_val = int(b.data.val_tokens.numel())
     for m, r in rt.items():
         log(f"roundtrip {m}: val_loss:{r.loss:.4f} val_bpb:{r.bpb:.8f} eval:{r.seconds:.1f}s (predicted on the "
@@ -523,6 +523,7 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
         "qat_policy": policy_of(b.qat_policy) if b.qat_policy else None, "qat_from_step": end.qat_step,
         "data": str(b.data.folder), "embedded_data": b.data.embedded, "tokenizer": str(b.data.tokenizer),
         "tokenizer_sha256": b.data.tokenizer_sha256, "data_checks": b.data.checks,
+        "byte_source": b.data.byte_source,
         "val_tokens": int(b.data.val_tokens.numel()), "artifact": art_path,
     }
     rd.write_json("summary.json", summary)
@@ -623,6 +624,8 @@ def _run_in(cfg: Config, run_dir: str, info: DistInfo, resume: bool, rd: RunDir,
             log(f"data: {data.folder} ({len(data.train_files)} train shards, {len(data.val_files)} val shards); "
                 f"tokenizer {data.tokenizer}")
         log("data checks: " + "; ".join(data.checks))
+        log(f"bytes per val target: {data.byte_source} ({int(data.val_bytes[1:].sum()):,} bytes over "
+            f"{data.val_tokens.numel() - 1:,} targets)")
         b = build(cfg, info, data, code, log)
         code_bytes = len(code.encode("utf-8"))
         if not resume:

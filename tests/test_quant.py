@@ -248,8 +248,6 @@ def test_gptq_export_round_trips(tmp_path):
 def test_streams_pick_the_smallest_compressor_and_old_artifacts_still_read(tmp_path):
     """auto: each stream (header, codes of a width, scales, floats) with the smallest of zstd/brotli/lzma, so the
     artifact is never larger than any single compressor's; and a version-1 artifact (one stream) still reads."""
-    import struct
-
     from pgolf.quant import COMPRESSORS, MAGIC, compress
 
     pytest.importorskip("brotli")
