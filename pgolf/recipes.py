@@ -223,6 +223,24 @@ def best() -> Config:
     return c
 
 
+def best_sp8192() -> Config:
+    """``best`` reshaped for an sp8192 tokenizer (train it on an sp8192 build: ``pgolf data build`` with the
+    challenge's fineweb_8192_bpe.model, or the challenge's sp8192 download): 11 layers (XSA on all, parallel
+    attention/MLP on the last 3), the frontier's export -- SDClip per class (attention 13, MLP 11.5, other 12.85,
+    embedding 14 std), an int7 tied embedding, full-Hessian GPTQ calibrated on training tokens inside the budget
+    (train.reserve_s 8 s). Predicted 8xH100 artifact ~14.3 MB with int6 attention and MLP (``pgolf predict
+    --recipe best-sp8192 --vocab 8192``; at sp1024 the old best had to drop its MLP to int4, which cost 0.051).
+    Not yet measured on the proxy (issue 13, acceptance 2)."""
+    c = best()
+    c.name = "best-sp8192"
+    m = c.model
+    m.num_layers, m.xsa_last_n, m.parallel_from = 11, 11, 8
+    q = c.quant
+    q.embed, q.sdclip, q.gptq = "int7", "attn:13,mlp:11.5,other:12.85,embed:14", True
+    c.train.reserve_s = 8.0
+    return c
+
+
 RECIPES: dict[str, Callable[[], Config]] = {
     "baseline": baseline,
     "smoke": smoke,
@@ -231,6 +249,7 @@ RECIPES: dict[str, Callable[[], Config]] = {
     "seed-pr236": seed_pr236,
     "seed-pr289": seed_pr289,
     "best": best,
+    "best-sp8192": best_sp8192,
     "pr164-s64": pr164_s64,
     "int5-10l": int5_10l,
     "record-0331": record_0331,
