@@ -20,7 +20,7 @@ def baseline() -> Config:
 
 
 def smoke() -> Config:
-    """A tiny model that trains in about a minute on 2 CPU cores: the whole pipeline, end to end."""
+    """A tiny model that trains in about three minutes on 2 CPU cores: the whole pipeline, end to end."""
     c = Config(name="smoke")
     m = c.model
     m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads, m.mlp_mult = 4, 128, 4, 2, 2.0
