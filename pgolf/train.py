@@ -498,10 +498,10 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
     modes = ["plain"] + (["sliding"] if cfg.eval.sliding_stride > 0 else []) + (["ttt"] if cfg.eval.ttt else [])
     rt = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.val_bytes, dev, modes, log)
     n_val = int(b.data.val_tokens.numel())
+    eval_8gpu = {m: predicted_challenge_eval_s(r.seconds, n_val, info.world_size, r.serial_s) for m, r in rt.items()}
     for m, r in rt.items():
         log(f"roundtrip {m}: val_loss:{r.loss:.4f} val_bpb:{r.bpb:.8f} eval:{r.seconds:.1f}s (predicted on the "
-            f"challenge's full val set on 8 GPUs like these: "
-            f"{predicted_challenge_eval_s(r.seconds, n_val, info.world_size, r.serial_s):.0f}s)")
+            f"challenge's full val set on 8 GPUs like these: {eval_8gpu[m]:.0f}s)")
     total = nbytes + code_bytes
     final = rt[cfg.eval.final]
     summary = {
@@ -514,7 +514,7 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
         "prequant": {m: {"val_loss": r.loss, "val_bpb": r.bpb, "eval_s": r.seconds} for m, r in pre.items()},
         "roundtrip": {m: {"val_loss": r.loss, "val_bpb": r.bpb, "eval_s": r.seconds, "tokens": r.tokens,
                           "bytes": r.bytes,
-                          "eval_s_challenge_8gpu": predicted_challenge_eval_s(r.seconds, n_val, info.world_size, r.serial_s)}
+                          "eval_s_challenge_8gpu": eval_8gpu[m]}
                       for m, r in rt.items()},
         "final_mode": cfg.eval.final, "val_loss": final.loss, "val_bpb": final.bpb,
         "bytes_model": nbytes, "bytes_code": code_bytes, "bytes_total": total, "bytes_predicted_model": b.predicted,

@@ -61,3 +61,31 @@ def run_cli(args, cwd=None, env=None, timeout=600):
         e.update(env)
     return subprocess.run([sys.executable, *args], cwd=cwd or REPO, env=e, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def toy_gpt():
+    """A small GPT with every weight perturbed away from its init (zero projections included), seeded."""
+    import torch
+
+    from pgolf.config import ModelConfig
+    from pgolf.model import GPT
+
+    torch.manual_seed(0)
+    m = GPT(ModelConfig(vocab_size=256, num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, bigram_buckets=64,
+                        smear_gate=True))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return m
+
+
+def data_cli(argv: list[str]) -> int:
+    """Run ``pgolf data ...`` through pgolf.datasets' parsers (the parser tree ``pgolf`` builds for them)."""
+    import argparse
+
+    from pgolf import datasets
+
+    ap = argparse.ArgumentParser(prog="pgolf")
+    datasets.add_parsers(ap.add_subparsers(dest="cmd", required=True))
+    args = ap.parse_args(["data", *argv])
+    return args.fn(args)

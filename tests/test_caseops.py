@@ -1,7 +1,6 @@
 """CaseOps: the case transform is bijective, the byte sidecar holds the original text's bytes, and every eval mode
 divides by them."""
 
-import argparse
 import json
 import math
 import random
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli, tiny_overrides
+from conftest import data_cli, run_cli, tiny_overrides
 from pgolf import caseops, datasets
 from pgolf.caseops import ALLCAPS, CAPNEXT, ESC, TITLE
 from pgolf.config import InputError, ModelConfig, apply_overrides
@@ -125,13 +124,6 @@ def make_docs(n: int, seed: int) -> list[str]:
     return docs
 
 
-def cli(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="pgolf")
-    datasets.add_parsers(ap.add_subparsers(dest="cmd", required=True))
-    args = ap.parse_args(["data", *argv])
-    return args.fn(args)
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """(folder, tokenizer, val docs): a caseops tokenizer and build through the command line."""
@@ -139,10 +131,10 @@ def built(tmp_path_factory):
     docs = make_docs(160, seed=1)
     src = root / "docs.jsonl"
     src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
-    assert cli(["tokenizer", "--caseops", "--input", str(src), "--vocab", "400", "--out", str(root / "tok")]) == 0
+    assert data_cli(["tokenizer", "--caseops", "--input", str(src), "--vocab", "400", "--out", str(root / "tok")]) == 0
     tok = root / "tok.model"
     out = root / "data"
-    assert cli(["build", "--caseops", "--input", str(src), "--val-docs", "6", "--tokenizer", str(tok), "--out",
+    assert data_cli(["build", "--caseops", "--input", str(src), "--val-docs", "6", "--tokenizer", str(tok), "--out",
                 str(out), "--shard-tokens", "150", "--workers", "2"]) == 0
     return out, tok, docs[:6]
 

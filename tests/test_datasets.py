@@ -1,6 +1,5 @@
 """pgolf data: fetching from a hub look-alike on 127.0.0.1, tokenizer training, shard building and decoding."""
 
-import argparse
 import gzip
 import hashlib
 import json
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import data_cli
 from pgolf import datasets
 from pgolf.config import InputError
 from pgolf.data import read_header, read_shard, write_shard
@@ -38,14 +38,6 @@ def make_docs(n: int, seed: int) -> list[str]:
         docs.append(" ".join(words).capitalize() + ".")
     assert all(unicodedata.normalize("NFKC", d) == d for d in docs)
     return docs
-
-
-def cli(argv: list[str]) -> int:
-    """Run ``pgolf data ...`` through this module's parsers (the parser tree ``pgolf`` builds for them)."""
-    ap = argparse.ArgumentParser(prog="pgolf")
-    datasets.add_parsers(ap.add_subparsers(dest="cmd", required=True))
-    args = ap.parse_args(["data", *argv])
-    return args.fn(args)
 
 
 def write_jsonl(path, docs):
@@ -113,7 +105,7 @@ def test_build_val_input_formats_and_worker_count_agree(tmp_path, tok, tok_path)
     built = {}
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
-        assert cli(["build", "--input", str(train_src), "--val-input", str(val_src), "--tokenizer", str(tok_path),
+        assert data_cli(["build", "--input", str(train_src), "--val-input", str(val_src), "--tokenizer", str(tok_path),
                     "--out", str(out), "--shard-tokens", "150", "--workers", str(workers)]) == 0
         built[workers] = {p.name: p.read_bytes() for p in out.glob("fineweb_*.bin")}
         assert datasets.decode_shards(sorted(out.glob("fineweb_val_*.bin")), tok) == val
@@ -171,7 +163,7 @@ def test_tokenizer_command(tmp_path, name, capsys):
     else:
         write_jsonl(src, docs)
     prefix = tmp_path / "tok" / "fineweb_360_bpe"
-    assert cli(["tokenizer", "--input", str(src), "--vocab", "360", "--out", str(prefix), "--max-docs", "250"]) == 0
+    assert data_cli(["tokenizer", "--input", str(src), "--vocab", "360", "--out", str(prefix), "--max-docs", "250"]) == 0
     sp = load_sentencepiece(f"{prefix}.model")
     assert sp.vocab_size() == 360 and (tmp_path / "tok" / "fineweb_360_bpe.vocab").is_file()
     assert sp.bos_id() == 1 and sp.decode(sp.encode(docs[-1])) == docs[-1]
@@ -342,7 +334,7 @@ def test_fetch_command_with_endpoint(hub, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))  # the CLI uses the default cache
-    assert cli(["fineweb", "--variant", "sp320", "--train-shards", "1", "--repo-id", REPO,
+    assert data_cli(["fineweb", "--variant", "sp320", "--train-shards", "1", "--repo-id", REPO,
                 "--out", str(tmp_path / "data"), "--endpoint", hub.url]) == 0
     assert_layout(hub, tmp_path)
 

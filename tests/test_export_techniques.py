@@ -8,6 +8,7 @@ import numpy
 import pytest
 import torch
 
+from conftest import toy_gpt
 from pgolf.config import ConfigError, ModelConfig, QuantConfig, apply_overrides
 from pgolf.model import GPT
 from pgolf.quant import (dequantize_rows, encode, fake_quantize, quantize_rows, quantize_state, read_artifact,
@@ -117,7 +118,7 @@ def test_similarity_order_is_the_greedy_l1_chain():
 
 
 def test_sorted_rows_read_back_bit_for_bit(tmp_path):
-    m = _model()
+    m = toy_gpt()
     base = QuantConfig(mlp="int6", attn="int6", keep_float_max_numel=1000, compressor="zstd", level=22)
     sort = replace(base, sort_rows=True)
     r0, r1 = quantize_state(m.state_dict(), base, m.cfg.__dict__), quantize_state(m.state_dict(), sort, m.cfg.__dict__)
@@ -135,21 +136,11 @@ def test_sorted_rows_read_back_bit_for_bit(tmp_path):
                for t in sorted_recs)  # the codes really moved
 
 
-def _model():
-    torch.manual_seed(0)
-    m = GPT(ModelConfig(vocab_size=256, num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, bigram_buckets=64,
-                        smear_gate=True))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return m
-
-
 def test_all_three_with_gptq_round_trip_and_fit_the_budget(tmp_path):
     from pgolf.config import Config
     from pgolf.quant import quantize_to_budget
 
-    m = _model()
+    m = toy_gpt()
     sd = m.state_dict()
     cfg = apply_overrides(Config(), ["quant.mlp=int6", "quant.attn=int6", "quant.keep_float_max_numel=1000",
                                      "quant.lqer_top=3", "quant.awq=true", "quant.awq_group=16",
@@ -192,7 +183,7 @@ def test_inspect_and_predict_count_the_side_buffers(tmp_path):
     from pgolf.predict import model_shapes, predict_bytes
     from pgolf.submission import tensor_table
 
-    m = _model()
+    m = toy_gpt()
     base = QuantConfig(mlp="int6", attn="int6", keep_float_max_numel=1000)
     on = replace(base, lqer_top=2, awq=True, awq_group=16, sort_rows=True)
     for cfg, name in ((base, "p.pgz"), (on, "s.pgz")):

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from conftest import toy_gpt
 from pgolf.config import ModelConfig, QuantConfig
 from pgolf.model import GPT
 from pgolf.quant import (ArtifactError, dequantize_rows, encode, quantize_rows, quantize_state, read_artifact,
@@ -40,23 +41,13 @@ def test_policy_table():
     assert storage_format("blocks.0.attn.c_k.weight", torch.zeros(16, 16), cfg) == "fp16"  # small
 
 
-def _model():
-    torch.manual_seed(0)
-    m = GPT(ModelConfig(vocab_size=256, num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, bigram_buckets=64,
-                        smear_gate=True))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return m
-
-
 @pytest.mark.parametrize("compressor", ["zlib", "lzma", "zstd", "brotli", "auto"])
 def test_artifact_roundtrip(tmp_path, compressor):
     if compressor == "zstd":
         pytest.importorskip("zstandard")
     if compressor == "brotli":
         pytest.importorskip("brotli")
-    m = _model()
+    m = toy_gpt()
     cfg = QuantConfig(mlp="int6", attn="int6", embed="int8", keep_float_max_numel=1000, int8_scale_floor=0.0,
                       compressor=compressor,
                       level={"zstd": 22, "brotli": 11}.get(compressor, 9))
@@ -82,7 +73,7 @@ def test_corrupt_artifacts_are_named(tmp_path):
     p.write_bytes(b"nope")
     with pytest.raises(ArtifactError, match="bad magic"):
         read_artifact(p)
-    m = _model()
+    m = toy_gpt()
     cfg = QuantConfig()
     save_artifact(p, quantize_state(m.state_dict(), cfg, m.cfg.__dict__), cfg)
     raw = p.read_bytes()
@@ -93,7 +84,7 @@ def test_corrupt_artifacts_are_named(tmp_path):
 
 def test_save_is_atomic(tmp_path, monkeypatch):
     """A failure while writing leaves the previous artifact intact."""
-    m = _model()
+    m = toy_gpt()
     cfg = QuantConfig()
     res = quantize_state(m.state_dict(), cfg, m.cfg.__dict__)
     p = tmp_path / "a.pgz"
@@ -120,7 +111,7 @@ def test_fit_ladder_order():
 def test_quantize_to_budget_walks_down_until_it_fits():
     from pgolf.quant import quantize_to_budget
 
-    m = _model()
+    m = toy_gpt()
     base = QuantConfig(mlp="int8", attn="int8", keep_float_max_numel=1000, int8_scale_floor=0.0)
     full = len(encode(quantize_state(m.state_dict(), base, m.cfg.__dict__), base))
     import dataclasses
@@ -140,7 +131,7 @@ def test_predict_fit_takes_the_first_policy_predicted_to_fit():
     from pgolf.predict import model_shapes, predict_bytes, predict_fit
     from pgolf.quant import fit_ladder
 
-    m = _model()
+    m = toy_gpt()
     shapes = model_shapes(m)
     base = QuantConfig(mlp="int8", attn="int8", keep_float_max_numel=1000, int8_scale_floor=0.0)
     ladder = list(fit_ladder(base))
@@ -227,7 +218,7 @@ def test_gptq_lowers_the_layer_output_error_on_correlated_inputs():
 
 
 def test_gptq_export_round_trips(tmp_path):
-    m = _model()
+    m = toy_gpt()
     cfg = QuantConfig(mlp="int6", attn="int6", keep_float_max_numel=1000, int8_scale_floor=0.0)
     sd = m.state_dict()
     torch.manual_seed(1)
@@ -251,7 +242,7 @@ def test_streams_pick_the_smallest_compressor_and_old_artifacts_still_read(tmp_p
     from pgolf.quant import COMPRESSORS, MAGIC, compress
 
     pytest.importorskip("brotli")
-    m = _model()
+    m = toy_gpt()
     sizes = {}
     for c, lvl in (("zstd", 22), ("brotli", 11), ("lzma", 9), ("auto", 0)):
         cfg = QuantConfig(mlp="int6", attn="int5", keep_float_max_numel=1000, compressor=c, level=lvl or 9)
