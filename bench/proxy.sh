@@ -44,6 +44,6 @@ packflags=(--gpu-share "${SHARE:-8}" --budget "${BUDGET:-240}" "$@")
 cd "$here"
 [ -n "${ALONE:-}" ] && { cmp "$alone/train_gpt.py" "$runs/$name/train_gpt.py" && echo "ALONE: the run kept the very file it ran"; }
 python3 -m pgolf inspect "$runs/$name/model.pgz" > "$runs/$name/inspect.txt" 2>&1 || true
-tar -czf "$out/$name.tar.gz" -C "$runs" --exclude=model.pgz "$name"
+tar -czf "$out/$name.tar.gz" -C "$runs" --exclude=model.pgz --exclude=model_float.pt "$name"
 [ -n "${KEEP_ARTIFACT:-}" ] && cp "$runs/$name/model.pgz" "$out/$name.pgz" 2>/dev/null
 python3 -c "import json,sys; s=json.load(open('$runs/$name/summary.json')); print('SUMMARY', '$name', json.dumps({k: s.get(k) for k in ('status','recipe','world_size','steps','train_time_s','ms_per_step','tokens_per_s','peak_mem_mib','val_bpb','bytes_total','bytes_model','bytes_code','bytes_predicted_model','quant_used','attention','torch','device','code_sha256','data_checks')}), json.dumps({'prequant': s['prequant'], 'roundtrip': s['roundtrip']}))"

@@ -134,6 +134,19 @@ def dequantize_rows(q: Tensor, scale: Tensor) -> Tensor:
     return q.float() * scale.float()[:, None]
 
 
+def _inverse_cholesky(H: Tensor, tries: int = 4) -> Tensor:
+    """The upper Cholesky factor of H^-1. A Hessian that is not positive definite (rounding in its sums, a damping
+    too small for its spread) gets 10x more damping per try instead of stopping the export; one that still fails
+    after ``tries`` raises."""
+    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    step = 0.01 * torch.mean(torch.diag(H))
+    for t in range(tries):
+        L, info = torch.linalg.cholesky_ex(H + (10 ** t - 1) * step * eye if t else H)
+        if int(info) == 0:
+            return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+    raise torch.linalg.LinAlgError(f"GPTQ: Hessian not positive definite after {tries} dampings")
+
+
 def gptq_rows(w: Tensor, H: Tensor, scale: Tensor, bits: int, block: int = 128, damp: float = 0.01,
               keep: tuple[Tensor, Tensor, int] | None = None) -> Tensor:
     """GPTQ (Frantar et al., arXiv:2210.17323) on a fixed per-row grid: quantize the columns one by one (in
@@ -151,7 +164,7 @@ def gptq_rows(w: Tensor, H: Tensor, scale: Tensor, bits: int, block: int = 128, 
     dead = torch.diag(H) == 0  # inputs never seen: nothing to fit, quantize to 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
-    H += damp * torch.mean(torch.diag(H)) * torch.eye(C, dtype=H.dtype, device=H.device)
+    H = (H + H.T) / 2 + damp * torch.mean(torch.diag(H)) * torch.eye(C, dtype=H.dtype, device=H.device)
     perm = torch.argsort(torch.diag(H), descending=True, stable=True)
     kept = torch.zeros(C, dtype=torch.bool)
     if keep is not None:
@@ -161,7 +174,7 @@ def gptq_rows(w: Tensor, H: Tensor, scale: Tensor, bits: int, block: int = 128, 
     else:
         kept = [False] * C
     W, H = W[:, perm], H[perm][:, perm]
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    Hinv = _inverse_cholesky(H)
     s = scale.double().to(W.device)
     Q = torch.zeros_like(W)
     for i1 in range(0, C, block):

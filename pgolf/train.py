@@ -407,7 +407,7 @@ def calibrate_hessians(model: GPT, loader: DistributedTokenLoader, cfg: Config, 
                        distributed: bool = False) -> dict[str, torch.Tensor]:
     """GPTQ's calibration: H = sum of x x^T over the inputs x of every CastedLinear, on ``batches`` micro-batches of
     training tokens per rank (the loader goes on where training stopped; never validation data), summed over ranks.
-    Keyed by weight name. Runs the eager model (forward hooks)."""
+    Keyed by weight name; float64. Runs the eager model (forward hooks)."""
     from .model import CastedLinear
 
     hs: dict[str, torch.Tensor] = {}
@@ -415,8 +415,12 @@ def calibrate_hessians(model: GPT, loader: DistributedTokenLoader, cfg: Config, 
     for name, m in model.named_modules():
         if isinstance(m, CastedLinear):
             def hook(mod, inp, out, key=name + ".weight"):
-                x = inp[0].detach().reshape(-1, inp[0].shape[-1]).float()
-                hs[key] = x.T @ x if key not in hs else hs[key].add_(x.T @ x)
+                # float64 and outside autocast: under CUDA autocast x.T @ x ran (and summed) in bfloat16, and the
+                # rounding left H indefinite, which GPTQ's Cholesky then refused (proxy run, 2026-11-23)
+                with torch.autocast(device.type, enabled=False):
+                    x = inp[0].detach().reshape(-1, inp[0].shape[-1]).double()
+                    xx = x.T @ x
+                hs[key] = xx if key not in hs else hs[key].add_(xx)
             hooks.append(m.register_forward_hook(hook))
     was_training = model.training
     model.eval()

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from conftest import toy_gpt
-from pgolf.config import ModelConfig, QuantConfig
+from pgolf.config import Config, ModelConfig, QuantConfig
 from pgolf.model import GPT
 from pgolf.quant import (ArtifactError, dequantize_rows, encode, quantize_rows, quantize_state, read_artifact,
                          save_artifact, storage_format)
@@ -215,6 +215,40 @@ def test_gptq_lowers_the_layer_output_error_on_correlated_inputs():
     rtn_err = (X @ (w - dequantize_rows(q, s)).T).norm()
     gptq_err = (X @ (w - dequantize_rows(g, s)).T).norm()
     assert g.abs().max() <= 15 and gptq_err < 0.8 * rtn_err, (gptq_err, rtn_err)
+
+
+def test_gptq_survives_a_hessian_that_is_not_positive_definite():
+    """A Hessian summed in low precision can have negative eigenvalues larger than the 1% damping (the proxy's
+    bfloat16 sums did): GPTQ damps more and still returns codes on the grid, close to round-to-nearest's error."""
+    from pgolf.quant import dequantize_rows, gptq_rows, quantize_rows
+
+    torch.manual_seed(0)
+    X = torch.randn(64, 96, dtype=torch.float64)
+    H = X.T @ X  # rank 64 < 96
+    H -= 0.05 * torch.diag(H).mean() * torch.eye(96, dtype=torch.float64)  # 5% of the mean diagonal below PSD
+    with pytest.raises(torch.linalg.LinAlgError):
+        torch.linalg.cholesky(H + 0.01 * torch.diag(H).mean() * torch.eye(96, dtype=torch.float64))
+    w = torch.randn(32, 96) * 0.05
+    q, s = quantize_rows(w, 6, clip_quantile=1.0)
+    g = gptq_rows(w, H.float(), s, 6)
+    assert g.abs().max() <= 31
+    assert (w - dequantize_rows(g, s)).norm() < 3 * (w - dequantize_rows(q, s)).norm()
+
+
+def test_gptq_calibration_sums_in_float64():
+    from pgolf.train import calibrate_hessians
+
+    m = toy_gpt()
+
+    class Loader:
+        def next_batch(self, n, t):
+            x = torch.randint(0, m.cfg.vocab_size, (2, 16))
+            return x, x
+
+    cfg = Config()
+    cfg.train.micro_batch_tokens, cfg.train.seq_len = 32, 16
+    hs = calibrate_hessians(m, Loader(), cfg, 2)
+    assert hs and all(h.dtype == torch.float64 and torch.equal(h, h.T) for h in hs.values())
 
 
 def test_gptq_export_round_trips(tmp_path):
