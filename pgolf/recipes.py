@@ -230,7 +230,9 @@ def best_sp8192() -> Config:
     embedding 14 std), an int7 tied embedding, full-Hessian GPTQ calibrated on training tokens inside the budget
     (train.reserve_s 8 s). Predicted 8xH100 artifact ~14.3 MB with int6 attention and MLP (``pgolf predict
     --recipe best-sp8192 --vocab 8192``; at sp1024 the old best had to drop its MLP to int4, which cost 0.051).
-    Not yet measured on the proxy (issue 13, acceptance 2)."""
+    Proxy (H100, 2026-11-23, BENCHMARKS session 5): 3,480 steps at 66.7 ms, pre-quant sliding 1.2272 (best:
+    1.2322), 14.21 MB as predicted -- but SDClip at these k leaves a 0.12 weight error per matrix and a +0.094 quant
+    gap (final 1.3216), and GPTQ took 61 s, not 8: the export needs re-fitting before this recipe is usable."""
     c = best()
     c.name = "best-sp8192"
     m = c.model
