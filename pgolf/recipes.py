@@ -232,7 +232,8 @@ def best_sp8192() -> Config:
     --recipe best-sp8192 --vocab 8192``; at sp1024 the old best had to drop its MLP to int4, which cost 0.051).
     Proxy (H100, 2026-11-23, BENCHMARKS session 5): 3,480 steps at 66.7 ms, pre-quant sliding 1.2272 (best:
     1.2322), 14.21 MB as predicted -- but SDClip at these k leaves a 0.12 weight error per matrix and a +0.094 quant
-    gap (final 1.3216), and GPTQ took 61 s, not 8: the export needs re-fitting before this recipe is usable."""
+    gap (final 1.3216), and GPTQ with the export took 61 s, not 8: the export needs re-fitting before this recipe is
+    usable."""
     c = best()
     c.name = "best-sp8192"
     m = c.model

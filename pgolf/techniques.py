@@ -67,7 +67,7 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("GPTQ-lite clip search", (("quant.clip_search", True),), "03-22", "-0.0006"),
     Technique("Full-Hessian GPTQ (train-data calibration)", (("quant.gptq", True), ("train.reserve_s", 8.0)),
               "03-25 / 03-29 onward", "-0.0046 (03-25, AR self-generated calibration)",
-              measured="proxy, best-sp8192: 61 s for 67 matrices (over its 8 s reserve); gap not closed (session 5)"),
+              measured="proxy, best-sp8192: 61 s with the export (over its 8 s reserve); gap not closed (session 5)"),
     Technique("SDClip (clip = k std per row)", (("quant.sdclip", "attn:13,mlp:11.5,other:12.85,embed:14"),),
               "04-05; per-class k 04-14, 9-hparam stack", "part of 1.0856; MLP 10->12 -0.00096",
               measured="proxy, best-sp8192 at these k: weight error 0.12, quant gap +0.095-0.097 (BENCHMARKS, session 5)"),
