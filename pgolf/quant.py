@@ -134,14 +134,14 @@ def dequantize_rows(q: Tensor, scale: Tensor) -> Tensor:
     return q.float() * scale.float()[:, None]
 
 
-def _inverse_cholesky(H: Tensor, tries: int = 4) -> Tensor:
-    """The upper Cholesky factor of H^-1. A Hessian that is not positive definite (rounding in its sums, a damping
-    too small for its spread) gets 10x more damping per try instead of stopping the export; one that still fails
-    after ``tries`` raises."""
+def _inverse_cholesky(H: Tensor, damp: float, tries: int = 4) -> Tensor:
+    """The upper Cholesky factor of (H + damp * mean(diag H) * I)^-1. A Hessian that is not positive definite even
+    so (rounding in its sums, a damping too small for its spread) gets 10x more damping per try instead of stopping
+    the export; one that still fails after ``tries`` raises."""
     eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
-    step = 0.01 * torch.mean(torch.diag(H))
+    step = torch.mean(torch.diag(H))
     for t in range(tries):
-        L, info = torch.linalg.cholesky_ex(H + (10 ** t - 1) * step * eye if t else H)
+        L, info = torch.linalg.cholesky_ex(H + damp * 10 ** t * step * eye)
         if int(info) == 0:
             return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
     raise torch.linalg.LinAlgError(f"GPTQ: Hessian not positive definite after {tries} dampings")
@@ -164,7 +164,7 @@ def gptq_rows(w: Tensor, H: Tensor, scale: Tensor, bits: int, block: int = 128, 
     dead = torch.diag(H) == 0  # inputs never seen: nothing to fit, quantize to 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
-    H = (H + H.T) / 2 + damp * torch.mean(torch.diag(H)) * torch.eye(C, dtype=H.dtype, device=H.device)
+    H = (H + H.T) / 2
     perm = torch.argsort(torch.diag(H), descending=True, stable=True)
     kept = torch.zeros(C, dtype=torch.bool)
     if keep is not None:
@@ -174,7 +174,7 @@ def gptq_rows(w: Tensor, H: Tensor, scale: Tensor, bits: int, block: int = 128, 
     else:
         kept = [False] * C
     W, H = W[:, perm], H[perm][:, perm]
-    Hinv = _inverse_cholesky(H)
+    Hinv = _inverse_cholesky(H, damp)
     s = scale.double().to(W.device)
     Q = torch.zeros_like(W)
     for i1 in range(0, C, block):

@@ -483,8 +483,8 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
         if hessians is not None:
             gptq_s = time.perf_counter() - t_g
             log(f"gptq: {len(hessians)} matrices on {cfg.quant.gptq_batches} calibration batches of training tokens "
-                f"per rank in {gptq_s:.1f}s (calibration {calib_s:.1f}s, then the solve and the whole export, "
-                f"compression included, counted too) (training time: {train_time:.1f}s loop + {gptq_s:.1f}s = "
+                f"per rank in {gptq_s:.1f}s: calibration {calib_s:.1f}s, then the solve and the whole export, "
+                f"compression included (training time: {train_time:.1f}s loop + {gptq_s:.1f}s = "
                 f"{train_time + gptq_s:.1f}s of {cfg.train.max_seconds:.0f}s)")
             if cfg.train.max_seconds and train_time + gptq_s > cfg.train.max_seconds:
                 log(f"WARNING: training with GPTQ took {train_time + gptq_s:.1f}s, over train.max_seconds; raise "
