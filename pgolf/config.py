@@ -268,6 +268,7 @@ class QuantConfig:
     sdclip: str = ""  # SDClip: per-row clip = k * std(row), k per group, e.g. "attn:13,mlp:11.5,other:12.85,embed:14"
     gptq: bool = False  # full-Hessian GPTQ on the policy's grid, calibrated on training tokens (counted as training)
     gptq_batches: int = 16  # calibration micro-batches of training tokens (per rank)
+    gptq_embed: bool = False  # GPTQ also the tied embedding, with the output head's inputs as its Hessian
     int8_scale_floor: float = 1.0 / 127  # the baseline's int8 row-scale floor (0 = none)
     prune_frac: float = 0.0  # zero the smallest |w| of each quantized matrix before quantizing
     compressor: str = "zlib"  # zlib | zstd | lzma | brotli | auto (per stream, the smallest of zstd/brotli/lzma)

@@ -157,8 +157,8 @@ def gptq_rows(w: Tensor, H: Tensor, scale: Tensor, bits: int, block: int = 128, 
     With H a multiple of the identity no error is spread and the result is round-to-nearest (tested).
     ``keep`` = (columns, scale (R,), bits): AWQ's salient columns, on their own finer grid, are quantized last, so
     they absorb the error of all the others."""
-    W = w.detach().double().clone()
-    H = H.detach().double().clone().to(W.device)
+    H = H.detach().double().clone()  # on the Hessian's device: the calibration's GPU, where float64 is fast
+    W = w.detach().to(H.device).double().clone()
     C = W.shape[1]
     c = 2 ** (bits - 1) - 1
     dead = torch.diag(H) == 0  # inputs never seen: nothing to fit, quantize to 0
@@ -166,7 +166,7 @@ def gptq_rows(w: Tensor, H: Tensor, scale: Tensor, bits: int, block: int = 128, 
     W[:, dead] = 0.0
     H = (H + H.T) / 2
     perm = torch.argsort(torch.diag(H), descending=True, stable=True)
-    kept = torch.zeros(C, dtype=torch.bool)
+    kept = torch.zeros(C, dtype=torch.bool, device=W.device)
     if keep is not None:
         kept[keep[0]] = True
         perm = torch.cat([perm[~kept[perm]], perm[kept[perm]]])

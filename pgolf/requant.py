@@ -43,6 +43,7 @@ def cmd_requant(args) -> int:
     cfg = Config.from_dict(json.loads((run / "config.json").read_text()))
     if args.data:
         cfg.data.path, cfg.data.tokenizer = args.data, args.tokenizer or ""
+    cfg = apply_overrides(cfg, args.set or [])
     code_bytes = (run / "train_gpt.py").stat().st_size if (run / "train_gpt.py").is_file() else 0
     device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
     data = prepare_data(cfg, print)
@@ -62,11 +63,12 @@ def cmd_requant(args) -> int:
         t0 = time.perf_counter()
         hs = None
         if vcfg.quant.gptq:
-            if hessians is None:
+            if hessians is None:  # once, the embedding's too; a variant without quant.gptq_embed leaves it out
                 model.load_state_dict(state)
                 loader = DistributedTokenLoader(data.train_files, 0, 1, device)
-                hessians = calibrate_hessians(model, loader, vcfg, vcfg.quant.gptq_batches)
-            hs = hessians
+                hessians = calibrate_hessians(model, loader, apply_overrides(vcfg, ["quant.gptq_embed=true"]),
+                                              vcfg.quant.gptq_batches)
+            hs = {k: h for k, h in hessians.items() if vcfg.quant.gptq_embed or k != "tok_emb.weight"}
         result, used, blob = quantize_to_budget(state, vcfg.quant, vcfg.model.__dict__, {"recipe": vcfg.name},
                                                 code_bytes, lambda *a: None, hs)
         export_s = time.perf_counter() - t0
@@ -99,4 +101,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--tokenizer")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--json", help="write the table as JSON")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any config key for every variant and the pre-quant score (e.g. eval.batch_tokens)")
     p.set_defaults(fn=cmd_requant)

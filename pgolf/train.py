@@ -407,29 +407,36 @@ def calibrate_hessians(model: GPT, loader: DistributedTokenLoader, cfg: Config, 
                        distributed: bool = False) -> dict[str, torch.Tensor]:
     """GPTQ's calibration: H = sum of x x^T over the inputs x of every CastedLinear, on ``batches`` micro-batches of
     training tokens per rank (the loader goes on where training stopped; never validation data), summed over ranks.
-    Keyed by weight name; float64. Runs the eager model (forward hooks)."""
+    With ``quant.gptq_embed`` and a tied embedding, also "tok_emb.weight"'s H: its inputs as the output head, the
+    final normed hidden states (the 2026-04-05 record's "GPTQ-quantize the embedding matrix"). Keyed by weight
+    name; float64. Runs the eager model (forward hooks); the loss is never computed."""
     from .model import CastedLinear
 
     hs: dict[str, torch.Tensor] = {}
-    hooks = []
-    for name, m in model.named_modules():
-        if isinstance(m, CastedLinear):
-            def hook(mod, inp, out, key=name + ".weight"):
-                # float64 and outside autocast: under CUDA autocast x.T @ x ran (and summed) in bfloat16, and the
-                # rounding left H indefinite, which GPTQ's Cholesky then refused (proxy run, 2026-11-23)
-                with torch.autocast(device.type, enabled=False):
-                    x = inp[0].detach().reshape(-1, inp[0].shape[-1]).double()
-                    xx = x.T @ x
-                hs[key] = xx if key not in hs else hs[key].add_(xx)
-            hooks.append(m.register_forward_hook(hook))
+    device = next(model.parameters()).device
+
+    def add(key: str, x: torch.Tensor) -> None:
+        # float64 and outside autocast: under CUDA autocast x.T @ x ran (and summed) in bfloat16, and the
+        # rounding left H indefinite, which GPTQ's Cholesky then refused (proxy run, 2026-11-23)
+        with torch.autocast(device.type, enabled=False):
+            x = x.detach().reshape(-1, x.shape[-1]).double()
+            xx = x.T @ x
+        hs[key] = xx if key not in hs else hs[key].add_(xx)
+
+    hooks = [m.register_forward_hook(lambda mod, inp, out, key=name + ".weight": add(key, inp[0]))
+             for name, m in model.named_modules() if isinstance(m, CastedLinear)]
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     try:
-        for _ in range(batches):
-            x, y = loader.next_batch(cfg.train.micro_batch_tokens, cfg.train.seq_len)
-            with autocast_ctx(device):
-                model(x, y)
+        with torch.no_grad():
+            for _ in range(batches):
+                x, _ = loader.next_batch(cfg.train.micro_batch_tokens, cfg.train.seq_len)
+                with autocast_ctx(device):
+                    h = model.hidden(x)
+                    if model.lm_head is not None:
+                        model.lm_head(h)  # its hook takes the head's inputs
+                    elif cfg.quant.gptq_embed:
+                        add("tok_emb.weight", h)
     finally:
         for h in hooks:
             h.remove()

@@ -251,6 +251,39 @@ def test_gptq_calibration_sums_in_float64():
     assert hs and all(h.dtype == torch.float64 and torch.equal(h, h.T) for h in hs.values())
 
 
+def test_gptq_embed_calibrates_the_tied_head_on_the_final_hidden_states():
+    """quant.gptq_embed: the tied embedding's H is the sum of h h^T over the final normed hidden states (the output
+    head's inputs); off, the embedding has no H (round to nearest). GPTQ with it lowers the head's logit error."""
+    from pgolf.quant import gptq_rows, quantize_rows, dequantize_rows
+    from pgolf.train import calibrate_hessians
+
+    m = toy_gpt()
+    batches = [torch.randint(0, m.cfg.vocab_size, (2, 16), generator=torch.Generator().manual_seed(i)) for i in range(3)]
+
+    class Loader:
+        def __init__(self):
+            self.i = 0
+
+        def next_batch(self, n, t):
+            self.i += 1
+            return batches[self.i - 1], batches[self.i - 1]
+
+    cfg = Config()
+    cfg.train.micro_batch_tokens, cfg.train.seq_len = 32, 16
+    assert "tok_emb.weight" not in calibrate_hessians(m, Loader(), cfg, 3)
+    cfg.quant.gptq_embed = True
+    hs = calibrate_hessians(m, Loader(), cfg, 3)
+    with torch.no_grad():
+        h = torch.cat([m.hidden(x).reshape(-1, m.cfg.model_dim) for x in batches]).double()
+    H = hs["tok_emb.weight"]
+    assert H.dtype == torch.float64 and torch.allclose(H, h.T @ h, rtol=1e-12, atol=1e-9)
+    w = m.tok_emb.weight.detach()
+    q, s = quantize_rows(w, 5)
+    g = gptq_rows(w, H, s, 5)
+    rtn = (h.float() @ (w - dequantize_rows(q, s)).T).norm()
+    assert (h.float() @ (w - dequantize_rows(g, s)).T).norm() < 0.9 * rtn
+
+
 def test_gptq_export_round_trips(tmp_path):
     m = toy_gpt()
     cfg = QuantConfig(mlp="int6", attn="int6", keep_float_max_numel=1000, int8_scale_floor=0.0)
