@@ -6,6 +6,7 @@
 #   bench/requant.sh RUN "NAME:key=value;key=value" ...      e.g.  bench/requant.sh /tmp/pgolf-runs/bestkf "own:" \
 #                                                                    "auto:quant.compressor=auto" "gptq:quant.gptq=true"
 #
+# Each process holds 4-8 GB of GPU memory (GPTQ's calibration, the eval batch): 8 at once fit an 80 GB GPU, 12 did not.
 # Environment: JOBS (variants at once, default 6), MODES (default plain), THREADS (torch threads per process,
 # default 2), LIMIT (seconds a variant may take, default 3600), SETS ("key=value key=value": --set for every variant and the pre-quant score, e.g. the zstd level). Writes $OUT/requant.json (every variant's row: policy, bytes, pre-quant / roundtrip / gap per mode,
 # export seconds) and $OUT/requant.log (each process's output), and prints the table.
@@ -14,6 +15,7 @@ run=$1; shift
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 tmp=$(mktemp -d)
+export PYTHONUNBUFFERED=1  # a variant stopped at LIMIT still leaves what it printed
 sets=(--set eval.batch_tokens=65536)
 for kv in ${SETS:-}; do sets+=(--set "$kv"); done
 one() {  # INDEX VARIANT

@@ -426,6 +426,22 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
     return EvalResult(nll, n, nbytes, time.perf_counter() - t0, sgd_s)
 
 
+EVAL_MODES = ("plain", "sliding", "ttt")
+
+
+def check_modes(cfg, modes: list[str], where: str) -> None:
+    """Refuse, before any work, eval modes that are unknown or that the config cannot run (InputError naming
+    ``where``, e.g. the artifact or the run directory, and the --set that fixes it)."""
+    from .config import InputError
+
+    for mode in modes:
+        if mode not in EVAL_MODES:
+            raise InputError(f"{where}: unknown eval mode {mode!r}; modes: {', '.join(EVAL_MODES)}")
+    if "sliding" in modes and cfg.eval.sliding_stride <= 0:
+        raise InputError(f"{where}: the sliding mode needs a stride and this run's eval.sliding_stride is 0; "
+                         "add --set eval.sliding_stride=64")
+
+
 def evaluate(model, eval_model, cfg, val_tokens: Tensor, table: ByteTable | Tensor, device: torch.device,
              modes: list[str], log: Callable[[str], None] | None = None) -> dict[str, EvalResult]:
     """The eval modes of a run's config: plain (non-overlapping windows of the eval length), sliding (stride

@@ -32,6 +32,7 @@ import lzma
 import math
 import os
 import struct
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -427,6 +428,8 @@ class QuantResult:
     records: list[TensorRecord] = field(default_factory=list)
     streams: list[int] = field(default_factory=list)  # payload offsets where a stream of like bytes begins
     recon: dict[str, Tensor] = field(default_factory=dict)  # integer tensors as the reader will rebuild them (fp32)
+    quantize_s: float = 0.0  # quantize_to_budget: seconds quantizing (GPTQ's solve included), over all attempts
+    compress_s: float = 0.0  # ... and compressing
 
 
 _STORE_DTYPE = {"fp16": torch.float16, "fp32": torch.float32}
@@ -572,9 +575,14 @@ def quantize_to_budget(state: dict[str, Tensor], cfg: QuantConfig, model_config:
                        ) -> tuple[QuantResult, QuantConfig, bytes]:
     """Quantize and encode; with ``cfg.fit_budget``, walk ``fit_ladder`` until code + model fit the budget.
     Returns the result, the policy used and the encoded artifact (the last attempt if nothing fits)."""
+    quantize_s = compress_s = 0.0
     for attempt in budget_attempts(cfg):
+        t0 = time.perf_counter()
         result = quantize_state(state, attempt, model_config, meta, hessians)
+        t1 = time.perf_counter()
         data = encode(result, attempt)
+        quantize_s, compress_s = quantize_s + t1 - t0, compress_s + time.perf_counter() - t1
+        result.quantize_s, result.compress_s = quantize_s, compress_s
         if len(data) + code_bytes <= cfg.budget_bytes:
             break
         if cfg.fit_budget:

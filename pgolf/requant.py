@@ -13,6 +13,7 @@ model + code bytes, and for each mode pre-quant vs roundtrip val_bpb and the gap
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -31,7 +32,8 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 def cmd_requant(args) -> int:
     from .data import DistributedTokenLoader, prepare_data
-    from .evaluate import evaluate
+    from . import __version__
+    from .evaluate import check_modes, evaluate
     from .model import GPT, apply_precision, resolve_attention
     from .quant import policy_of, quantize_to_budget, read_artifact
     from .train import calibrate_hessians
@@ -44,7 +46,13 @@ def cmd_requant(args) -> int:
     if args.data:
         cfg.data.path, cfg.data.tokenizer = args.data, args.tokenizer or ""
     cfg = apply_overrides(cfg, args.set or [])
-    code_bytes = (run / "train_gpt.py").stat().st_size if (run / "train_gpt.py").is_file() else 0
+    modes = [m for m in args.modes.split(",") if m]
+    check_modes(cfg, modes, str(run))
+    variants = [parse_variant(text if ":" in text else text + ":") for text in args.variant or [":"]]
+    for name, sets in variants:  # every variant's keys checked before any work
+        apply_overrides(cfg, sets)
+    code = (run / "train_gpt.py").read_bytes() if (run / "train_gpt.py").is_file() else b""
+    code_bytes = len(code)
     device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
     data = prepare_data(cfg, print)
     state = torch.load(floats, map_location="cpu")
@@ -52,13 +60,13 @@ def cmd_requant(args) -> int:
     apply_precision(model, device)
     model.set_attention_backend(resolve_attention(cfg.model.attention, device))
     model.looped = True
-    modes = [m for m in args.modes.split(",") if m]
     model.load_state_dict(state)
-    pre = evaluate(model, model, cfg, data.val_tokens, data.val_bytes, device, modes)
+    # the no-grad forwards compiled on a GPU, as a run and `pgolf eval` score (an eager sliding eval is ~5x slower)
+    evm = torch.compile(model, dynamic=False, fullgraph=True) if (device.type == "cuda" and cfg.train.compile) else model
+    pre = evaluate(model, evm, cfg, data.val_tokens, data.val_bytes, device, modes)
     rows = []
     hessians = None
-    for text in args.variant or [":"]:
-        name, sets = parse_variant(text if ":" in text else text + ":")
+    for name, sets in variants:
         vcfg = apply_overrides(cfg, sets)
         t0 = time.perf_counter()
         hs = None
@@ -69,14 +77,18 @@ def cmd_requant(args) -> int:
                 hessians = calibrate_hessians(model, loader, apply_overrides(vcfg, ["quant.gptq_embed=true"]),
                                               vcfg.quant.gptq_batches)
             hs = {k: h for k, h in hessians.items() if vcfg.quant.gptq_embed or k != "tok_emb.weight"}
-        result, used, blob = quantize_to_budget(state, vcfg.quant, vcfg.model.__dict__, {"recipe": vcfg.name},
-                                                code_bytes, lambda *a: None, hs)
+        # the meta a run's own artifact carries (its config: `pgolf eval` scores the file with the run's settings)
+        meta = {"recipe": vcfg.name, "config": vcfg.to_dict(), "pgolf": __version__,
+                "tokenizer_sha256": data.tokenizer_sha256, "code_sha256": hashlib.sha256(code).hexdigest(),
+                "requant": {"run": str(run), "variant": name, "sets": sets}}
+        result, used, blob = quantize_to_budget(state, vcfg.quant, vcfg.model.__dict__, meta, code_bytes,
+                                                lambda *a: None, hs)
         export_s = time.perf_counter() - t0
         path = run / f"requant-{name}.pgz"
         path.write_bytes(blob)
         _, deq = read_artifact(path)
         model.load_state_dict(deq)
-        rt = evaluate(model, model, vcfg, data.val_tokens, data.val_bytes, device, modes)
+        rt = evaluate(model, evm, vcfg, data.val_tokens, data.val_bytes, device, modes)
         row = {"variant": name, "sets": sets, "policy": policy_of(used), "bytes_model": len(blob),
                "bytes_total": len(blob) + code_bytes, "export_s": export_s,
                "modes": {m: {"prequant": pre[m].bpb, "roundtrip": rt[m].bpb, "gap": rt[m].bpb - pre[m].bpb}

@@ -12,7 +12,7 @@ import torch
 from .config import Config, InputError, ModelConfig, apply_overrides
 from .data import prepare_data
 from .dist import init_distributed
-from .evaluate import EvalResult, evaluate
+from .evaluate import EvalResult, check_modes, evaluate
 from .model import GPT, apply_precision, resolve_attention
 from .quant import read_artifact
 
@@ -25,6 +25,12 @@ def score_artifact(path: str, data: str | None = None, tokenizer: str | None = N
     cfg = Config.from_dict(run_cfg) if run_cfg else Config()
     cfg.model = ModelConfig(**header["model"])
     cfg = apply_overrides(cfg, list(overrides or []))
+    if not run_cfg and log:
+        log(f"WARNING: {path} records no run config: eval settings (sequence length, stride, batch) are pgolf's "
+            "defaults, not the run's; --set them to score it as its run did")
+    if not modes:
+        modes = ["plain"] + (["sliding"] if cfg.eval.sliding_stride > 0 else []) + (["ttt"] if cfg.eval.ttt else [])
+    check_modes(cfg, modes, path)
     if data:
         cfg.data.path = data
         if not tokenizer:
@@ -48,6 +54,4 @@ def score_artifact(path: str, data: str | None = None, tokenizer: str | None = N
     model.load_state_dict(state, strict=True)
     model.looped = True  # scored with its depth recurrence, as the run scored it
     evm = torch.compile(model, dynamic=False, fullgraph=True) if (dev.type == "cuda" and cfg.train.compile) else model
-    if not modes:
-        modes = ["plain"] + (["sliding"] if cfg.eval.sliding_stride > 0 else []) + (["ttt"] if cfg.eval.ttt else [])
     return evaluate(model, evm, cfg, ds.val_tokens, ds.val_bytes, dev, modes, log)

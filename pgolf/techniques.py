@@ -67,10 +67,16 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("GPTQ-lite clip search", (("quant.clip_search", True),), "03-22", "-0.0006"),
     Technique("Full-Hessian GPTQ (train-data calibration)", (("quant.gptq", True), ("train.reserve_s", 8.0)),
               "03-25 / 03-29 onward", "-0.0046 (03-25, AR self-generated calibration)",
-              measured="proxy, best-sp8192: 61 s with the export (over its 8 s reserve); gap not closed (session 5)"),
-    Technique("SDClip (clip = k std per row)", (("quant.sdclip", "attn:13,mlp:11.5,other:12.85,embed:14"),),
+              measured="proxy, best-sp8192 weights: SDClip on attention and MLP with GPTQ +0.0049 plain gap; without "
+                       "GPTQ SDClip on attention alone +0.0104, on MLP alone +0.0107 (BENCHMARKS, session 6)"),
+    Technique("GPTQ of the tied embedding (head inputs' Hessian)", (("quant.gptq", True), ("quant.gptq_embed", True)),
+              "04-05 (\"GPTQ-quantize the embedding matrix\")", "part of 1.0856",
+              measured="proxy, best-sp8192 weights: int8 embedding gap +0.0049 -> +0.0042; int7 SDClip k14 "
+                       "+0.099 -> +0.038 (BENCHMARKS, session 6)"),
+    Technique("SDClip (clip = k std per row)", (("quant.sdclip", "attn:13,mlp:11.5,other:12.85"),),
               "04-05; per-class k 04-14, 9-hparam stack", "part of 1.0856; MLP 10->12 -0.00096",
-              measured="proxy, best-sp8192 at these k: weight error 0.12, quant gap +0.095-0.097 (BENCHMARKS, session 5)"),
+              measured="proxy, best-sp8192 weights with GPTQ: -5.4 MB vs row max at the same gap (+0.0049 vs "
+                       "+0.0050); on the embedding (int7, k 14) +0.095 alone (BENCHMARKS, session 6)"),
     Technique("Phased score-first TTT (global SGD on scored docs)",
               (("eval.ttt", True), ("eval.ttt_phases", 3), ("eval.ttt_prefix_frac", 0.05)),
               "#1610 (04-13), 3 phases #1626 (04-14)", "-0.00056 (1 phase); 3 phases -0.00081 more"),

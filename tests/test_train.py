@@ -279,3 +279,11 @@ def test_requant_compares_export_policies_on_the_same_weights(tmp_path, embedded
     assert rows["auto"]["bytes_model"] <= rows["own"]["bytes_model"]
     assert rows["sdclip"]["modes"]["plain"]["gap"] != rows["own"]["modes"]["plain"]["gap"]
     assert rows["gptq"]["policy"]["mlp"] == "int5" and (tmp_path / "r" / "requant-gptq.pgz").is_file()
+    # a requant artifact carries its run's config: `pgolf eval` scores it with the run's settings, to the digit
+    # (it once fell back to pgolf's default sequence length and eval batch and printed another number)
+    e = run_cli(["-m", "pgolf", "eval", str(tmp_path / "r" / "requant-gptq.pgz"), "--mode", "plain"])
+    assert e.returncode == 0, e.stderr[-2000:]
+    assert f"val_bpb:{rows['gptq']['modes']['plain']['roundtrip']:.8f}" in e.stdout, e.stdout
+    # a mode the run cannot score is refused before any work, in one line
+    bad = run_cli(["-m", "pgolf", "requant", str(tmp_path / "r"), "--modes", "plain,sliding"])
+    assert bad.returncode == 2 and "eval.sliding_stride" in bad.stderr and "Traceback" not in bad.stderr
