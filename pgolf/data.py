@@ -217,14 +217,19 @@ def challenge_data_dir(vocab_size: int = 1024) -> Path | None:
 def find_tokenizer(data_dir: str | os.PathLike) -> Path:
     """Locate the SentencePiece model for a shard folder.
 
-    Looks in the folder itself, then in the challenge layout (``data/datasets/fineweb10B_spN`` next to
-    ``data/tokenizers/fineweb_N_bpe.model``) and one level higher (``shared/data/golfbench_spN`` next to
-    ``shared/tokenizers``).
+    Looks in the folder itself, then at the tokenizer the folder's ``manifest.json`` names (``pgolf data build``
+    records its path and sha256; used only while the file there still has that sha256), then in the challenge
+    layout (``data/datasets/fineweb10B_spN`` next to ``data/tokenizers/fineweb_N_bpe.model``) and one level higher
+    (``shared/data/golfbench_spN`` next to ``shared/tokenizers``).
     """
     d = Path(data_dir).resolve()
     own = sorted(d.glob("*.model"))
     if len(own) == 1:
         return own[0]
+    built = _manifest(d)
+    named = Path(built["tokenizer"]) if isinstance(built.get("tokenizer"), str) else None
+    if named is not None and named.is_file() and sha256_file(named) == built.get("tokenizer_sha256"):
+        return named
     m = re.search(r"sp(\d+)", d.name)
     candidates = []
     if m:

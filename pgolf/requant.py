@@ -61,7 +61,8 @@ def cmd_requant(args) -> int:
     model.set_attention_backend(resolve_attention(cfg.model.attention, device))
     model.looped = True
     model.load_state_dict(state)
-    # the no-grad forwards compiled on a GPU, as a run and `pgolf eval` score (an eager sliding eval is ~5x slower)
+    # the no-grad forwards compiled on a GPU, as a run and `pgolf eval` score (eager, a sliding eval of the sp8192
+    # proxy model was unfinished after 320 s on an H100; compiled it takes 25 s plus ~60 s of compilation)
     evm = torch.compile(model, dynamic=False, fullgraph=True) if (device.type == "cuda" and cfg.train.compile) else model
     pre = evaluate(model, evm, cfg, data.val_tokens, data.val_bytes, device, modes)
     rows = []

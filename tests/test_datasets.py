@@ -94,6 +94,13 @@ def test_build_roundtrip_split_straddle_and_manifest(tmp_path, tok, tok_path, mo
     assert json.loads((out / "manifest.json").read_text()) == manifest
     assert manifest["vocab_size"] == tok.vocab_size() and manifest["bos_id"] == 1 and not manifest["append_eos"]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith("fineweb_")) == ["manifest.json"]
+    # a build anywhere finds its tokenizer through the manifest, while that file still has the recorded sha256
+    from pgolf.data import find_tokenizer
+    assert find_tokenizer(out) == Path(tok_path).resolve()
+    bad = dict(manifest, tokenizer_sha256="0" * 64)
+    (out / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(FileNotFoundError, match="no tokenizer found"):
+        find_tokenizer(out)
 
 
 def test_build_val_input_formats_and_worker_count_agree(tmp_path, tok, tok_path):
