@@ -8,8 +8,10 @@
 #
 # Each process holds 4-8 GB of GPU memory (GPTQ's calibration, the eval batch): 8 at once fit an 80 GB GPU, 12 did not.
 # Environment: JOBS (variants at once, default 6), MODES (default plain), THREADS (torch threads per process,
-# default 2), LIMIT (seconds a variant may take, default 3600), SETS ("key=value key=value": --set for every variant and the pre-quant score, e.g. the zstd level). Writes $OUT/requant.json (every variant's row: policy, bytes, pre-quant / roundtrip / gap per mode,
-# export seconds) and $OUT/requant.log (each process's output), and prints the table.
+# default 2), LIMIT (seconds a variant may take, default 3600), SETS ("key=value key=value": --set for every variant
+# and the pre-quant score, e.g. the zstd level). Writes $OUT/requant.json (every variant's row: policy, bytes,
+# pre-quant / roundtrip / gap per mode, export seconds) and $OUT/requant.log (each process's output), and prints
+# the table.
 set -uo pipefail
 run=$1; shift
 cd "$(dirname "$0")/.."
@@ -19,8 +21,8 @@ export PYTHONUNBUFFERED=1  # a variant stopped at LIMIT still leaves what it pri
 sets=(--set eval.batch_tokens=65536)
 for kv in ${SETS:-}; do sets+=(--set "$kv"); done
 one() {  # INDEX VARIANT
-  OMP_NUM_THREADS=${THREADS:-2} timeout "${LIMIT:-3600}" python3 -m pgolf requant "$run" --variant "$2" --modes "${MODES:-plain}" "${sets[@]}" \
-    --json "$tmp/$1.json" > "$tmp/$1.log" 2>&1 || echo "variant $2 failed" >> "$tmp/$1.log"
+  OMP_NUM_THREADS=${THREADS:-2} timeout "${LIMIT:-3600}" python3 -m pgolf requant "$run" --variant "$2" \
+    --modes "${MODES:-plain}" "${sets[@]}" --json "$tmp/$1.json" > "$tmp/$1.log" 2>&1 || echo "variant $2 failed" >> "$tmp/$1.log"
 }
 i=0
 for v in "$@"; do

@@ -438,8 +438,8 @@ def calibrate_hessians(model: GPT, loader: DistributedTokenLoader, cfg: Config, 
                     elif cfg.quant.gptq_embed:
                         add("tok_emb.weight", h)
     finally:
-        for h in hooks:
-            h.remove()
+        for hook in hooks:
+            hook.remove()
         model.train(was_training)
     if distributed:
         for key in sorted(hs):
