@@ -58,6 +58,7 @@ class ModelConfig:
     tie_embeddings: bool = True  # the LM head is the token embedding
     tied_embed_init_std: float = 0.005  # init std of a tied embedding
     logit_softcap: float = 30.0  # logits = c * tanh(logits / c)
+    loss_chunk: int = 0  # training loss fused with the head, this many rows at a time (0 = the plain path)
     rope_base: float = 10000.0  # RoPE base frequency
     rope_dims: int = 0  # rotary dims per head; 0 = the whole head (partial RoPE when smaller)
     ntk_rope: bool = False  # NTK-aware base scaling when a sequence is longer than rope_ref_len
@@ -95,6 +96,7 @@ class ModelConfig:
         _check(self.mlp_mult > 0 or self.mlp_hidden > 0, "model.mlp_mult or model.mlp_hidden must be positive")
         _check(self.activation in ("relu2", "leaky_relu2"), f"model.activation: unknown {self.activation!r}")
         _check(self.logit_softcap > 0, "model.logit_softcap must be positive")
+        _check(self.loss_chunk >= 0, "model.loss_chunk must be >= 0")
         _check(self.attention in ("auto", "fa3", "cudnn", "flash", "sdpa"),
                f"model.attention: unknown {self.attention!r}")
         _check(self.bigram_buckets == 0 or self.bigram_buckets >= 2, "model.bigram_buckets must be 0 or >= 2")

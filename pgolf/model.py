@@ -78,12 +78,54 @@ class CastedLinear(nn.Linear):
         self.register_buffer("qat_alpha", torch.zeros(()), persistent=False)
         self.register_buffer("qat_weight", None, persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def effective_weight(self) -> Tensor:
+        """The weight the forward multiplies by: the master weight, or under QAT the export's grid with a
+        straight-through gradient."""
         w = self.weight
         if self.fake_quant is not None:
             wd = w.detach()
             w = torch.where(self.qat_alpha > 0, self.qat_weight, wd) + (w - wd)
-        return F.linear(x, w.to(x.dtype))
+        return w
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.effective_weight().to(x.dtype))
+
+
+class SoftcapCrossEntropy(torch.autograd.Function):
+    """mean over rows of cross-entropy(c * tanh(h w^T / c), targets), computed ``chunk`` rows at a time: the
+    (N, V) float32 logits never exist whole. The forward computes the gradients too (row by row they need nothing
+    the next chunk changes) and the backward scales them, so no chunk's logits are kept for the backward.
+    Same arithmetic as the plain path per element: logits h w^T in h's dtype, then float32 softcap and softmax
+    (float64 for float64 inputs); h (N, D) in the activation dtype, w (V, D) the master weight (its gradient summed
+    over chunks in float32 or wider)."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, w: Tensor, targets: Tensor, cap: float, chunk: int) -> Tensor:
+        n = h.shape[0]
+        acc = torch.promote_types(h.dtype, torch.float32)  # float32 (float64 for float64 inputs)
+        wc = w.to(h.dtype)
+        grad_h = torch.empty_like(h)
+        grad_w = torch.zeros(w.shape, dtype=torch.promote_types(w.dtype, torch.float32), device=w.device)
+        total = torch.zeros((), dtype=acc, device=h.device)
+        for i in range(0, n, chunk):
+            hc, tc = h[i:i + chunk], targets[i:i + chunk]
+            t = torch.tanh(F.linear(hc, wc).to(acc) / cap)
+            logits = cap * t
+            lse = torch.logsumexp(logits, dim=-1)
+            total = total + (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum()
+            g = torch.exp(logits - lse[:, None])  # softmax
+            g.scatter_add_(1, tc[:, None], torch.full_like(lse[:, None], -1.0))
+            g = (g * (1.0 - t * t) / n).to(h.dtype)  # through the softcap, and the mean's 1/N
+            grad_h[i:i + chunk] = g @ wc
+            grad_w += (g.t() @ hc).to(grad_w.dtype)
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.w_dtype = w.dtype
+        return total / n
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_out.to(grad_h.dtype), (grad_w * grad_out).to(ctx.w_dtype), None, None, None
 
 
 def rotary_cos_sin(seq_len: int, dims: int, base: float, device, ntk_ref_len: int = 0,
@@ -386,7 +428,13 @@ class GPT(nn.Module):
 
     def forward(self, ids: Tensor, targets: Tensor, reduction: str = "mean", lora=None, last: int = 0) -> Tensor:
         """Cross-entropy in nats: the mean (training) or per token (B, T) with reduction='none'. ``last``: the head
-        and the loss only for the last positions (a sliding window scores only those): (B, last)."""
+        and the loss only for the last positions (a sliding window scores only those): (B, last). With
+        ``model.loss_chunk`` the mean goes through ``SoftcapCrossEntropy`` (the eval and TTT paths never do)."""
+        if self.cfg.loss_chunk and reduction == "mean" and lora is None and not last:
+            h = self.hidden(ids)
+            w = self.tok_emb.weight if self.lm_head is None else self.lm_head.effective_weight()
+            return SoftcapCrossEntropy.apply(h.reshape(-1, h.size(-1)), w, targets.reshape(-1),
+                                             self.cfg.logit_softcap, self.cfg.loss_chunk)
         logits = self.logits(ids, lora, last)
         if last:
             targets = targets[:, -last:]
