@@ -252,13 +252,17 @@ def test_gptq_export_counts_its_calibration_as_training(tmp_path, embedded_dir):
 
     c = tiny_config(eval__ttt="false", eval__sliding_stride=0, quant__gptq="true", quant__gptq_batches=3,
                     quant__mlp="int5", quant__attn="int5", train__iterations=100000, train__max_seconds=3,
-                    train__reserve_s=1)
+                    train__reserve_s=1, quant__gptq_embed="true", quant__sdclip="attn:13,mlp:11.5",
+                    quant__keep_float_max_numel=1024)
     s = train(c, tmp_path / "g")
     assert s["gptq_s"] > 0 and s["train_time_s"] == s["loop_time_s"] + s["gptq_s"]
     assert s["loop_time_s"] < 2.2  # the loop stopped inside its share (3 s - 1 s reserved), jitter aside
     header, _ = read_artifact(tmp_path / "g" / "model.pgz")
-    assert any(t.get("fmt_note") == "gptq" for t in header["tensors"])
-    assert "gptq:" in (tmp_path / "g" / "train.log").read_text()
+    notes = {t["name"]: t.get("fmt_note") for t in header["tensors"]}
+    # best-sp8192's export end to end: GPTQ on the SDClip'd matrices and on the tied embedding
+    assert notes["tok_emb.weight"] == "gptq" and notes["blocks.0.mlp.fc.weight"] == "gptq"
+    log = (tmp_path / "g" / "train.log").read_text()
+    assert "gptq:" in log and "compression" in log  # compression is timed apart, after the clock
     with pytest.raises(ConfigError, match="QAT"):
         apply_overrides(c, ["schedule.qat_start_frac=0.5"])
 
