@@ -429,6 +429,11 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
 EVAL_MODES = ("plain", "sliding", "ttt")
 
 
+def run_modes(cfg) -> list[str]:
+    """The modes a run's config scores: plain, then sliding with a stride, then TTT when on."""
+    return ["plain"] + (["sliding"] if cfg.eval.sliding_stride > 0 else []) + (["ttt"] if cfg.eval.ttt else [])
+
+
 def check_modes(cfg, modes: list[str], where: str) -> None:
     """Refuse, before any work, eval modes that are unknown or that the config cannot run (InputError naming
     ``where``, e.g. the artifact or the run directory, and the --set that fixes it)."""

@@ -414,13 +414,16 @@ class GPT(nn.Module):
                 skips.append(x)
         return F.rms_norm(x, (x.size(-1),))
 
+    def head_weight(self) -> Tensor:
+        """The output head's weight: the tied embedding, or the untied head's (QAT's grid when on)."""
+        return self.tok_emb.weight if self.lm_head is None else self.lm_head.effective_weight()
+
     def logits(self, ids: Tensor, lora=None, last: int = 0) -> Tensor:
         """Softcapped logits (B, T, V), float32; with ``last`` only those of the last positions (B, last, V)."""
         h = self.hidden(ids, lora)
         if last:
             h = h[:, -last:]
-        # an untied head goes through its CastedLinear forward, so QAT covers it too
-        out = F.linear(h, self.tok_emb.weight.to(h.dtype)) if self.lm_head is None else self.lm_head(h)
+        out = F.linear(h, self.head_weight().to(h.dtype))  # an untied head with QAT's grid, as its forward
         if lora is not None:
             out = out + lora.head(h)
         c = self.cfg.logit_softcap
@@ -432,8 +435,7 @@ class GPT(nn.Module):
         ``model.loss_chunk`` the mean goes through ``SoftcapCrossEntropy`` (the eval and TTT paths never do)."""
         if self.cfg.loss_chunk and reduction == "mean" and lora is None and not last:
             h = self.hidden(ids)
-            w = self.tok_emb.weight if self.lm_head is None else self.lm_head.effective_weight()
-            return SoftcapCrossEntropy.apply(h.reshape(-1, h.size(-1)), w, targets.reshape(-1),
+            return SoftcapCrossEntropy.apply(h.reshape(-1, h.size(-1)), self.head_weight(), targets.reshape(-1),
                                              self.cfg.logit_softcap, self.cfg.loss_chunk)
         logits = self.logits(ids, lora, last)
         if last:

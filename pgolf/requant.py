@@ -75,8 +75,7 @@ def cmd_requant(args) -> int:
             if hessians is None:  # once, the embedding's too; a variant without quant.gptq_embed leaves it out
                 model.load_state_dict(state)
                 loader = DistributedTokenLoader(data.train_files, 0, 1, device)
-                hessians = calibrate_hessians(model, loader, apply_overrides(vcfg, ["quant.gptq_embed=true"]),
-                                              vcfg.quant.gptq_batches)
+                hessians = calibrate_hessians(model, loader, vcfg, vcfg.quant.gptq_batches, embed=True)
             hs = {k: h for k, h in hessians.items() if vcfg.quant.gptq_embed or k != "tok_emb.weight"}
         # the meta a run's own artifact carries (its config: `pgolf eval` scores the file with the run's settings)
         meta = {"recipe": vcfg.name, "config": vcfg.to_dict(), "pgolf": __version__,

@@ -12,7 +12,7 @@ import torch
 from .config import Config, InputError, ModelConfig, apply_overrides
 from .data import prepare_data
 from .dist import init_distributed
-from .evaluate import EvalResult, check_modes, evaluate
+from .evaluate import EvalResult, check_modes, evaluate, run_modes
 from .model import GPT, apply_precision, resolve_attention
 from .quant import read_artifact
 
@@ -29,7 +29,7 @@ def score_artifact(path: str, data: str | None = None, tokenizer: str | None = N
         log(f"WARNING: {path} records no run config: eval settings (sequence length, stride, batch) are pgolf's "
             "defaults, not the run's; --set them to score it as its run did")
     if not modes:
-        modes = ["plain"] + (["sliding"] if cfg.eval.sliding_stride > 0 else []) + (["ttt"] if cfg.eval.ttt else [])
+        modes = run_modes(cfg)
     check_modes(cfg, modes, path)
     if data:
         cfg.data.path = data

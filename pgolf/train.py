@@ -39,7 +39,7 @@ from .clock import TrainClock
 from .config import EXIT_INTERRUPTED, Config, InputError, Interrupted, QuantConfig
 from .data import DataSet, DistributedTokenLoader, prepare_data
 from .dist import DistInfo, broadcast_object, cleanup_distributed, init_distributed
-from .evaluate import evaluate, predicted_challenge_eval_s
+from .evaluate import evaluate, predicted_challenge_eval_s, run_modes
 from .files import sha256_bytes
 from .model import GPT, apply_precision, resolve_attention
 from .optim import Optimizers, build_optimizers, newton_schulz
@@ -404,16 +404,17 @@ def loop(b: Built, rd: RunDir, log, clock: TrainClock, signals: StopSignals, res
 
 @torch.no_grad()
 def calibrate_hessians(model: GPT, loader: DistributedTokenLoader, cfg: Config, batches: int,
-                       distributed: bool = False) -> dict[str, torch.Tensor]:
+                       distributed: bool = False, embed: bool | None = None) -> dict[str, torch.Tensor]:
     """GPTQ's calibration: H = sum of x x^T over the inputs x of every CastedLinear, on ``batches`` micro-batches of
     training tokens per rank (the loader goes on where training stopped; never validation data), summed over ranks.
-    With ``quant.gptq_embed`` and a tied embedding, also "tok_emb.weight"'s H: its inputs as the output head, the
+    With ``embed`` (default ``quant.gptq_embed``) and a tied embedding, also "tok_emb.weight"'s H: its inputs as the output head, the
     final normed hidden states (the 2026-04-05 record's "GPTQ-quantize the embedding matrix"). Keyed by weight
     name; float64. Runs the eager model (forward hooks); the loss is never computed."""
     from .model import CastedLinear
 
     hs: dict[str, torch.Tensor] = {}
     device = next(model.parameters()).device
+    embed = cfg.quant.gptq_embed if embed is None else embed
 
     def add(key: str, x: torch.Tensor) -> None:
         # float64 and outside autocast: under CUDA autocast x.T @ x ran (and summed) in bfloat16, and the
@@ -435,7 +436,7 @@ def calibrate_hessians(model: GPT, loader: DistributedTokenLoader, cfg: Config, 
                     h = model.hidden(x)
                     if model.lm_head is not None:
                         model.lm_head(h)  # its hook takes the head's inputs
-                    elif cfg.quant.gptq_embed:
+                    elif embed:
                         add("tok_emb.weight", h)
     finally:
         for hook in hooks:
@@ -511,7 +512,7 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
     art_path = broadcast_object(str(rd.file("model.pgz")) if info.is_main else None, info)
     _, deq = read_artifact(art_path)
     b.model.load_state_dict(deq, strict=True)
-    modes = ["plain"] + (["sliding"] if cfg.eval.sliding_stride > 0 else []) + (["ttt"] if cfg.eval.ttt else [])
+    modes = run_modes(cfg)
     rt = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.val_bytes, dev, modes, log)
     n_val = int(b.data.val_tokens.numel())
     eval_8gpu = {m: predicted_challenge_eval_s(r.seconds, n_val, info.world_size, r.serial_s) for m, r in rt.items()}
