@@ -65,24 +65,27 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("Delayed QAT (export's grid)", (("schedule.qat_start_frac", 0.85),), "03-22 (late QAT)",
               "never fired in the record (compile); pgolf's fires"),
     Technique("GPTQ-lite clip search", (("quant.clip_search", True),), "03-22", "-0.0006"),
-    Technique("Full-Hessian GPTQ (train-data calibration)", (("quant.gptq", True), ("train.reserve_s", 8.0)),
+    Technique("Full-Hessian GPTQ (train-data calibration)", (("quant.gptq", True), ("train.reserve_s", 10.0)),
               "03-25 / 03-29 onward", "-0.0046 (03-25, AR self-generated calibration)",
-              measured="proxy, best-sp8192 weights: SDClip on attention and MLP with GPTQ +0.0049 plain gap; without "
-                       "GPTQ SDClip on attention alone +0.0104, on MLP alone +0.0107 (BENCHMARKS, session 6)"),
+              measured="proxy, best weights (sp1024): plain gap +0.0017 -> +0.0007 (row max), +0.0064 -> +0.0025 "
+                       "(SDClip k 8); 9.3 s at sp1024, 13.6 s at sp8192 (BENCHMARKS, session 7)"),
     Technique("GPTQ of the tied embedding (head inputs' Hessian)", (("quant.gptq", True), ("quant.gptq_embed", True)),
               "04-05 (\"GPTQ-quantize the embedding matrix\")", "part of 1.0856",
               measured="proxy, best-sp8192 weights: int8 embedding gap +0.0049 -> +0.0042; int7 SDClip k14 "
                        "+0.099 -> +0.038 (BENCHMARKS, session 6)"),
     Technique("SDClip (clip = k std per row)", (("quant.sdclip", "attn:13,mlp:11.5,other:12.85"),),
               "04-05; per-class k 04-14, 9-hparam stack", "part of 1.0856; MLP 10->12 -0.00096",
-              measured="proxy, best-sp8192 weights with GPTQ: -5.4 MB vs row max at the same gap (+0.0049 vs "
-                       "+0.0050); on the embedding (int7, k 14) +0.095 alone (BENCHMARKS, session 6)"),
+              measured="proxy, with GPTQ: best-sp8192 -5.4 MB vs row max at the same gap (+0.0049 vs +0.0050); best "
+                       "k 8 -3.35 MB for +0.0018, k 6 -2.26 MB for +0.0009; on the embedding (int7, k 14) +0.095 "
+                       "alone (BENCHMARKS, sessions 6-7)"),
     Technique("Phased score-first TTT (global SGD on scored docs)",
               (("eval.ttt", True), ("eval.ttt_phases", 3), ("eval.ttt_prefix_frac", 0.05)),
-              "#1610 (04-13), 3 phases #1626 (04-14)", "-0.00056 (1 phase); 3 phases -0.00081 more"),
+              "#1610 (04-13), 3 phases #1626 (04-14)", "-0.00056 (1 phase); 3 phases -0.00081 more",
+              measured="proxy, best-sp8192 artifact at seq 2048: LoRA TTT -0.0037 vs sliding s64, 3 phases "
+                       "-0.0004 more; over 1,024-token windows +0.0030 (BENCHMARKS, session 7)"),
     Technique("LQER (rank-4 error correction, int2/int4 factors)", (("quant.lqer_top", 3), ("quant.lqer_rank", 4)),
               "#1797 (04-27)", "part of 1.0611 (#1855)",
-              measured="CPU model only: +3.3 KB, -0.6% weight error (BENCHMARKS, issue 13 session 4)"),
+              measured="proxy: top 4 -0.0002 (best, +9.7 KB) / -0.0004 (best-sp8192, +12 KB) (BENCHMARKS, sessions 6-7)"),
     Technique("AWQ-lite (64 salient columns at int8)", (("quant.awq", True), ("quant.awq_group", 64)), "#1945",
               "part of 1.05943", measured="CPU model only: +9% bytes at width 256 (BENCHMARKS, issue 13 session 4)"),
     Technique("Rows in L1 nearest-neighbour order", (("quant.sort_rows", True),), "per-group compression (04-27)",
