@@ -155,42 +155,75 @@ def gptq_rows(w: Tensor, H: Tensor, scale: Tensor, bits: int, block: int = 128, 
     through the Cholesky factor of the inverse Hessian, so the layer's output on the calibration inputs changes as
     little as possible. w (R, C); H (C, C) = sum of x x^T over the calibration inputs of the layer; ``scale`` (R,)
     the grid (from the policy's clip: the same scales the artifact stores). Returns q int8 (R, C).
+    A stack of same-shape matrices, w (B, R, C) with their own H (B, C, C) and scale (B, R), is solved in one
+    column loop (each matrix its own order, factor and arithmetic; the stack shares only the kernel launches, which
+    are what the loop's time is: ~10 small kernels per column) and gives (B, R, C) -- the codes each would get alone.
     With H a multiple of the identity no error is spread and the result is round-to-nearest (tested).
-    ``keep`` = (columns, scale (R,), bits): AWQ's salient columns, on their own finer grid, are quantized last, so
-    they absorb the error of all the others."""
-    H = H.detach().double().clone()  # on the Hessian's device: the calibration's GPU, where float64 is fast
-    W = w.detach().to(H.device).double().clone()
-    C = W.shape[1]
+    ``keep`` = (columns, scale (R,), bits), one matrix only: AWQ's salient columns, on their own finer grid, are
+    quantized last, so they absorb the error of all the others."""
+    single = w.dim() == 2
+    if single:
+        w, H, scale = w[None], H[None], scale[None]
+    assert keep is None or w.shape[0] == 1, "GPTQ with AWQ columns: one matrix at a time"
+    C = w.shape[2]
     c = 2 ** (bits - 1) - 1
-    dead = torch.diag(H) == 0  # inputs never seen: nothing to fit, quantize to 0
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
-    H = (H + H.T) / 2
-    perm = torch.argsort(torch.diag(H), descending=True, stable=True)
-    kept = torch.zeros(C, dtype=torch.bool, device=W.device)
+    Ws, Hinvs, perms = [], [], []
+    for b in range(w.shape[0]):
+        Hb = H[b].detach().double().clone()  # on the Hessian's device: the calibration's GPU, where float64 is fast
+        Wb = w[b].detach().to(Hb.device).double().clone()
+        dead = torch.diag(Hb) == 0  # inputs never seen: nothing to fit, quantize to 0
+        Hb[dead, dead] = 1.0
+        Wb[:, dead] = 0.0
+        Hb = (Hb + Hb.T) / 2
+        perm = torch.argsort(torch.diag(Hb), descending=True, stable=True)
+        if keep is not None:
+            kept = torch.zeros(C, dtype=torch.bool, device=Wb.device)
+            kept[keep[0]] = True
+            perm = torch.cat([perm[~kept[perm]], perm[kept[perm]]])
+        Ws.append(Wb[:, perm])
+        Hinvs.append(_inverse_cholesky(Hb[perm][:, perm], damp))
+        perms.append(perm)
+    W, Hinv = torch.stack(Ws), torch.stack(Hinvs)
+    s = scale.double().to(W.device)
     if keep is not None:
-        kept[keep[0]] = True
-        perm = torch.cat([perm[~kept[perm]], perm[kept[perm]]])
-        kept, sk, ck = kept[perm].tolist(), keep[1].double().to(W.device), 2 ** (keep[2] - 1) - 1
+        kept, sk, ck = kept[perms[0]].tolist(), keep[1].double().to(W.device)[None], 2 ** (keep[2] - 1) - 1
     else:
         kept = [False] * C
-    W, H = W[:, perm], H[perm][:, perm]
-    Hinv = _inverse_cholesky(H, damp)
-    s = scale.double().to(W.device)
     Q = torch.zeros_like(W)
     for i1 in range(0, C, block):
         i2 = min(i1 + block, C)
-        W1, Hi = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
+        W1, Hi = W[:, :, i1:i2].clone(), Hinv[:, i1:i2, i1:i2]
         err = torch.zeros_like(W1)
         for j in range(i2 - i1):
             sj, cj = (sk, ck) if kept[i1 + j] else (s, c)
-            q = torch.clamp(torch.round(W1[:, j] / sj), -cj, cj)
-            Q[:, i1 + j] = q
-            e = (W1[:, j] - q * sj) / Hi[j, j]
-            W1[:, j:] -= e[:, None] * Hi[j, j:][None, :]
-            err[:, j] = e
-        W[:, i2:] -= err @ Hinv[i1:i2, i2:]
-    return Q[:, torch.argsort(perm)].to(torch.int8).cpu()
+            q = torch.clamp(torch.round(W1[:, :, j] / sj), -cj, cj)
+            Q[:, :, i1 + j] = q
+            e = (W1[:, :, j] - q * sj) / Hi[:, j, j, None]
+            W1[:, :, j:] -= e[:, :, None] * Hi[:, None, j, j:]
+            err[:, :, j] = e
+        W[:, :, i2:] -= err @ Hinv[:, i1:i2, i2:]
+    Q = torch.stack([Q[b][:, torch.argsort(perm)] for b, perm in enumerate(perms)]).to(torch.int8).cpu()
+    return Q[0] if single else Q
+
+
+def gptq_many(jobs: list[tuple[Tensor, Tensor, Tensor, int]], max_batch_bytes: int = 1 << 30) -> list[Tensor]:
+    """GPTQ codes of several matrices, jobs = [(w (R, C), H (C, C), scale (R,), bits)]: those of one shape, bit width
+    and Hessian device solved as stacks (``gptq_rows``), at most ``max_batch_bytes`` of float64 weights and Hessians
+    per stack. Returns the codes in the jobs' order."""
+    out: list[Tensor | None] = [None] * len(jobs)
+    groups: dict[tuple, list[int]] = {}
+    for i, (w, H, _, bits) in enumerate(jobs):
+        groups.setdefault((tuple(w.shape), bits, str(H.device)), []).append(i)
+    for (shape, bits, _), idx in groups.items():
+        per = 8 * (shape[0] * shape[1] + shape[1] * shape[1]) * 3  # W, H and Hinv (+ the working copies)
+        n = max(1, max_batch_bytes // per)
+        for k in range(0, len(idx), n):
+            part = idx[k:k + n]
+            Q = gptq_rows(torch.stack([jobs[i][0] for i in part]), torch.stack([jobs[i][1] for i in part]),
+                          torch.stack([jobs[i][2] for i in part]), bits)
+            for i, q in zip(part, Q):
+                out[i] = q
+    return out
 
 
 def quantize_tensor(w: Tensor, fmt: str, cfg: QuantConfig, group: str = "") -> tuple[Tensor, Tensor]:
@@ -337,13 +370,18 @@ def awq_columns(w: Tensor, H: Tensor | None, n: int) -> tuple[Tensor, str]:
     return torch.sort(torch.topk(sal, n).indices).values, how
 
 
+def awq_applies(w: Tensor, fmt: str, cfg: QuantConfig) -> bool:
+    return cfg.awq and cfg.awq_bits > bits_of(fmt) and w.shape[1] > cfg.awq_group
+
+
 def code_matrix(w: Tensor, fmt: str, cfg: QuantConfig, group: str, H: Tensor | None = None) -> tuple[Coded, str]:
     """Codes of one 2-D matrix in format ``fmt``: the policy's grid, GPTQ with a Hessian, AWQ-lite when on and the
-    tensor is narrower than ``cfg.awq_bits``. Returns (Coded without LQER or row order, the record's note)."""
+    tensor is narrower than ``cfg.awq_bits``. Returns (Coded without LQER or row order, the record's note).
+    (``quantize_state`` solves the GPTQ of matrices without AWQ columns in stacks, ``gptq_many``, not here.)"""
     bits = bits_of(fmt)
     notes = ["gptq"] if H is not None else []
     C = w.shape[1]
-    if cfg.awq and cfg.awq_bits > bits and C > cfg.awq_group:
+    if awq_applies(w, fmt, cfg):
         cols, how = awq_columns(w, H, cfg.awq_group)
         rest = torch.ones(C, dtype=torch.bool)
         rest[cols] = False
@@ -454,6 +492,7 @@ def quantize_state(state: dict[str, Tensor], cfg: QuantConfig, model_config: dic
     records: list[TensorRecord] = []
     coded: dict[str, Coded] = {}
     err: dict[str, float] = {}
+    stacked: dict[str, tuple[Tensor, Tensor, Tensor, int]] = {}  # GPTQ without AWQ: solved in stacks below
     for name, t in state.items():
         t = t.detach().cpu()
         fmt = storage_format(name, t, cfg)
@@ -461,9 +500,18 @@ def quantize_state(state: dict[str, Tensor], cfg: QuantConfig, model_config: dic
         if fmt.startswith("int"):
             w = t.reshape(t.shape[0], -1)
             H = hessians[name] if hessians and name in hessians else None
-            coded[name], rec.fmt_note = code_matrix(w, fmt, cfg, storage_group(name), H)
-            err[name] = (w.float() - reconstruct(coded[name], w.shape[1])).norm().item()
+            if H is not None and not awq_applies(w, fmt, cfg):
+                q, s = quantize_tensor(w, fmt, cfg, storage_group(name))
+                coded[name], rec.fmt_note = Coded(q, s), "gptq"
+                stacked[name] = (w, H, s, bits_of(fmt))
+            else:
+                coded[name], rec.fmt_note = code_matrix(w, fmt, cfg, storage_group(name), H)
         records.append(rec)
+    for name, q in zip(stacked, gptq_many(list(stacked.values()))):
+        coded[name].q = q
+    for name, c in coded.items():
+        w = state[name].detach().cpu().reshape(state[name].shape[0], -1)
+        err[name] = (w.float() - reconstruct(c, w.shape[1])).norm().item()
     by_name = {rec.name: rec for rec in records}
     for name in sorted(err, key=lambda n: -err[n])[:cfg.lqer_top]:  # LQER: the largest errors first
         w = state[name].detach().cpu().reshape(state[name].shape[0], -1).float()

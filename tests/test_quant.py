@@ -217,6 +217,27 @@ def test_gptq_lowers_the_layer_output_error_on_correlated_inputs():
     assert g.abs().max() <= 15 and gptq_err < 0.8 * rtn_err, (gptq_err, rtn_err)
 
 
+def test_gptq_of_a_stack_gives_each_matrix_its_own_codes():
+    """GPTQ solved for a stack of same-shape matrices (one column loop; the export does this per shape) gives each
+    matrix exactly the codes it gets alone: its own Hessian, column order, damping and grid. With the stack's
+    matrices sharing a Hessian or order the test could not see a mix-up, so each has its own."""
+    from pgolf.quant import gptq_many, gptq_rows, quantize_rows
+
+    torch.manual_seed(0)
+    jobs = []
+    for i in range(3):
+        X = torch.randn(512, 96) @ (torch.eye(96) + torch.randn(96, 96) / (4 + i))
+        w = torch.randn(40, 96) * 0.05
+        jobs.append((w, X.T @ X, quantize_rows(w, 6)[1], 6))
+    w2 = torch.randn(24, 96) * 0.05  # another shape: a stack of its own
+    jobs.insert(1, (w2, jobs[0][1], quantize_rows(w2, 5)[1], 5))
+    alone = [gptq_rows(*j) for j in jobs]
+    stacked = gptq_many(jobs)
+    assert all(torch.equal(a, b) for a, b in zip(alone, stacked))
+    assert not torch.equal(alone[0], alone[2])
+    assert torch.equal(gptq_many(jobs, max_batch_bytes=1)[3], alone[3])  # stacks of one
+
+
 def test_gptq_survives_a_hessian_that_is_not_positive_definite():
     """A Hessian summed in low precision can have negative eigenvalues larger than the 1% damping (the proxy's
     bfloat16 sums did): GPTQ damps more and still returns codes on the grid, close to round-to-nearest's error."""
