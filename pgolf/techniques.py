@@ -86,7 +86,8 @@ TECHNIQUES: tuple[Technique, ...] = (
                        "-0.0004 more; over 1,024-token windows +0.0030 (BENCHMARKS, session 7)"),
     Technique("LQER (rank-4 error correction, int2/int4 factors)", (("quant.lqer_top", 3), ("quant.lqer_rank", 4)),
               "#1797 (04-27)", "part of 1.0611 (#1855)",
-              measured="proxy: top 4 -0.0002 (best, +9.7 KB) / -0.0004 (best-sp8192, +12 KB) (BENCHMARKS, sessions 6-7)"),
+              measured="proxy: top 4 -0.0002 (best, +9.7 KB) / -0.0004 (best-sp8192, +12 KB) (BENCHMARKS, "
+                       "sessions 6-7)"),
     Technique("AWQ-lite (64 salient columns at int8)", (("quant.awq", True), ("quant.awq_group", 64)), "#1945",
               "part of 1.05943", measured="CPU model only: +9% bytes at width 256 (BENCHMARKS, issue 13 session 4)"),
     Technique("Rows in L1 nearest-neighbour order", (("quant.sort_rows", True),), "per-group compression (04-27)",
