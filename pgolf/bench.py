@@ -3,7 +3,7 @@
     pgolf bench --recipe best --data DIR --gpu-share 8 [--steps 20] [--profile-steps 8] [--trace t.json]
 
 Builds the run exactly as ``pgolf train`` does (checked data, model, compile warm-up, optimizers), times ``--steps``
-steps without the profiler (ms/step, tokens/s, MFU), then profiles ``--profile-steps`` more and prints, per phase
+steps without the profiler (ms/step, tokens/s, MFU, peak GPU memory of those steps), then profiles ``--profile-steps`` more and prints, per phase
 of the step (data, forward, backward, optimizer and its parts: gradient exchange, clip, Adam, Muon), the GPU time of
 the kernels it launched and the host time it took, plus the GPU's idle share of the step (time the host or a
 sync kept the GPU waiting) and the kernels that take the most GPU time. ``--json FILE`` writes it all.
@@ -85,7 +85,10 @@ def cmd_bench(args) -> int:
         if args.qat and b.qat_policy is not None:
             b.set_qat(True)
         mom = cfg.optim.muon_momentum
+        if b.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(b.device)
         step_s = _time_steps(b, args.steps, mom)
+        peak_mib = torch.cuda.max_memory_allocated(b.device) / 2 ** 20 if b.device.type == "cuda" else None
         tokens = cfg.train.batch_tokens
         flops_tok = b.model.flops_per_token(cfg.train.seq_len)
         peak = peak_flops(b.device)
@@ -93,7 +96,7 @@ def cmd_bench(args) -> int:
         out = {"recipe": cfg.name, "device": torch.cuda.get_device_name(b.device) if b.device.type == "cuda" else "cpu",
                "torch": torch.__version__, "world_size": info.world_size, "attention": b.backend,
                "batch_tokens": tokens, "ms_per_step": 1e3 * step_s, "tokens_per_s": tokens / step_s,
-               "tokens_per_s_per_gpu": tokens / step_s / info.world_size,
+               "tokens_per_s_per_gpu": tokens / step_s / info.world_size, "peak_mem_mib": peak_mib,
                "mfu": flops_tok * tokens / step_s / info.world_size / peak if peak else None, **prof}
         if info.is_main:
             print(report(out))
@@ -108,10 +111,11 @@ def cmd_bench(args) -> int:
 
 def report(r: dict) -> str:
     mfu = f" MFU {100 * r['mfu']:.1f}%" if r.get("mfu") else ""
+    mem = f", peak {r['peak_mem_mib']:,.0f} MiB allocated" if r.get("peak_mem_mib") else ""
     lines = [f"bench {r['recipe']}: {r['device']}, world {r['world_size']}, attention {r['attention']}, "
              f"{r['batch_tokens']:,} tokens/step",
              f"  {r['ms_per_step']:.1f} ms/step, {r['tokens_per_s']:,.0f} tokens/s "
-             f"({r['tokens_per_s_per_gpu']:,.0f} per GPU){mfu}",
+             f"({r['tokens_per_s_per_gpu']:,.0f} per GPU){mfu}{mem}",
              f"  profiled: {r['wall_ms']:.1f} ms/step wall, GPU busy {r['gpu_busy_ms']:.1f} ms "
              f"({100 * r['gpu_busy_ms'] / max(r['wall_ms'], 1e-9):.0f}%), idle {r['wall_ms'] - r['gpu_busy_ms']:.1f} ms",
              f"  {'phase':16s} {'GPU ms':>8s} {'host ms':>8s}"]
