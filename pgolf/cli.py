@@ -143,7 +143,7 @@ def cmd_recipes(args) -> int:
     for name, fn in RECIPES.items():
         print(name)
         print(textwrap.fill(" ".join((fn.__doc__ or "").split()), 116, initial_indent="    ",
-                            subsequent_indent="    "))
+                            subsequent_indent="    ", break_on_hyphens=False))  # "1,024-token" stays one word
     return 0
 
 

@@ -333,7 +333,7 @@ class EvalConfig:
     ttt_rank: int = 8  # LoRA rank of the TTT adapters
     ttt_lr: float = 0.01  # Adam lr of the TTT adapters
     ttt_chunk: int = 256  # tokens scored, then trained on, per TTT step
-    ttt_seq_len: int = 1024  # TTT context window
+    ttt_seq_len: int = 0  # TTT context window; 0 = train.seq_len (a shorter window than the model's loses context)
     ttt_batch_docs: int = 64  # documents adapted in parallel
     ttt_phases: int = 0  # phased TTT: after each of this many groups of scored documents, global SGD on them (0 = off)
     ttt_prefix_frac: float = 0.05  # the documents the phases cover, a fraction of the val docs (records: 2,500/50,000)
@@ -349,14 +349,11 @@ class EvalConfig:
         _check(self.final != "sliding" or self.sliding_stride > 0, "eval.final=sliding needs eval.sliding_stride > 0")
         _check(self.final != "ttt" or self.ttt, "eval.final=ttt needs eval.ttt=true")
         _at_least(self, "eval", 0, "seq_len", "sliding_stride", "ttt_lr", "max_tokens", "ttt_phases", "ttt_sgd_lr",
-                  "ttt_sgd_momentum", "ttt_sgd_clip")
+                  "ttt_sgd_momentum", "ttt_sgd_clip", "ttt_seq_len")
         _at_least(self, "eval", 1, "batch_tokens", "sliding_batch_seqs", "ttt_rank", "ttt_chunk", "ttt_batch_docs",
                   "ttt_sgd_batch_seqs")
         _check(0.0 < self.ttt_prefix_frac <= 1.0, f"eval.ttt_prefix_frac={self.ttt_prefix_frac}: must be in (0, 1]")
-        _at_least(self, "eval", 2, "ttt_seq_len")
-        _check(self.ttt_chunk <= self.ttt_seq_len,
-               f"eval.ttt_chunk={self.ttt_chunk} > eval.ttt_seq_len={self.ttt_seq_len}: a chunk must fit the TTT "
-               "window, or its first tokens would never be scored")
+        _check(self.ttt_seq_len != 1, "eval.ttt_seq_len=1: a TTT window needs at least 2 tokens (0 = train.seq_len)")
 
 
 @dataclass
@@ -387,6 +384,11 @@ class Config:
             obj = getattr(self, sec)
             obj.__post_init__()
         seq = self.eval.seq_len or self.train.seq_len
+        ttt_seq = self.eval.ttt_seq_len or self.train.seq_len
+        win = f"eval.ttt_seq_len={self.eval.ttt_seq_len}"
+        win += "" if self.eval.ttt_seq_len else f" (train.seq_len {ttt_seq})"
+        _check(self.eval.ttt_chunk <= ttt_seq, f"eval.ttt_chunk={self.eval.ttt_chunk} > {win}: a chunk must fit the "
+               "TTT window, or its first tokens would never be scored")
         _check(self.eval.sliding_stride <= seq, "eval.sliding_stride must be <= the eval sequence length")
         _check(not (self.quant.gptq and self.schedule.qat_start_frac > 0),
                "quant.gptq with QAT: QAT trains on the round-to-nearest grid, GPTQ exports other codes; use one")

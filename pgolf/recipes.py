@@ -255,7 +255,7 @@ def best_sp8192() -> Config:
     q.fit_order = ("embed", "other", "mlp", "attn")
     c.train.reserve_s = 10.0
     e = c.eval
-    e.ttt, e.ttt_seq_len, e.ttt_phases, e.final = True, 2048, 3, "ttt"
+    e.ttt, e.ttt_phases, e.final = True, 3, "ttt"  # TTT over the model's own 2048-token context (the default)
     return c
 
 

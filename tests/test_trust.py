@@ -536,3 +536,15 @@ def test_fetch_from_a_server_that_never_answers_fails_in_seconds(tmp_path):
     assert isinstance(result.get("error"), datasets.DownloadError) and "no answer after 2 attempts" in str(
         result["error"])
     srv.close()
+
+
+def test_the_ttt_window_defaults_to_the_models_own_context():
+    """eval.ttt_seq_len 0 (the default) is train.seq_len: on the proxy a 2048-token model adapted over 1,024-token
+    windows scored 1.2368, worse than its sliding eval (1.2338), and 1.2302 over its own 2048 (BENCHMARKS session 7)."""
+    from pgolf.config import apply_overrides
+    from pgolf.evaluate import ttt_kwargs
+    from pgolf.recipes import get_recipe
+
+    cfg = get_recipe("best-sp8192")
+    assert cfg.eval.ttt_seq_len == 0 and ttt_kwargs(cfg)["seq_len"] == cfg.train.seq_len == 2048
+    assert ttt_kwargs(apply_overrides(cfg, ["eval.ttt_seq_len=1024"]))["seq_len"] == 1024
