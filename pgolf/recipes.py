@@ -249,6 +249,7 @@ def best_sp8192() -> Config:
     c.name = "best-sp8192"
     m = c.model
     m.num_layers, m.xsa_last_n, m.parallel_from = 11, 11, 8
+    m.vocab_size = 8192  # so `pgolf predict` sizes the 8192-row embedding, and sp1024 shards are refused at start
     q = c.quant
     q.embed, q.sdclip, q.gptq, q.gptq_embed = "int8", "attn:13,mlp:11.5,other:12.85", True, True
     q.fit_order = ("embed", "other", "mlp", "attn")

@@ -155,6 +155,9 @@ def test_predict_cli(tmp_path):
     assert "vocab 512" in ok.stdout and "fits" in ok.stdout
     over = run_cli(["-m", "pgolf", "predict", "--recipe", "smoke", "--set", "quant.budget_bytes=100000"])
     assert over.returncode == 3 and "OVER" in over.stdout
+    # a recipe made for a vocabulary is sized at it (best-sp8192 was once predicted at 1024 rows: 12.6 MB, not 16.0)
+    sp = run_cli(["-m", "pgolf", "predict", "--recipe", "best-sp8192"])
+    assert sp.returncode == 0 and "vocab 8192" in sp.stdout, sp.stdout + sp.stderr
 
 
 def test_fit_ladder_custom_order_and_round_robin():
