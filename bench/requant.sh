@@ -22,7 +22,8 @@ sets=(--set eval.batch_tokens=65536)
 for kv in ${SETS:-}; do sets+=(--set "$kv"); done
 one() {  # INDEX VARIANT
   OMP_NUM_THREADS=${THREADS:-2} timeout "${LIMIT:-3600}" python3 -m pgolf requant "$run" --variant "$2" \
-    --modes "${MODES:-plain}" "${sets[@]}" --json "$tmp/$1.json" > "$tmp/$1.log" 2>&1 || echo "variant $2 failed" >> "$tmp/$1.log"
+    --modes "${MODES:-plain}" "${sets[@]}" --json "$tmp/$1.json" > "$tmp/$1.log" 2>&1 \
+    || echo "variant $2 failed" >> "$tmp/$1.log"
 }
 i=0
 for v in "$@"; do

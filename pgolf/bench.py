@@ -3,10 +3,11 @@
     pgolf bench --recipe best --data DIR --gpu-share 8 [--steps 20] [--profile-steps 8] [--trace t.json]
 
 Builds the run exactly as ``pgolf train`` does (checked data, model, compile warm-up, optimizers), times ``--steps``
-steps without the profiler (ms/step, tokens/s, MFU, peak GPU memory of those steps), then profiles ``--profile-steps`` more and prints, per phase
-of the step (data, forward, backward, optimizer and its parts: gradient exchange, clip, Adam, Muon), the GPU time of
-the kernels it launched and the host time it took, plus the GPU's idle share of the step (time the host or a
-sync kept the GPU waiting) and the kernels that take the most GPU time. ``--json FILE`` writes it all.
+steps without the profiler (ms/step, tokens/s, MFU, peak GPU memory of those steps), then profiles
+``--profile-steps`` more and prints, per phase of the step (data, forward, backward, optimizer and its parts:
+gradient exchange, clip, Adam, Muon), the GPU time of the kernels it launched and the host time it took, plus the
+GPU's idle share of the step (time the host or a sync kept the GPU waiting) and the kernels that take the most GPU
+time. ``--json FILE`` writes it all.
 """
 
 from __future__ import annotations

@@ -378,17 +378,20 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
+    def ttt_window(self) -> int:
+        """The TTT context window: eval.ttt_seq_len, 0 = the model's own train.seq_len."""
+        return self.eval.ttt_seq_len or self.train.seq_len
+
     def validate(self) -> "Config":
         """Cross-section checks; sections validate themselves on construction."""
         for sec in SECTIONS:
             obj = getattr(self, sec)
             obj.__post_init__()
         seq = self.eval.seq_len or self.train.seq_len
-        ttt_seq = self.eval.ttt_seq_len or self.train.seq_len
         win = f"eval.ttt_seq_len={self.eval.ttt_seq_len}"
-        win += "" if self.eval.ttt_seq_len else f" (train.seq_len {ttt_seq})"
-        _check(self.eval.ttt_chunk <= ttt_seq, f"eval.ttt_chunk={self.eval.ttt_chunk} > {win}: a chunk must fit the "
-               "TTT window, or its first tokens would never be scored")
+        win += "" if self.eval.ttt_seq_len else f" (train.seq_len {self.ttt_window()})"
+        _check(self.eval.ttt_chunk <= self.ttt_window(), f"eval.ttt_chunk={self.eval.ttt_chunk} > {win}: a chunk must "
+               "fit the TTT window, or its first tokens would never be scored")
         _check(self.eval.sliding_stride <= seq, "eval.sliding_stride must be <= the eval sequence length")
         _check(not (self.quant.gptq and self.schedule.qat_start_frac > 0),
                "quant.gptq with QAT: QAT trains on the round-to-nearest grid, GPTQ exports other codes; use one")

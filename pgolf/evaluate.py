@@ -473,7 +473,7 @@ def evaluate(model, eval_model, cfg, val_tokens: Tensor, table: ByteTable | Tens
 def ttt_kwargs(cfg) -> dict:
     """``eval_ttt``'s settings from a run's config (also what the audit's TTT checks run with)."""
     e = cfg.eval
-    return dict(rank_r=e.ttt_rank, lr=e.ttt_lr, chunk=e.ttt_chunk, seq_len=e.ttt_seq_len or cfg.train.seq_len,
+    return dict(rank_r=e.ttt_rank, lr=e.ttt_lr, chunk=e.ttt_chunk, seq_len=cfg.ttt_window(),
                 batch_docs=e.ttt_batch_docs, bos_id=cfg.model.bos_id, phases=e.ttt_phases,
                 prefix_frac=e.ttt_prefix_frac, sgd_lr=e.ttt_sgd_lr, sgd_momentum=e.ttt_sgd_momentum,
                 sgd_batch_seqs=e.ttt_sgd_batch_seqs, sgd_clip=e.ttt_sgd_clip)

@@ -155,20 +155,21 @@ def gptq_rows(w: Tensor, H: Tensor, scale: Tensor, bits: int, block: int = 128, 
     through the Cholesky factor of the inverse Hessian, so the layer's output on the calibration inputs changes as
     little as possible. w (R, C); H (C, C) = sum of x x^T over the calibration inputs of the layer; ``scale`` (R,)
     the grid (from the policy's clip: the same scales the artifact stores). Returns q int8 (R, C).
-    A stack of same-shape matrices, w (B, R, C) with their own H (B, C, C) and scale (B, R), is solved in one
-    column loop (each matrix its own order, factor and arithmetic; the stack shares only the kernel launches, which
-    are what the loop's time is: ~10 small kernels per column) and gives (B, R, C) -- the codes each would get alone.
+    B same-shape matrices, w a (B, R, C) stack or a list of (R, C) with their own H (B of (C, C)) and scale
+    (B, R), are solved in one column loop (each matrix its own order, factor and arithmetic; the stack shares only
+    the kernel launches, which are what the loop's time is: ~10 small kernels per column) and give (B, R, C) -- the
+    codes each would get alone.
     With H a multiple of the identity no error is spread and the result is round-to-nearest (tested).
     ``keep`` = (columns, scale (R,), bits), one matrix only: AWQ's salient columns, on their own finer grid, are
     quantized last, so they absorb the error of all the others."""
-    single = w.dim() == 2
+    single = torch.is_tensor(w) and w.dim() == 2
     if single:
-        w, H, scale = w[None], H[None], scale[None]
-    assert keep is None or w.shape[0] == 1, "GPTQ with AWQ columns: one matrix at a time"
-    C = w.shape[2]
+        w, H, scale = [w], [H], scale[None]
+    assert keep is None or len(w) == 1, "GPTQ with AWQ columns: one matrix at a time"
+    C = w[0].shape[1]
     c = 2 ** (bits - 1) - 1
     Ws, Hinvs, perms = [], [], []
-    for b in range(w.shape[0]):
+    for b in range(len(w)):
         Hb = H[b].detach().double().clone()  # on the Hessian's device: the calibration's GPU, where float64 is fast
         Wb = w[b].detach().to(Hb.device).double().clone()
         dead = torch.diag(Hb) == 0  # inputs never seen: nothing to fit, quantize to 0
@@ -184,7 +185,7 @@ def gptq_rows(w: Tensor, H: Tensor, scale: Tensor, bits: int, block: int = 128, 
         Hinvs.append(_inverse_cholesky(Hb[perm][:, perm], damp))
         perms.append(perm)
     W, Hinv = torch.stack(Ws), torch.stack(Hinvs)
-    s = scale.double().to(W.device)
+    s = torch.stack(list(scale)).double().to(W.device)
     if keep is not None:
         kept, sk, ck = kept[perms[0]].tolist(), keep[1].double().to(W.device)[None], 2 ** (keep[2] - 1) - 1
     else:
@@ -219,8 +220,7 @@ def gptq_many(jobs: list[tuple[Tensor, Tensor, Tensor, int]], max_batch_bytes: i
         n = max(1, max_batch_bytes // per)
         for k in range(0, len(idx), n):
             part = idx[k:k + n]
-            Q = gptq_rows(torch.stack([jobs[i][0] for i in part]), torch.stack([jobs[i][1] for i in part]),
-                          torch.stack([jobs[i][2] for i in part]), bits)
+            Q = gptq_rows([jobs[i][0] for i in part], [jobs[i][1] for i in part], [jobs[i][2] for i in part], bits)
             for i, q in zip(part, Q):
                 out[i] = q
     return out
@@ -375,9 +375,10 @@ def awq_applies(w: Tensor, fmt: str, cfg: QuantConfig) -> bool:
 
 
 def code_matrix(w: Tensor, fmt: str, cfg: QuantConfig, group: str, H: Tensor | None = None) -> tuple[Coded, str]:
-    """Codes of one 2-D matrix in format ``fmt``: the policy's grid, GPTQ with a Hessian, AWQ-lite when on and the
-    tensor is narrower than ``cfg.awq_bits``. Returns (Coded without LQER or row order, the record's note).
-    (``quantize_state`` solves the GPTQ of matrices without AWQ columns in stacks, ``gptq_many``, not here.)"""
+    """Codes of one 2-D matrix in format ``fmt``: the policy's grid, and AWQ-lite when on and the tensor is narrower
+    than ``cfg.awq_bits`` -- with GPTQ when ``H`` is given. Returns (Coded without LQER or row order, the record's
+    note). GPTQ of a matrix without AWQ columns is not solved here but by ``quantize_state``, in stacks per shape
+    (``gptq_many``), on the grid this returns."""
     bits = bits_of(fmt)
     notes = ["gptq"] if H is not None else []
     C = w.shape[1]
@@ -392,10 +393,9 @@ def code_matrix(w: Tensor, fmt: str, cfg: QuantConfig, group: str, H: Tensor | N
             q, qa = full[:, rest].contiguous(), full[:, cols].contiguous()
         notes.append(f"awq-{how}")
         return Coded(q, s, cols, qa, sa, cfg.awq_bits), "+".join(notes)
+    assert H is None, "GPTQ without AWQ columns is solved in stacks (quantize_state, gptq_many)"
     q, s = quantize_tensor(w, fmt, cfg, group)
-    if H is not None:
-        q = gptq_rows(w, H, s, bits)
-    return Coded(q, s), "+".join(notes)
+    return Coded(q, s), ""
 
 
 def compress(data: bytes, compressor: str, level: int) -> bytes:
@@ -500,12 +500,11 @@ def quantize_state(state: dict[str, Tensor], cfg: QuantConfig, model_config: dic
         if fmt.startswith("int"):
             w = t.reshape(t.shape[0], -1)
             H = hessians[name] if hessians and name in hessians else None
-            if H is not None and not awq_applies(w, fmt, cfg):
-                q, s = quantize_tensor(w, fmt, cfg, storage_group(name))
-                coded[name], rec.fmt_note = Coded(q, s), "gptq"
-                stacked[name] = (w, H, s, bits_of(fmt))
-            else:
-                coded[name], rec.fmt_note = code_matrix(w, fmt, cfg, storage_group(name), H)
+            awq = awq_applies(w, fmt, cfg)
+            coded[name], rec.fmt_note = code_matrix(w, fmt, cfg, storage_group(name), H if awq else None)
+            if H is not None and not awq:  # GPTQ on the grid just fitted, solved below in stacks per shape
+                rec.fmt_note = "gptq"
+                stacked[name] = (w, H, coded[name].s, bits_of(fmt))
         records.append(rec)
     for name, q in zip(stacked, gptq_many(list(stacked.values()))):
         coded[name].q = q

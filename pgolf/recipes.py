@@ -214,8 +214,9 @@ def best() -> Config:
     Proxy (H100, one after the other): 1.2374 vs 1.2611 for pr164-s64 (BENCHMARKS, issue 12). Export: full-Hessian
     GPTQ (calibrated inside the budget, train.reserve_s 7 s: 9.3 s measured before the solve ran in stacks, 4.6 s
     less predicted from bench/gptq_speed.py) on the row-max grids, the tied embedding included: on one set of
-    kept-float weights (BENCHMARKS, session 7) plain quant gap +0.0007 against +0.0017 without GPTQ, 4.6 KB more. SDClip k 8 + GPTQ stores the same weights in 3.3 MB less at +0.0025
-    (``quant.sdclip=attn:8,mlp:8,other:8``): the room for a larger model."""
+    kept-float weights (BENCHMARKS, session 7) plain quant gap +0.0007 against +0.0017 without GPTQ, 4.6 KB more.
+    SDClip k 8 + GPTQ stores the same weights in 3.3 MB less at +0.0025 (``quant.sdclip=attn:8,mlp:8,other:8``):
+    the room for a larger model."""
     c = pr164_s64()
     c.name = "best"
     m = c.model

@@ -407,9 +407,9 @@ def calibrate_hessians(model: GPT, loader: DistributedTokenLoader, cfg: Config, 
                        distributed: bool = False, embed: bool | None = None) -> dict[str, torch.Tensor]:
     """GPTQ's calibration: H = sum of x x^T over the inputs x of every CastedLinear, on ``batches`` micro-batches of
     training tokens per rank (the loader goes on where training stopped; never validation data), summed over ranks.
-    With ``embed`` (default ``quant.gptq_embed``) and a tied embedding, also "tok_emb.weight"'s H: its inputs as the output head, the
-    final normed hidden states (the 2026-04-05 record's "GPTQ-quantize the embedding matrix"). Keyed by weight
-    name; float64. Runs the eager model (forward hooks); the loss is never computed."""
+    With ``embed`` (default ``quant.gptq_embed``) and a tied embedding, also "tok_emb.weight"'s H: its inputs as the
+    output head, the final normed hidden states (the 2026-04-05 record's "GPTQ-quantize the embedding matrix").
+    Keyed by weight name; float64. Runs the eager model (forward hooks); the loss is never computed."""
     from .model import CastedLinear
 
     hs: dict[str, torch.Tensor] = {}
