@@ -311,5 +311,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def entry(argv: list[str] | None = None) -> None:
+    """The program's exit (the ``pgolf`` command, ``python -m pgolf``, a packed train_gpt.py): under torchrun
+    without the interpreter's teardown (``dist.exit_process``)."""
+    rc = main(argv)
+    if "RANK" in os.environ:
+        from .dist import exit_process
+
+        exit_process(rc)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -48,8 +48,8 @@ class _PgolfSource(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
 sys.meta_path.insert(0, _PgolfSource())
 CONFIG = json.loads({config!r})
 if __name__ == "__main__":
-    from pgolf.cli import main
-    sys.exit(main(["train", "--config-json", json.dumps(CONFIG)] + sys.argv[1:]))
+    from pgolf.cli import entry
+    entry(["train", "--config-json", json.dumps(CONFIG)] + sys.argv[1:])
 '''
 
 

@@ -264,8 +264,8 @@ def next_batch(self, *a):
         raise RuntimeError("injected failure on rank 1 at step 3")
     return _next(self, *a)
 D.DistributedTokenLoader.next_batch = next_batch
-from pgolf.cli import main
-sys.exit(main(sys.argv[1:]))
+from pgolf.cli import entry
+entry(sys.argv[1:])
 '''
 
 
