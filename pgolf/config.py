@@ -81,6 +81,7 @@ class ModelConfig:
     ln_scale: bool = False  # scale block-norm outputs by 1/sqrt(layer+1)
     attention: str = "auto"  # auto (FA3 when importable, else cuDNN SDPA) | fa3 | cudnn | flash | sdpa (torch picks)
     bos_id: int = 1  # the token that starts every document
+    doc_mask: bool = False  # attention never crosses a BOS: each token attends only within its own document
 
     def __post_init__(self) -> None:
         _check(self.vocab_size >= 0, "model.vocab_size must be >= 0 (0 = from tokenizer)")
@@ -99,6 +100,9 @@ class ModelConfig:
         _check(self.loss_chunk >= 0, "model.loss_chunk must be >= 0")
         _check(self.attention in ("auto", "fa3", "cudnn", "flash", "sdpa"),
                f"model.attention: unknown {self.attention!r}")
+        _check(not self.doc_mask or self.attention in ("auto", "sdpa"),
+               f"model.doc_mask needs model.attention=auto (FlexAttention on CUDA) or sdpa (a dense mask), "
+               f"not {self.attention!r}")
         _check(self.bigram_buckets == 0 or self.bigram_buckets >= 2, "model.bigram_buckets must be 0 or >= 2")
         _check(0 <= self.xsa_last_n <= self.num_layers, "model.xsa_last_n must be in [0, num_layers]")
         _at_least(self, "model", 0, "smear_window", "attn_gate_window", "recur_from", "recur_to")

@@ -2,7 +2,8 @@
 
 Baseline: tied embeddings, RMS-normed input, blocks of (resid_mix with x0, GQA attention with RMS-normed q/k,
 RoPE and a learned per-head q gain, relu^2 MLP), U-Net skips with learned per-dim weights, logit softcap.
-Switches: SmearGate, BigramHash, OrthoInit, MLP width, partial/NTK RoPE, XSA, LN scale, LeakyReLU^2, QAT.
+Switches: SmearGate, BigramHash, OrthoInit, MLP width, partial/NTK RoPE, XSA, LN scale, LeakyReLU^2, QAT, the
+document mask, and the later records' (attention gate, parallel lanes, depth recurrence).
 """
 
 from __future__ import annotations
@@ -35,13 +36,19 @@ def _fa3():
 ATTENTION_AUTO_ORDER = ("fa3", "cudnn", "flash")
 
 
-def resolve_attention(choice: str, device: torch.device) -> str:
+def resolve_attention(choice: str, device: torch.device, doc_mask: bool = False) -> str:
     """The exact attention kernel a run uses, chosen once: fa3 (FlashAttention 3, when importable), or one SDPA
-    backend -- cudnn, flash, or sdpa (PyTorch's own pick). On CPU always sdpa. Sets SDPA's global backend flags."""
+    backend -- cudnn, flash, or sdpa (PyTorch's own pick). On CPU always sdpa. Sets SDPA's global backend flags.
+    With ``model.doc_mask``: flex (FlexAttention with a block mask, on CUDA under torch.compile; the eager forwards
+    of TTT take a dense mask through SDPA) or sdpa (a dense mask everywhere)."""
     if device.type != "cuda":
         if choice == "fa3":
             raise RuntimeError("model.attention=fa3 but flash_attn_interface is not importable (or no CUDA)")
         return "sdpa"
+    if doc_mask:
+        if choice not in ("auto", "sdpa"):
+            raise RuntimeError(f"model.doc_mask needs model.attention=auto or sdpa, not {choice!r}")
+        choice = "flex" if choice == "auto" else "sdpa"
     if choice == "fa3" and _fa3() is None:
         raise RuntimeError("model.attention=fa3 but flash_attn_interface is not importable")
     if choice == "auto":
@@ -50,7 +57,7 @@ def resolve_attention(choice: str, device: torch.device) -> str:
             choice = "flash"
     from torch.backends.cuda import enable_cudnn_sdp, enable_flash_sdp, enable_math_sdp, enable_mem_efficient_sdp
 
-    any_sdpa = choice == "sdpa"
+    any_sdpa = choice in ("sdpa", "flex")  # flex's eager forwards use SDPA with a dense mask
     enable_flash_sdp(any_sdpa or choice == "flash")
     enable_cudnn_sdp(any_sdpa or choice == "cudnn")
     enable_mem_efficient_sdp(any_sdpa)
@@ -152,6 +159,28 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, dims: int) -> Tensor:
     return torch.cat((out, rest), dim=-1) if rest.numel() else out
 
 
+def _flex(backend: str) -> bool:
+    """FlexAttention only where it is fast (compiled); the eager forwards take the same mask dense through SDPA."""
+    return backend == "flex" and torch.compiler.is_compiling()
+
+
+def document_mask(ids: Tensor, bos_id: int, backend: str):
+    """Causal attention within documents (a document starts at each BOS and runs to the next): FlexAttention's
+    block mask, or a dense boolean (B, 1, T, T) for SDPA. Positions keep their place in the window (RoPE is
+    relative: a document's scores do not depend on where it starts)."""
+    B, T = ids.shape
+    docs = torch.cumsum((ids == bos_id).to(torch.int32), dim=1)
+    if _flex(backend):
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        def same_doc_causal(b, h, q, k):
+            return (k <= q) & (docs[b, q] == docs[b, k])
+
+        return create_block_mask(same_doc_causal, B, None, T, T, device=ids.device)
+    pos = torch.arange(T, device=ids.device)
+    return ((pos[:, None] >= pos[None, :]) & (docs[:, :, None] == docs[:, None, :])).unsqueeze(1)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
@@ -164,13 +193,13 @@ class Attention(nn.Module):
         self.proj = CastedLinear(d, d, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init, dtype=torch.float32))
         self.xsa = layer >= cfg.num_layers - cfg.xsa_last_n
-        self.backend = "sdpa"  # fa3 | cudnn | flash | sdpa (see resolve_attention)
+        self.backend = "sdpa"  # fa3 | cudnn | flash | sdpa | flex (see resolve_attention)
         # sparse output gate (2026-04-16 PR #1667 / 04-23 #1787): head h scaled by 2 sigmoid(W_h . x[:k]); W = 0 at
         # init, so the gate starts at 1 and the block at what it was without it
         k = cfg.attn_gate_window
         self.attn_gate = nn.Parameter(torch.zeros(cfg.num_heads, k)) if k else None
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, lora=None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, lora=None, layer: int = 0, mask=None) -> Tensor:
         B, T, _ = x.shape
         q, v = self.c_q(x), self.c_v(x)
         if lora is not None:
@@ -184,12 +213,20 @@ class Attention(nn.Module):
         q = apply_rotary(q, cos, sin, self.rope_dims)
         k = apply_rotary(k, cos, sin, self.rope_dims)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
-        if self.backend == "fa3":
+        gqa = self.num_kv_heads != self.num_heads
+        if mask is not None and _flex(self.backend):
+            from torch.nn.attention.flex_attention import flex_attention
+
+            y = flex_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), block_mask=mask,
+                               enable_gqa=gqa).transpose(1, 2)
+        elif mask is not None:
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                               attn_mask=mask, enable_gqa=gqa).transpose(1, 2)
+        elif self.backend == "fa3":
             y = _fa3()(q, k, v, causal=True)
             y = y[0] if isinstance(y, tuple) else y
         else:
             kk, vv = k, v
-            gqa = self.num_kv_heads != self.num_heads
             if gqa and self.backend == "cudnn":  # cuDNN's SDPA takes no grouped heads: give every head its K/V
                 g = self.num_heads // self.num_kv_heads
                 kk, vv = k.repeat_interleave(g, dim=2), v.repeat_interleave(g, dim=2)
@@ -233,11 +270,12 @@ class Block(nn.Module):
         # GPT-J-style parallel block (2026-04-06): attention and MLP both read the same normed input
         self.parallel = 0 <= cfg.parallel_from <= layer
 
-    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, lora=None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, lora=None, layer: int = 0,
+                mask=None) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
         h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
-        a = self.attn_scale.to(x.dtype) * self.attn(h, cos, sin, lora, layer)
+        a = self.attn_scale.to(x.dtype) * self.attn(h, cos, sin, lora, layer, mask)
         if self.parallel:
             return x + a + self.mlp_scale.to(x.dtype) * self.mlp(h)
         x = x + a
@@ -319,6 +357,7 @@ class GPT(nn.Module):
         self.skip_weights = nn.Parameter(torch.ones(n_skips, d)) if n_skips else None
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(d, cfg.vocab_size, zero_init=True)
         self.rope_dims = cfg.rope_dims or cfg.head_dim
+        self.attention_backend = "sdpa"  # set_attention_backend's choice, for the document mask's form
         self.init_weights()
 
     @torch.no_grad()
@@ -349,6 +388,7 @@ class GPT(nn.Module):
                     m.weight.mul_(1.0 / math.sqrt(2 * cfg.num_layers))
 
     def set_attention_backend(self, backend: str) -> None:
+        self.attention_backend = backend
         for b in self.blocks:
             b.attn.backend = backend
 
@@ -403,13 +443,14 @@ class GPT(nn.Module):
         cos, sin = rotary_cos_sin(T, self.rope_dims, c.rope_base, ids.device, ref, c.train_seq_len)
         x = self.embed(ids)
         x0 = x
+        mask = document_mask(ids, c.bos_id, self.attention_backend) if c.doc_mask else None
         order = self.layer_order(self.looped)
         n_enc = len(order) // 2 if c.unet_skips else 0
         skips: list[Tensor] = []
         for v, i in enumerate(order):
             if v >= n_enc and skips:
                 x = x + self.skip_weights[v - n_enc].to(x.dtype) * skips.pop()
-            x = self.blocks[i](x, x0, cos, sin, lora, i)
+            x = self.blocks[i](x, x0, cos, sin, lora, i, mask)
             if v < n_enc:
                 skips.append(x)
         return F.rms_norm(x, (x.size(-1),))

@@ -58,7 +58,7 @@ def cmd_requant(args) -> int:
     state = torch.load(floats, map_location="cpu")
     model = GPT(cfg.model).to(device)
     apply_precision(model, device)
-    model.set_attention_backend(resolve_attention(cfg.model.attention, device))
+    model.set_attention_backend(resolve_attention(cfg.model.attention, device, cfg.model.doc_mask))
     model.looped = True
     model.load_state_dict(state)
     # the no-grad forwards compiled on a GPU, as a run and `pgolf eval` score (eager, a sliding eval of the sp8192

@@ -217,7 +217,7 @@ def build(cfg: Config, info: DistInfo, data: DataSet, code: str, log, predict: b
     seed_everything(cfg.train.seed)
     model = GPT(cfg.model).to(device)
     apply_precision(model, device)
-    backend = resolve_attention(cfg.model.attention, device)
+    backend = resolve_attention(cfg.model.attention, device, cfg.model.doc_mask)
     model.set_attention_backend(backend)
     predicted, predicted_policy = 0, cfg.quant
     if info.is_main and predict:

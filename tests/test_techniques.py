@@ -420,3 +420,66 @@ def test_model_with_loss_chunk_trains_like_the_plain_path(tie):
     for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
         assert torch.allclose(pa.grad, pb.grad, rtol=1e-4, atol=1e-6), n
     assert torch.equal(a(x, y, reduction="none"), b(x, y, reduction="none"))
+
+
+DOCS = dict(smear_gate=True, smear_window=12, bigram_buckets=64, bigram_dim=16, xsa_last_n=2, ln_scale=True,
+            rope_dims=8, attn_gate_window=8, parallel_from=2, activation="leaky_relu2")
+
+
+def _doc_model(doc_mask: bool) -> GPT:
+    torch.manual_seed(0)
+    m = GPT(cfg(doc_mask=doc_mask, **DOCS)).double().eval()
+    with torch.no_grad():  # every weight away from its init (zero projections, gates) so each path carries signal
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return m
+
+
+def test_document_mask_scores_each_document_as_if_it_were_alone():
+    """A window holding the end of one document and the start of the next: with model.doc_mask the second's
+    logits do not depend on the first at all (bit for bit against another first document of the same length) and
+    equal its logits alone (float64 model; only the float32 RoPE tables' rounding differs at other positions);
+    without the mask the first document leaks into them -- the checks can fail."""
+    a, c = torch.tensor([40, 41, 42, 43, 44, 45, 46]), torch.tensor([60, 61, 62, 63, 64, 65, 66])
+    b = torch.tensor([1, 50, 51, 52, 53, 54, 55, 56, 57])  # starts with BOS
+    for doc_mask in (True, False):
+        m = _doc_model(doc_mask)
+        with torch.no_grad():
+            ab, cb = m.logits(torch.cat((a, b))[None])[0], m.logits(torch.cat((c, b))[None])[0]
+            alone_a, alone_b = m.logits(a[None])[0], m.logits(b[None])[0]
+        assert torch.allclose(ab[:len(a)], alone_a, atol=1e-12, rtol=0)  # causal: never changes
+        assert torch.equal(ab[len(a):], cb[len(a):]) == doc_mask
+        gap = (ab[len(a):] - alone_b).abs().max().item()
+        assert (gap < 1e-6) if doc_mask else (gap > 1e-3), (doc_mask, gap)
+
+
+def test_document_mask_flex_block_mask_equals_the_dense_mask(monkeypatch):
+    """The CUDA path's FlexAttention block mask (run here eagerly on the CPU, forward only: flex has no CPU
+    backward) gives the dense SDPA mask's attention: several documents per row, a BOS at position 0, none at all
+    in a row. Gradients flow through the dense mask (the CPU's and TTT's path)."""
+    import warnings
+
+    import pgolf.model as M
+
+    ids = torch.randint(2, 96, (3, 40))
+    ids[0, [0, 9, 10, 31]] = 1
+    ids[1, [17]] = 1
+    m = _doc_model(True)
+    m.set_attention_backend("flex")
+    dense = m.logits(ids)
+    m(ids, torch.roll(ids, -1, 1)).backward()
+    monkeypatch.setattr(M, "_flex", lambda backend: backend == "flex")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # flex_attention warns when it runs uncompiled
+        assert not isinstance(M.document_mask(ids, 1, "flex"), torch.Tensor)  # a BlockMask: the flex path runs
+        flex = m.logits(ids)
+    assert torch.allclose(flex, dense, atol=1e-10, rtol=0)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+def test_document_mask_attention_choices():
+    from pgolf.config import ConfigError
+
+    assert resolve_attention("auto", torch.device("cpu"), doc_mask=True) == "sdpa"
+    with pytest.raises(ConfigError, match="doc_mask"):
+        cfg(doc_mask=True, attention="cudnn")
