@@ -45,9 +45,7 @@ def resolve_attention(choice: str, device: torch.device, doc_mask: bool = False)
         if choice == "fa3":
             raise RuntimeError("model.attention=fa3 but flash_attn_interface is not importable (or no CUDA)")
         return "sdpa"
-    if doc_mask:
-        if choice not in ("auto", "sdpa"):
-            raise RuntimeError(f"model.doc_mask needs model.attention=auto or sdpa, not {choice!r}")
+    if doc_mask:  # ModelConfig admits only auto or sdpa with it
         choice = "flex" if choice == "auto" else "sdpa"
     if choice == "fa3" and _fa3() is None:
         raise RuntimeError("model.attention=fa3 but flash_attn_interface is not importable")

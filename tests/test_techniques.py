@@ -426,9 +426,9 @@ DOCS = dict(smear_gate=True, smear_window=12, bigram_buckets=64, bigram_dim=16, 
             rope_dims=8, attn_gate_window=8, parallel_from=2, activation="leaky_relu2")
 
 
-def _doc_model(doc_mask: bool) -> GPT:
+def _doc_model(doc_mask: bool, dtype: torch.dtype = torch.float64) -> GPT:
     torch.manual_seed(0)
-    m = GPT(cfg(doc_mask=doc_mask, **DOCS)).double().eval()
+    m = GPT(cfg(doc_mask=doc_mask, **DOCS)).to(dtype).eval()
     with torch.no_grad():  # every weight away from its init (zero projections, gates) so each path carries signal
         for p in m.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -483,3 +483,21 @@ def test_document_mask_attention_choices():
     assert resolve_attention("auto", torch.device("cpu"), doc_mask=True) == "sdpa"
     with pytest.raises(ConfigError, match="doc_mask"):
         cfg(doc_mask=True, attention="cudnn")
+
+
+def test_document_mask_flex_path_compiles_in_one_graph():
+    """The CUDA path as the training loop runs it -- the block mask built and FlexAttention called inside one
+    ``torch.compile(fullgraph=True)`` graph -- here on the CPU (forward only): it traces, and it scores as the dense
+    mask does (float32; other kernels, so a tolerance)."""
+    m = _doc_model(True, torch.float32)  # perturbed: at init the zero projections would hide any mask
+    ids = torch.randint(2, 96, (2, 128))
+    ids[0, [0, 40, 41, 100]] = 1
+    ids[1, 70] = 1
+    with torch.no_grad():
+        dense = m(ids, torch.roll(ids, -1, 1), reduction="none")
+        m.set_attention_backend("flex")
+        flex = torch.compile(m, dynamic=False, fullgraph=True)(ids, torch.roll(ids, -1, 1), reduction="none")
+        m.cfg.doc_mask = False
+        causal = m(ids, torch.roll(ids, -1, 1), reduction="none")
+    assert torch.allclose(flex, dense, atol=1e-5, rtol=0), (flex - dense).abs().max()
+    assert not torch.allclose(causal, dense, atol=1e-3, rtol=0)  # the mask matters to these scores
