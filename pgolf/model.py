@@ -158,7 +158,8 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, dims: int) -> Tensor:
 
 
 def _flex(backend: str) -> bool:
-    """FlexAttention only where it is fast (compiled); the eager forwards take the same mask dense through SDPA."""
+    """FlexAttention only where it is fast (compiled); the eager forwards take the same mask dense through SDPA.
+    Decided once per forward, by ``document_mask``: the attention follows the form of the mask it is given."""
     return backend == "flex" and torch.compiler.is_compiling()
 
 
@@ -212,7 +213,7 @@ class Attention(nn.Module):
         k = apply_rotary(k, cos, sin, self.rope_dims)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
         gqa = self.num_kv_heads != self.num_heads
-        if mask is not None and _flex(self.backend):
+        if mask is not None and not torch.is_tensor(mask):  # a BlockMask: document_mask chose FlexAttention
             from torch.nn.attention.flex_attention import flex_attention
 
             y = flex_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), block_mask=mask,
@@ -355,7 +356,6 @@ class GPT(nn.Module):
         self.skip_weights = nn.Parameter(torch.ones(n_skips, d)) if n_skips else None
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(d, cfg.vocab_size, zero_init=True)
         self.rope_dims = cfg.rope_dims or cfg.head_dim
-        self.attention_backend = "sdpa"  # set_attention_backend's choice, for the document mask's form
         self.init_weights()
 
     @torch.no_grad()
@@ -386,7 +386,6 @@ class GPT(nn.Module):
                     m.weight.mul_(1.0 / math.sqrt(2 * cfg.num_layers))
 
     def set_attention_backend(self, backend: str) -> None:
-        self.attention_backend = backend
         for b in self.blocks:
             b.attn.backend = backend
 
@@ -441,7 +440,7 @@ class GPT(nn.Module):
         cos, sin = rotary_cos_sin(T, self.rope_dims, c.rope_base, ids.device, ref, c.train_seq_len)
         x = self.embed(ids)
         x0 = x
-        mask = document_mask(ids, c.bos_id, self.attention_backend) if c.doc_mask else None
+        mask = document_mask(ids, c.bos_id, self.blocks[0].attn.backend) if c.doc_mask else None
         order = self.layer_order(self.looped)
         n_enc = len(order) // 2 if c.unet_skips else 0
         skips: list[Tensor] = []
