@@ -40,7 +40,7 @@ launch=(python3)
 packflags=(--gpu-share "${SHARE:-8}" --budget "${BUDGET:-240}" "$@")
 [ -n "${ALONE:-}" ] && packflags=()  # baked into the packed file
 "${launch[@]}" "${entry[@]}" --data "$data" --tokenizer "$here/.bench/tokenizers/fineweb_${vocab}_bpe.model" \
-  "${packflags[@]}" --out "$runs" --name "$name" 2>&1 | grep -v "^step:[0-9]*[1-9]/" || true
+  "${packflags[@]}" --out "$runs" --name "$name" 2>&1 | grep --line-buffered -v "^step:[0-9]*[1-9]/" || true
 cd "$here"
 [ -n "${ALONE:-}" ] && { cmp "$alone/train_gpt.py" "$runs/$name/train_gpt.py" && echo "ALONE: the run kept the very file it ran"; }
 python3 -m pgolf inspect "$runs/$name/model.pgz" > "$runs/$name/inspect.txt" 2>&1 || true

@@ -37,8 +37,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="SentencePiece .model (default: found next to the data)")
     p.add_argument("--budget", type=float, help="training wall-clock seconds (shorthand for train.max_seconds)")
     p.add_argument("--gpu-share", type=int, default=1, metavar="N",
-                   help="run one rank's share of an N-GPU global batch with no accumulation (the golfbench proxy "
-                        "uses 8)")
+                   help="train on 1/N of the recipe's global batch (one GPU's share of N), split over this run's "
+                        "processes with no accumulation: the golfbench proxy uses 8; two processes at 4 keep 1/8 each")
     p.add_argument("--config-json", help=argparse.SUPPRESS)
 
 
@@ -71,12 +71,13 @@ def resolve_config(args) -> Config:
     if args.gpu_share < 1:
         raise ConfigError(f"--gpu-share {args.gpu_share}: must be >= 1 (the number of GPUs whose batch share to run)")
     cfg = apply_overrides(cfg, ov)
-    if args.gpu_share > 1:  # a share of the global batch as the overrides left it
+    if args.gpu_share > 1:  # the global batch of that many GPUs, split over this run's processes, no accumulation
+        world = int(os.environ.get("WORLD_SIZE", "1"))
         share = cfg.train.batch_tokens // args.gpu_share
-        if share * args.gpu_share != cfg.train.batch_tokens or share % cfg.train.seq_len:
+        if share * args.gpu_share != cfg.train.batch_tokens or share % (cfg.train.seq_len * world):
             raise ConfigError(f"--gpu-share {args.gpu_share} does not divide batch_tokens={cfg.train.batch_tokens} "
-                              f"into whole sequences of {cfg.train.seq_len}")
-        cfg = apply_overrides(cfg, [f"train.batch_tokens={share}", f"train.micro_batch_tokens={share}"])
+                              f"into whole sequences of {cfg.train.seq_len} on each of {world} process(es)")
+        cfg = apply_overrides(cfg, [f"train.batch_tokens={share}", f"train.micro_batch_tokens={share // world}"])
     return cfg
 
 

@@ -36,12 +36,12 @@ from . import __version__
 from . import checkpoint as CK
 from . import schedule as S
 from .clock import TrainClock
-from .config import EXIT_INTERRUPTED, Config, InputError, Interrupted, QuantConfig
+from .config import EXIT_INTERRUPTED, Config, ConfigError, InputError, Interrupted, QuantConfig
 from .data import DataSet, DistributedTokenLoader, prepare_data
 from .dist import DistInfo, broadcast_object, cleanup_distributed, init_distributed
 from .evaluate import evaluate, predicted_challenge_eval_s, run_modes
 from .files import sha256_bytes
-from .model import GPT, apply_precision, resolve_attention
+from .model import FLEX_MAX_TOKENS, GPT, apply_precision, resolve_attention
 from .optim import Optimizers, build_optimizers, newton_schulz
 from .pack import build_script, embedded_config
 from .predict import model_shapes, predict_fit
@@ -218,6 +218,10 @@ def build(cfg: Config, info: DistInfo, data: DataSet, code: str, log, predict: b
     model = GPT(cfg.model).to(device)
     apply_precision(model, device)
     backend = resolve_attention(cfg.model.attention, device, cfg.model.doc_mask)
+    if backend == "flex" and cfg.train.compile and cfg.train.micro_batch_tokens > FLEX_MAX_TOKENS:
+        raise ConfigError(f"model.doc_mask: FlexAttention fails above {FLEX_MAX_TOKENS:,} tokens a call on the GPUs "
+                          f"measured; train.micro_batch_tokens={cfg.train.micro_batch_tokens:,} -- lower it (gradient "
+                          "accumulation keeps train.batch_tokens)")
     model.set_attention_backend(backend)
     predicted, predicted_policy = 0, cfg.quant
     if info.is_main and predict:

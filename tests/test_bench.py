@@ -19,3 +19,22 @@ def test_bench_reports_every_phase_of_a_step(tmp_path, monkeypatch):
     for phase in ("data", "forward", "backward", "optimizer", "muon", "adam"):
         assert phase in r["phases"], phase
     assert r["phases"]["forward"]["host_ms"] > 0 and r["phases"]["muon"]["host_ms"] > 0
+
+
+def test_gpu_share_splits_the_share_over_the_processes(monkeypatch):
+    """``--gpu-share N`` trains on 1/N of the global batch with no accumulation, split over torchrun's processes:
+    two processes at 4 hold 1/8 each, as one process at 8 (the 2 vs 1 rank comparison of issue 11). It once set
+    the micro-batch to the whole share, which two processes refused."""
+    from pgolf.cli import build_parser, resolve_config
+    from pgolf.config import ConfigError
+
+    def cfg(world, share):
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+        return resolve_config(build_parser().parse_args(["train", "--recipe", "best", "--gpu-share", str(share)]))
+
+    one, two = cfg(1, 8), cfg(2, 4)
+    assert (one.train.batch_tokens, one.train.micro_batch_tokens) == (65_536, 65_536)
+    assert (two.train.batch_tokens, two.train.micro_batch_tokens) == (131_072, 65_536)
+    assert two.validate().train.grad_accum(2) == 1
+    with pytest.raises(ConfigError, match="on each of 3 process"):
+        cfg(3, 4)

@@ -485,10 +485,13 @@ def test_document_mask_attention_choices():
         cfg(doc_mask=True, attention="cudnn")
 
 
-def test_document_mask_flex_path_compiles_in_one_graph():
+def test_document_mask_flex_path_compiles_in_one_graph(monkeypatch):
     """The CUDA path as the training loop runs it -- the block mask built and FlexAttention called inside one
-    ``torch.compile(fullgraph=True)`` graph -- here on the CPU (forward only): it traces, and it scores as the dense
-    mask does (float32; other kernels, so a tolerance)."""
+    ``torch.compile(fullgraph=True)`` graph -- here on the CPU (forward only, so with the training-only condition
+    lifted): it traces, and it scores as the dense mask does (float32; other kernels, so a tolerance)."""
+    import pgolf.model as M
+
+    monkeypatch.setattr(M, "_flex", lambda backend: backend == "flex" and torch.compiler.is_compiling())
     m = _doc_model(True, torch.float32)  # perturbed: at init the zero projections would hide any mask
     ids = torch.randint(2, 96, (2, 128))
     ids[0, [0, 40, 41, 100]] = 1
@@ -501,3 +504,31 @@ def test_document_mask_flex_path_compiles_in_one_graph():
         causal = m(ids, torch.roll(ids, -1, 1), reduction="none")
     assert torch.allclose(flex, dense, atol=1e-5, rtol=0), (flex - dense).abs().max()
     assert not torch.allclose(causal, dense, atol=1e-3, rtol=0)  # the mask matters to these scores
+
+
+def test_document_mask_takes_flex_only_in_compiled_training(monkeypatch):
+    """FlexAttention failed on the GPU above 48 windows a call (BENCHMARKS, session 9): the evals (no grad, up to
+    256 windows) take the dense mask even when compiled, the training step the block mask; a CUDA training
+    micro-batch above the measured limit is refused before the clock starts."""
+    import pgolf.model as M
+
+    ids = torch.randint(2, 96, (2, 64))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not torch.is_tensor(M.document_mask(ids, 1, "flex"))  # training: a BlockMask
+    with torch.no_grad():
+        assert torch.is_tensor(M.document_mask(ids, 1, "flex"))
+    with torch.inference_mode():
+        assert torch.is_tensor(M.document_mask(ids, 1, "flex"))
+    assert torch.is_tensor(M.document_mask(ids, 1, "sdpa"))
+
+
+def test_document_mask_refuses_a_flex_micro_batch_above_the_measured_limit(monkeypatch, tmp_path, capsys):
+    import pgolf.train as T
+    from pgolf.cli import main
+
+    monkeypatch.setattr(T, "resolve_attention", lambda *a: "flex")  # what a CUDA run resolves with the doc mask
+    argv = ["train", "--recipe", "smoke", "--set", "model.doc_mask=true", "--set", "train.seq_len=1024",
+            "--set", "train.batch_tokens=131072", "--out", str(tmp_path), "--name", "r"]
+    assert main(argv + ["--set", "train.micro_batch_tokens=131072"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.micro_batch_tokens=131,072" in err[0] and "98,304" in err[0], err
