@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -267,6 +267,20 @@ def ttt_phase_plan(n_docs: int, phases: int, prefix_frac: float) -> list[tuple[i
     return plan
 
 
+@contextmanager
+def _one_document_rows(model):
+    """Every row of the batches inside holds one document's tokens (its BOS at most at position 0, zero padding
+    after): a model with the document mask may take the causal kernels, the same scores (tests/test_eval.py)."""
+    prev = getattr(model, "one_document_rows", None)
+    if prev is not None:
+        model.one_document_rows = True
+    try:
+        yield
+    finally:
+        if prev is not None:
+            model.one_document_rows = prev
+
+
 def _lora_score(model, toks: Tensor, docs: list[tuple[int, int]], idx: list[int], sums: Tensor, nbytes: Tensor,
                 device: torch.device, rank_r: int, lr: float, chunk: int, seq_len: int, batch_docs: int, betas,
                 seed: int, token_nll: dict[int, float] | None, progress: "Progress", done: int) -> int:
@@ -399,8 +413,9 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
         p.requires_grad_(False)
     try:
         for (a, b, sgd_end), mine in zip(plan, shares):
-            done = _lora_score(model, toks, docs, mine, sums, nbytes, device, rank_r, lr, chunk, seq_len, batch_docs,
-                               betas, seed, token_nll, progress, done)
+            with _one_document_rows(model):
+                done = _lora_score(model, toks, docs, mine, sums, nbytes, device, rank_r, lr, chunk, seq_len,
+                                   batch_docs, betas, seed, token_nll, progress, done)
             if sgd_end > 0:
                 t1 = time.perf_counter()
                 s0, (s_last, n_last) = docs[0][0], docs[sgd_end - 1]

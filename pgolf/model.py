@@ -357,6 +357,9 @@ class GPT(nn.Module):
         # depth recurrence: the layer order, plain or with the span recur_from..recur_to-1 passed recur_loops times;
         # ``looped`` switches between them (a Python flag: torch.compile keeps one graph for each)
         self.looped = False
+        # set by callers whose every row holds one document (TTT's per-document windows): the document mask is then
+        # the causal mask, and the forward takes the causal kernels instead of a dense mask
+        self.one_document_rows = False
         longest = len(self.layer_order(True))
         n_skips = min(longest // 2, longest - longest // 2) if cfg.unet_skips else 0
         # U-Net skip weights for the longest order; the plain one uses the first ones. No parameter at all
@@ -448,7 +451,8 @@ class GPT(nn.Module):
         cos, sin = rotary_cos_sin(T, self.rope_dims, c.rope_base, ids.device, ref, c.train_seq_len)
         x = self.embed(ids)
         x0 = x
-        mask = document_mask(ids, c.bos_id, self.blocks[0].attn.backend) if c.doc_mask else None
+        mask = document_mask(ids, c.bos_id, self.blocks[0].attn.backend) if c.doc_mask and not \
+            self.one_document_rows else None
         order = self.layer_order(self.looped)
         n_enc = len(order) // 2 if c.unet_skips else 0
         skips: list[Tensor] = []

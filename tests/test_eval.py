@@ -1,5 +1,6 @@
 """Every eval mode against a direct computation on toy data; every token scored exactly once."""
 import math
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -187,6 +188,32 @@ def test_ttt_is_a_function_of_the_documents_not_the_batching():
     for bd in (2, 3, 64):
         r = eval_ttt(model, toks, table, torch.device("cpu"), batch_docs=bd, **kw)
         assert r.nll == pytest.approx(ref.nll, rel=1e-12, abs=0) and r.bytes == ref.bytes, bd
+
+
+def test_ttt_scores_per_document_windows_without_the_document_mask(monkeypatch):
+    """TTT's LoRA windows hold one document a row (its BOS at most at position 0, zero padding after), so a model
+    with ``model.doc_mask`` scores them through the causal kernels: no mask is built while documents are scored
+    (only the phased SGD's stream windows, which cross documents, build one), and the scores equal those with the
+    dense mask applied (float64; other kernels, so 1e-12)."""
+    import pgolf.evaluate as E
+    import pgolf.model as M
+
+    model, table, toks = toy_model(doc_mask=True), toy_table(), toy_tokens(400, seed=7, bos_every=45)
+    built = []
+    real = M.document_mask
+    monkeypatch.setattr(M, "document_mask", lambda *a: built.append(a[0].shape) or real(*a))
+    kw = dict(rank_r=2, lr=0.05, chunk=8, seq_len=24, batch_docs=3)
+    fast = eval_ttt(model, toks, table, torch.device("cpu"), **kw)
+    assert built == [] and not model.one_document_rows
+    phased = eval_ttt(model, toks, table, torch.device("cpu"), phases=2, prefix_frac=0.3, sgd_lr=0.01, **kw)
+    assert built and not model.one_document_rows  # the SGD's windows cut across documents: masked
+    monkeypatch.setattr(E, "_one_document_rows", lambda m: nullcontext())
+    built.clear()
+    masked = eval_ttt(model, toks, table, torch.device("cpu"), **kw)
+    assert built  # the mask really was applied in the comparison run
+    assert fast.nll == pytest.approx(masked.nll, rel=1e-12, abs=0) and fast.bytes == masked.bytes
+    assert phased.nll == pytest.approx(eval_ttt(model, toks, table, torch.device("cpu"), phases=2, prefix_frac=0.3,
+                                                sgd_lr=0.01, **kw).nll, rel=1e-12, abs=0)
 
 
 def _evals_in_process(rank, world, port, out):
