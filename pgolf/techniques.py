@@ -42,7 +42,9 @@ TECHNIQUES: tuple[Technique, ...] = (
               "no measurable bpb cost, ~44 KB"),
     Technique("Document-masked attention (FlexAttention; the records' varlen)", (("model.doc_mask", True),),
               "#1530 (04-10, flash_attn_varlen_func over BOS-split segments) onward",
-              "~2% faster training, ~0.001 nats"),
+              "~2% faster training, ~0.001 nats",
+              measured="+11.8% ms/step on `best` (FlexAttention 51.0 vs cuDNN 45.6 ms, H200, side by side); "
+                       "val_bpb not yet alone (BENCHMARKS, session 9)"),
     Technique("LeakyReLU(0.5)^2", (("model.activation", "leaky_relu2"),), "#493", "-0.003", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
     Technique("MLP 4x", (("model.mlp_mult", 4.0),), "04-01 onward (with WD 0.085)", "part of -0.017 (#1218)"),
     Technique("Parallel attention/MLP (GPT-J lane)", (("model.parallel_from", 7),), "03-31 #1204 (two lanes), 04-06",
