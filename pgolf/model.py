@@ -39,8 +39,9 @@ ATTENTION_AUTO_ORDER = ("fa3", "cudnn", "flash")
 def resolve_attention(choice: str, device: torch.device, doc_mask: bool = False) -> str:
     """The exact attention kernel a run uses, chosen once: fa3 (FlashAttention 3, when importable), or one SDPA
     backend -- cudnn, flash, or sdpa (PyTorch's own pick). On CPU always sdpa. Sets SDPA's global backend flags.
-    With ``model.doc_mask``: flex (FlexAttention with a block mask in compiled training steps on CUDA; the evals and
-    the eager forwards of TTT take a dense mask through SDPA) or sdpa (a dense mask everywhere)."""
+    With ``model.doc_mask``: flex (FlexAttention with a block mask in compiled forwards on CUDA of up to
+    FLEX_MAX_TOKENS; larger batches and the eager forwards take a dense mask through SDPA) or sdpa (a dense mask
+    everywhere)."""
     if device.type != "cuda":
         if choice == "fa3":
             raise RuntimeError("model.attention=fa3 but flash_attn_interface is not importable (or no CUDA)")
@@ -158,17 +159,17 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, dims: int) -> Tensor:
 
 
 # FlexAttention's limit, measured (H200, torch 2.11, the frontier model compiled, 2048-token windows): 48 windows
-# in one call run; 64, 128 and 256 fail with "CUDA error: operation not supported on global/shared address
-# space" (BENCHMARKS, session 9). Training micro-batches are held to it (train.py); the evals run without grad
-# and take the dense mask, which ran at 256 windows.
+# in one call run, with and without gradients; 64, 128 and 256 fail with "CUDA error: operation not supported on
+# global/shared address space" (BENCHMARKS, session 9). Training micro-batches are held to it (train.py); larger
+# batches (the evals' defaults) take the dense mask, which ran at 256 windows.
 FLEX_MAX_TOKENS = 98_304
 
 
-def _flex(backend: str) -> bool:
-    """FlexAttention only where it is fast and measured to work: compiled, with gradients (training); the eager
-    forwards and the evals (no grad, batches of up to 256 windows) take the same mask dense through SDPA.
-    Decided once per forward, by ``document_mask``: the attention follows the form of the mask it is given."""
-    return backend == "flex" and torch.compiler.is_compiling() and torch.is_grad_enabled()
+def _flex(backend: str, n_tokens: int) -> bool:
+    """FlexAttention only where it is fast and measured to work: compiled, at most FLEX_MAX_TOKENS a call; the
+    eager forwards and larger batches take the same mask dense through SDPA. Decided once per forward, by
+    ``document_mask``: the attention follows the form of the mask it is given."""
+    return backend == "flex" and torch.compiler.is_compiling() and n_tokens <= FLEX_MAX_TOKENS
 
 
 def document_mask(ids: Tensor, bos_id: int, backend: str):
@@ -177,7 +178,7 @@ def document_mask(ids: Tensor, bos_id: int, backend: str):
     relative: a document's scores do not depend on where it starts)."""
     B, T = ids.shape
     docs = torch.cumsum((ids == bos_id).to(torch.int32), dim=1)
-    if _flex(backend):
+    if _flex(backend, B * T):
         from torch.nn.attention.flex_attention import create_block_mask
 
         def same_doc_causal(b, h, q, k):

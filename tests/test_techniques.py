@@ -468,7 +468,7 @@ def test_document_mask_flex_block_mask_equals_the_dense_mask(monkeypatch):
     m.set_attention_backend("flex")
     dense = m.logits(ids)
     m(ids, torch.roll(ids, -1, 1)).backward()
-    monkeypatch.setattr(M, "_flex", lambda backend: backend == "flex")
+    monkeypatch.setattr(M, "_flex", lambda backend, n: backend == "flex")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # flex_attention warns when it runs uncompiled
         assert not isinstance(M.document_mask(ids, 1, "flex"), torch.Tensor)  # a BlockMask: the flex path runs
@@ -487,11 +487,8 @@ def test_document_mask_attention_choices():
 
 def test_document_mask_flex_path_compiles_in_one_graph(monkeypatch):
     """The CUDA path as the training loop runs it -- the block mask built and FlexAttention called inside one
-    ``torch.compile(fullgraph=True)`` graph -- here on the CPU (forward only, so with the training-only condition
-    lifted): it traces, and it scores as the dense mask does (float32; other kernels, so a tolerance)."""
-    import pgolf.model as M
-
-    monkeypatch.setattr(M, "_flex", lambda backend: backend == "flex" and torch.compiler.is_compiling())
+    ``torch.compile(fullgraph=True)`` graph -- here on the CPU (forward only): it traces, and it scores as the dense
+    mask does (float32; other kernels, so a tolerance)."""
     m = _doc_model(True, torch.float32)  # perturbed: at init the zero projections would hide any mask
     ids = torch.randint(2, 96, (2, 128))
     ids[0, [0, 40, 41, 100]] = 1
@@ -506,20 +503,22 @@ def test_document_mask_flex_path_compiles_in_one_graph(monkeypatch):
     assert not torch.allclose(causal, dense, atol=1e-3, rtol=0)  # the mask matters to these scores
 
 
-def test_document_mask_takes_flex_only_in_compiled_training(monkeypatch):
-    """FlexAttention failed on the GPU above 48 windows a call (BENCHMARKS, session 9): the evals (no grad, up to
-    256 windows) take the dense mask even when compiled, the training step the block mask; a CUDA training
-    micro-batch above the measured limit is refused before the clock starts."""
+def test_document_mask_takes_flex_only_in_compiled_calls_up_to_the_measured_limit(monkeypatch):
+    """FlexAttention failed on the GPU above 48 windows of 2,048 a call (BENCHMARKS, session 9): a compiled forward
+    of up to FLEX_MAX_TOKENS gets the block mask, with or without gradients; a larger batch (the evals' defaults)
+    and every eager forward the dense mask; a CUDA training micro-batch above the limit is refused (next test)."""
     import pgolf.model as M
 
-    ids = torch.randint(2, 96, (2, 64))
+    monkeypatch.setattr(M, "FLEX_MAX_TOKENS", 128)
+    small, large = torch.randint(2, 96, (2, 64)), torch.randint(2, 96, (3, 64))
+    assert torch.is_tensor(M.document_mask(small, 1, "flex"))  # eager: dense
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    assert not torch.is_tensor(M.document_mask(ids, 1, "flex"))  # training: a BlockMask
-    with torch.no_grad():
-        assert torch.is_tensor(M.document_mask(ids, 1, "flex"))
+    assert not torch.is_tensor(M.document_mask(small, 1, "flex"))  # a BlockMask
     with torch.inference_mode():
-        assert torch.is_tensor(M.document_mask(ids, 1, "flex"))
-    assert torch.is_tensor(M.document_mask(ids, 1, "sdpa"))
+        assert not torch.is_tensor(M.document_mask(small, 1, "flex"))
+        assert torch.is_tensor(M.document_mask(large, 1, "flex"))
+    assert torch.is_tensor(M.document_mask(large, 1, "flex"))
+    assert torch.is_tensor(M.document_mask(small, 1, "sdpa"))
 
 
 def test_document_mask_refuses_a_flex_micro_batch_above_the_measured_limit(monkeypatch, tmp_path, capsys):
