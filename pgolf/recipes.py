@@ -326,7 +326,6 @@ def frontier_sp1024() -> Config:
     m.vocab_size, m.bigram_buckets, m.bigram_dim = 1024, 2816, 112
     q = c.quant
     q.embed, q.sdclip = "int8", "attn:13,mlp:11.5,other:12.85"
-    c.train.reserve_s = 13.0
     e = c.eval
     e.ttt, e.final = False, "sliding"
     return c
