@@ -401,6 +401,13 @@ class GPT(nn.Module):
         for b in self.blocks:
             b.attn.backend = backend
 
+    def use_attention(self, device: torch.device) -> str:
+        """The kernel this model's config asks for on ``device`` (``resolve_attention`` of model.attention and
+        model.doc_mask), set on every block; returned for the log."""
+        backend = resolve_attention(self.cfg.attention, device, self.cfg.doc_mask)
+        self.set_attention_backend(backend)
+        return backend
+
     def set_qat(self, fake_quant_for: Callable[[str], Callable[[Tensor], Tensor] | None]) -> None:
         """Give each CastedLinear its fake quantization: ``fake_quant_for(weight name)`` -> a function or None."""
         for name, m in self.named_modules():

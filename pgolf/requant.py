@@ -34,7 +34,7 @@ def cmd_requant(args) -> int:
     from .data import DistributedTokenLoader, prepare_data
     from . import __version__
     from .evaluate import check_modes, evaluate
-    from .model import GPT, apply_precision, resolve_attention
+    from .model import GPT, apply_precision
     from .quant import policy_of, quantize_to_budget, read_artifact
     from .train import calibrate_hessians
 
@@ -58,7 +58,7 @@ def cmd_requant(args) -> int:
     state = torch.load(floats, map_location="cpu")
     model = GPT(cfg.model).to(device)
     apply_precision(model, device)
-    model.set_attention_backend(resolve_attention(cfg.model.attention, device, cfg.model.doc_mask))
+    model.use_attention(device)
     model.looped = True
     model.load_state_dict(state)
     # the no-grad forwards compiled on a GPU, as a run and `pgolf eval` score (eager, a sliding eval of the sp8192

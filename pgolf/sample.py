@@ -23,7 +23,7 @@ import torch
 
 from .config import InputError, ModelConfig
 from .files import sha256_file
-from .model import GPT, apply_precision, resolve_attention
+from .model import GPT, apply_precision
 from .quant import read_artifact
 from .tokenizer import load_sentencepiece
 
@@ -110,7 +110,7 @@ def load(path: str | os.PathLike, tokenizer: str | os.PathLike | None = None, de
     dev = torch.device(device)
     model = GPT(ModelConfig(**header["model"])).to(dev)
     apply_precision(model, dev)
-    model.set_attention_backend(resolve_attention(model.cfg.attention, dev, model.cfg.doc_mask))
+    model.use_attention(dev)
     model.load_state_dict(state, strict=True)
     model.looped = True  # scored with its depth recurrence, as the run scored it
     if int(sp.vocab_size()) > model.cfg.vocab_size:

@@ -13,7 +13,7 @@ from .config import Config, InputError, ModelConfig, apply_overrides
 from .data import prepare_data
 from .dist import init_distributed
 from .evaluate import EvalResult, check_modes, evaluate, run_modes
-from .model import GPT, apply_precision, resolve_attention
+from .model import GPT, apply_precision
 from .quant import read_artifact
 
 
@@ -50,7 +50,7 @@ def score_artifact(path: str, data: str | None = None, tokenizer: str | None = N
     dev = info.device
     model = GPT(cfg.model).to(dev)
     apply_precision(model, dev)
-    model.set_attention_backend(resolve_attention(cfg.model.attention, dev, cfg.model.doc_mask))
+    model.use_attention(dev)
     model.load_state_dict(state, strict=True)
     model.looped = True  # scored with its depth recurrence, as the run scored it
     evm = torch.compile(model, dynamic=False, fullgraph=True) if (dev.type == "cuda" and cfg.train.compile) else model

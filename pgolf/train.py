@@ -41,7 +41,7 @@ from .data import DataSet, DistributedTokenLoader, prepare_data
 from .dist import DistInfo, broadcast_object, cleanup_distributed, init_distributed
 from .evaluate import evaluate, predicted_challenge_eval_s, run_modes
 from .files import sha256_bytes
-from .model import FLEX_MAX_TOKENS, GPT, apply_precision, resolve_attention
+from .model import FLEX_MAX_TOKENS, GPT, apply_precision
 from .optim import Optimizers, build_optimizers, newton_schulz
 from .pack import build_script, embedded_config
 from .predict import model_shapes, predict_fit
@@ -217,12 +217,11 @@ def build(cfg: Config, info: DistInfo, data: DataSet, code: str, log, predict: b
     seed_everything(cfg.train.seed)
     model = GPT(cfg.model).to(device)
     apply_precision(model, device)
-    backend = resolve_attention(cfg.model.attention, device, cfg.model.doc_mask)
+    backend = model.use_attention(device)
     if backend == "flex" and cfg.train.compile and cfg.train.micro_batch_tokens > FLEX_MAX_TOKENS:
         raise ConfigError(f"model.doc_mask: FlexAttention fails above {FLEX_MAX_TOKENS:,} tokens a call on the GPUs "
                           f"measured; train.micro_batch_tokens={cfg.train.micro_batch_tokens:,} -- lower it (gradient "
                           "accumulation keeps train.batch_tokens)")
-    model.set_attention_backend(backend)
     predicted, predicted_policy = 0, cfg.quant
     if info.is_main and predict:
         predicted_policy, predicted = predict_fit(model_shapes(model), cfg.quant, cfg.model.__dict__,

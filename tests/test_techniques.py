@@ -522,10 +522,10 @@ def test_document_mask_takes_flex_only_in_compiled_calls_up_to_the_measured_limi
 
 
 def test_document_mask_refuses_a_flex_micro_batch_above_the_measured_limit(monkeypatch, tmp_path, capsys):
-    import pgolf.train as T
+    import pgolf.model as M
     from pgolf.cli import main
 
-    monkeypatch.setattr(T, "resolve_attention", lambda *a: "flex")  # what a CUDA run resolves with the doc mask
+    monkeypatch.setattr(M, "resolve_attention", lambda *a: "flex")  # what a CUDA run resolves with the doc mask
     argv = ["train", "--recipe", "smoke", "--set", "model.doc_mask=true", "--set", "train.seq_len=1024",
             "--set", "train.batch_tokens=131072", "--out", str(tmp_path), "--name", "r"]
     assert main(argv + ["--set", "train.micro_batch_tokens=131072"]) == 2
