@@ -34,6 +34,7 @@ import os
 import struct
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +50,8 @@ MAGIC = b"PGOLF"
 VERSION = 2  # 1: the payload compressed as one stream; 2: in streams (header, codes per width, scales, floats)
 VERSION_SIDE = 3  # 2's container with AWQ / LQER / row-order buffers (in their own streams) named in the tensor records
 COMPRESSORS = {"zlib": 1, "zstd": 2, "lzma": 3, "brotli": 4}
-AUTO = {"zstd": 22, "brotli": 11, "lzma": 9}  # quant.compressor=auto: per stream, the smallest of these
+AUTO = {"zstd": 22, "brotli": 11, "lzma": 9}  # quant.compressor=auto: per piece, the smallest of these
+PIECE_BYTES, MAX_PIECES = 1 << 20, 200  # encode() compresses the payload in pieces of at most 1 MiB, on threads
 
 
 class ArtifactError(InputError):
@@ -644,18 +646,29 @@ def budget_attempts(cfg: QuantConfig):
 
 
 def encode(result: QuantResult, cfg: QuantConfig) -> bytes:
-    """The artifact's bytes: MAGIC, version 2 (3 with side buffers), the stream count, then per stream (compressor
-    id u8, length u32, the compressed bytes). The streams (header, codes of each width, side sections, scales,
-    floats) are compressed apart, each with the policy's compressor, or with ``auto`` the smallest of zstd-22,
-    brotli-11 and lzma-9 for that stream."""
+    """The artifact's bytes: MAGIC, version 2 (3 with side buffers), the piece count, then per piece (compressor
+    id u8, length u32, the compressed bytes). The payload is cut where its streams of like bytes begin (header,
+    codes of each width, side sections, scales, floats), and each stream into pieces of at most ``PIECE_BYTES``;
+    each piece is compressed alone, with the policy's compressor, or with ``auto`` the smallest of zstd-22,
+    brotli-11 and lzma-9 for that piece. The pieces are compressed on a thread pool (zstd, brotli and lzma release
+    the GIL), and the bytes do not depend on the thread count. Measured on a trained 14.7 MB model (session 10):
+    brotli-11 on the whole codes stream took 84 s on the GPU host's CPU (one thread). On a 2.1 MB artifact, 1 MiB
+    pieces came out 0.05% smaller with brotli-11 and 0.02% with zstd-22 than its whole streams; on 14 MB of
+    int6-like bytes brotli-11 took 18.6 s whole and 10.7 s in pieces on one thread, 0.003% larger."""
     p = result.payload
-    cuts = [0] + [c for c in result.streams if 0 < c < len(p)] + [len(p)]
+    cuts = sorted({0, len(p), *(c for c in result.streams if 0 < c < len(p))})
+    size = max(PIECE_BYTES, -(-len(p) // MAX_PIECES))  # the piece count is one byte
+    pieces = [(at, min(at + size, b)) for a, b in zip(cuts, cuts[1:]) for at in range(a, b, size)]
     choices = AUTO if cfg.compressor == "auto" else {cfg.compressor: cfg.level}
-    parts = []
-    for a, b in zip(cuts, cuts[1:]):
-        if b > a:
-            comp, name = min((compress(p[a:b], c, lvl), c) for c, lvl in choices.items() if _available(c))
-            parts.append(struct.pack("<BI", COMPRESSORS[name], len(comp)) + comp)
+    names = [c for c in choices if _available(c)] or list(choices)  # none available: compress() says which to install
+
+    def piece(ab: tuple[int, int]) -> bytes:
+        comp, name = min((compress(p[ab[0]:ab[1]], c, choices[c]), c) for c in names)
+        return struct.pack("<BI", COMPRESSORS[name], len(comp)) + comp
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(pieces), os.cpu_count() or 1))) as pool:
+        parts = list(pool.map(piece, pieces))
+    assert len(parts) < 256, len(parts)
     return MAGIC + bytes([result.header.get("format", VERSION), len(parts)]) + b"".join(parts)
 
 

@@ -349,3 +349,30 @@ def test_streams_pick_the_smallest_compressor_and_old_artifacts_still_read(tmp_p
     (tmp_path / "cut.pgz").write_bytes(raw[: len(raw) - 10])
     with pytest.raises(ArtifactError, match="truncated"):
         read_artifact(tmp_path / "cut.pgz")
+
+
+@pytest.mark.parametrize("compressor", ["zlib", "auto"])
+def test_pieces_read_back_and_do_not_depend_on_the_thread_count(tmp_path, monkeypatch, compressor):
+    """encode() cuts each stream into pieces of at most PIECE_BYTES and compresses them on threads: the artifact
+    reads back to the same tensors as with whole streams, its bytes are the same on one thread and on many, and a
+    payload of more than MAX_PIECES pieces gets larger pieces (the count is one byte)."""
+    import pgolf.quant as quant
+
+    m = toy_gpt()
+    cfg = QuantConfig(mlp="int6", attn="int6", keep_float_max_numel=1000, compressor=compressor, level=9)
+    res = quantize_state(m.state_dict(), cfg, m.cfg.__dict__)
+    whole = encode(res, cfg)
+    monkeypatch.setattr(quant, "PIECE_BYTES", 1000)
+    cut = encode(res, cfg)
+    assert cut[6] > whole[6] >= 4  # more pieces than streams
+    monkeypatch.setattr(quant.os, "cpu_count", lambda: 1)
+    assert encode(res, cfg) == cut
+    states = []
+    for name, raw in (("whole", whole), ("cut", cut)):
+        (tmp_path / name).write_bytes(raw)
+        states.append(read_artifact(tmp_path / name)[1])
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    monkeypatch.setattr(quant, "PIECE_BYTES", 1)
+    monkeypatch.setattr(quant, "MAX_PIECES", 50)
+    assert encode(res, cfg)[6] <= 50 + len(res.streams) + 1
