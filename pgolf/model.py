@@ -158,18 +158,20 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, dims: int) -> Tensor:
     return torch.cat((out, rest), dim=-1) if rest.numel() else out
 
 
-# FlexAttention's limit, measured (H200, torch 2.11, the frontier model compiled, 2048-token windows): 48 windows
-# in one call run, with and without gradients; 64, 128 and 256 fail with "CUDA error: operation not supported on
-# global/shared address space" (BENCHMARKS, session 9). Training micro-batches are held to it (train.py); larger
-# batches (the evals' defaults) take the dense mask, which ran at 256 windows.
+# FlexAttention's limits, measured (H200, torch 2.11, the frontier model compiled, 2048-token windows): in training
+# forwards 48 windows a call run (2,000+ steps), 64, 128 and 256 fail with "CUDA error: operation not supported on
+# global/shared address space" (BENCHMARKS, session 9); in the model's no-grad eval forward 48 windows failed the
+# same way (session 10), where the bare kernel had run. Training micro-batches are held to the limit (train.py);
+# every eval forward and larger batches take the dense mask through SDPA (measured at 256 windows a call).
 FLEX_MAX_TOKENS = 98_304
 
 
 def _flex(backend: str, n_tokens: int) -> bool:
-    """FlexAttention only where it is fast and measured to work: compiled, at most FLEX_MAX_TOKENS a call; the
-    eager forwards and larger batches take the same mask dense through SDPA. Decided once per forward, by
-    ``document_mask``: the attention follows the form of the mask it is given."""
-    return backend == "flex" and torch.compiler.is_compiling() and n_tokens <= FLEX_MAX_TOKENS
+    """FlexAttention only where it is fast and measured to work: compiled training forwards (gradients on) of at
+    most FLEX_MAX_TOKENS; eager forwards, evals and larger batches take the same mask dense through SDPA. Decided
+    once per forward, by ``document_mask``: the attention follows the form of the mask it is given."""
+    return backend == "flex" and torch.compiler.is_compiling() and torch.is_grad_enabled() and \
+        n_tokens <= FLEX_MAX_TOKENS
 
 
 def document_mask(ids: Tensor, bos_id: int, backend: str):
