@@ -1,4 +1,5 @@
-"""Which compiled forwards of the document-masked `frontier-sp1024` model run on this GPU (BENCHMARKS, session 9):
+"""Which compiled forwards of the document-masked frontier model at sp1024 (`best` with the mask on; session 9's
+`frontier-sp1024`) run on this GPU (BENCHMARKS, sessions 9-10):
 
     PYTHONPATH=. python3 bench/flexdiag.py B MODE [dense]
 
@@ -10,10 +11,11 @@ import sys
 import torch
 
 import pgolf.model as M
+from pgolf.config import apply_overrides
 from pgolf.recipes import get_recipe
 
 B, mode, dense = int(sys.argv[1]), sys.argv[2], len(sys.argv) > 3
-cfg = get_recipe("frontier-sp1024")
+cfg = apply_overrides(get_recipe("best"), ["model.doc_mask=true"])
 dev = torch.device("cuda")
 torch.manual_seed(0)
 m = M.GPT(cfg.model).to(dev)
@@ -21,9 +23,10 @@ with torch.no_grad():  # away from the zero-initialised projections, so attentio
     for p in m.parameters():
         p.add_(0.02 * torch.randn_like(p))
 m.use_attention(dev)
-M.FLEX_MAX_TOKENS = 1 << 40  # measure FlexAttention itself at any size
-if dense:
-    M._flex = lambda backend, n_tokens: False
+# measure FlexAttention itself at any size and grad mode (the model takes it only in training forwards up to
+# FLEX_MAX_TOKENS); ``dense``: never
+M._flex = (lambda backend, n_tokens: False) if dense else \
+    (lambda backend, n_tokens: backend == "flex" and torch.compiler.is_compiling())
 cm = torch.compile(m, dynamic=False, fullgraph=True)
 T = cfg.train.seq_len
 x = torch.randint(2, cfg.model.vocab_size, (B, T), device=dev)

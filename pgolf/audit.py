@@ -743,7 +743,7 @@ def legality_tokens(folder: Path | None, vocab: int, bos: int, need_doc: int, n:
 
 def check_legality(t: Target, data: str | None) -> list[Check]:
     from . import legality as L
-    from .evaluate import TTTAdapters, eval_ttt, eval_windows, ttt_kwargs
+    from .evaluate import TTTAdapters, eval_ttt, eval_windows, ttt_kwargs, ttt_optimizer
     from .tokenizer import ByteTable
 
     names = ("causal", "normalised distribution", "score before update (TTT)", "single pass")
@@ -782,7 +782,7 @@ def check_legality(t: Target, data: str | None) -> list[Check]:
         for mode in modes:
             if mode == "ttt":  # the adapted model: adapters after two updates on the first tokens
                 lora = TTTAdapters(model, 1, e.ttt_rank, seed=0)
-                opt = torch.optim.Adam(lora.parameters(), lr=e.ttt_lr, betas=(0.9, 0.95), eps=1e-10)
+                opt = ttt_optimizer(lora.parameters(), e.ttt_lr, (e.ttt_beta1, e.ttt_beta2), e.ttt_wd)
                 for _ in range(2):
                     opt.zero_grad()
                     model(x, y, reduction="none", lora=lora).mean().backward()

@@ -8,7 +8,7 @@ Every mode scores the same targets -- every token of the validation stream after
 - plain:   non-overlapping windows of seq_len (a window's first tokens see little context);
 - sliding: windows every ``stride`` tokens; each target is scored in the window that gives it the longest
            context (>= seq_len - stride tokens, except the first window's); the tail is never scored twice;
-- ttt:     per document, chunk by chunk: score a chunk, then take one Adam step on per-document LoRA adapters
+- ttt:     per document, chunk by chunk: score a chunk, then take one AdamW step on per-document LoRA adapters
            using only that (already scored) chunk; every document starts from the same adapters.
 
 The bytes of a scored target come from ``tokenizer.target_bytes``: the byte table's count of (previous, target),
@@ -226,6 +226,11 @@ class TTTAdapters(nn.Module):
         return self.lm(h)
 
 
+def ttt_optimizer(params, lr: float, betas=(0.9, 0.95), wd: float = 0.0) -> torch.optim.Optimizer:
+    """The TTT adapters' optimizer: AdamW (decoupled weight decay ``wd``; with 0, Adam's exact steps), eps 1e-10."""
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=1e-10, weight_decay=wd)
+
+
 def find_docs(tokens: Tensor, bos_id: int) -> list[tuple[int, int]]:
     """Documents as (start, length); each includes the next document's BOS as its last target, so the targets of
     all documents are exactly tokens[1:]. Tokens before the first BOS form a document of their own."""
@@ -283,7 +288,7 @@ def _one_document_rows(model):
 
 def _lora_score(model, toks: Tensor, docs: list[tuple[int, int]], idx: list[int], sums: Tensor, nbytes: Tensor,
                 device: torch.device, rank_r: int, lr: float, chunk: int, seq_len: int, batch_docs: int, betas,
-                seed: int, token_nll: dict[int, float] | None, progress: "Progress", done: int) -> int:
+                wd: float, seed: int, token_nll: dict[int, float] | None, progress: "Progress", done: int) -> int:
     """Score documents ``idx`` (rows of ``sums``) chunk by chunk with per-document LoRA (see ``eval_ttt``);
     ``nbytes``: the bytes of every position of ``toks`` as a target."""
     mine = sorted(idx, key=lambda i: docs[i][1])  # similar lengths share a batch
@@ -292,7 +297,7 @@ def _lora_score(model, toks: Tensor, docs: list[tuple[int, int]], idx: list[int]
         batch = [docs[i] for i in rows]
         bsz = len(batch)
         lora = TTTAdapters(model, bsz, rank_r, seed=seed)
-        opt = torch.optim.Adam(lora.parameters(), lr=lr, betas=betas, eps=1e-10)
+        opt = ttt_optimizer(lora.parameters(), lr, betas, wd)
         plans = [ttt_chunks(n - 1, chunk, seq_len) for _, n in batch]
         for ci in range(max(len(p) for p in plans)):
             active = [ci < len(p) for p in plans]
@@ -374,10 +379,10 @@ def _global_sgd(model, span: Tensor, device: torch.device, *, seq_len: int, batc
 
 def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.device, *, rank_r: int = 8,
              lr: float = 0.01, chunk: int = 256, seq_len: int = 1024, batch_docs: int = 64, bos_id: int = 1,
-             betas=(0.9, 0.95), seed: int = 0, phases: int = 0, prefix_frac: float = 0.05, sgd_lr: float = 0.001,
+             betas=(0.9, 0.95), wd: float = 0.0, seed: int = 0, phases: int = 0, prefix_frac: float = 0.05, sgd_lr: float = 0.001,
              sgd_momentum: float = 0.9, sgd_batch_seqs: int = 32, sgd_clip: float = 1.0,
              log: Callable[[str], None] | None = None, token_nll: dict[int, float] | None = None) -> EvalResult:
-    """LoRA TTT eval: per document, chunk by chunk, score the chunk, then one Adam step on that document's adapters
+    """LoRA TTT eval: per document, chunk by chunk, score the chunk, then one AdamW step on that document's adapters
     using only the chunk just scored (never the document's last chunk: nothing after it is scored). ``table``: a
     ByteTable, or the bytes of every position of ``tokens`` as a target (``target_bytes``).
 
@@ -415,7 +420,7 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
         for (a, b, sgd_end), mine in zip(plan, shares):
             with _one_document_rows(model):
                 done = _lora_score(model, toks, docs, mine, sums, nbytes, device, rank_r, lr, chunk, seq_len,
-                                   batch_docs, betas, seed, token_nll, progress, done)
+                                   batch_docs, betas, wd, seed, token_nll, progress, done)
             if sgd_end > 0:
                 t1 = time.perf_counter()
                 s0, (s_last, n_last) = docs[0][0], docs[sgd_end - 1]
@@ -488,7 +493,7 @@ def evaluate(model, eval_model, cfg, val_tokens: Tensor, table: ByteTable | Tens
 def ttt_kwargs(cfg) -> dict:
     """``eval_ttt``'s settings from a run's config (also what the audit's TTT checks run with)."""
     e = cfg.eval
-    return dict(rank_r=e.ttt_rank, lr=e.ttt_lr, chunk=e.ttt_chunk, seq_len=cfg.ttt_window(),
+    return dict(rank_r=e.ttt_rank, lr=e.ttt_lr, betas=(e.ttt_beta1, e.ttt_beta2), wd=e.ttt_wd, chunk=e.ttt_chunk, seq_len=cfg.ttt_window(),
                 batch_docs=e.ttt_batch_docs, bos_id=cfg.model.bos_id, phases=e.ttt_phases,
                 prefix_frac=e.ttt_prefix_frac, sgd_lr=e.ttt_sgd_lr, sgd_momentum=e.ttt_sgd_momentum,
                 sgd_batch_seqs=e.ttt_sgd_batch_seqs, sgd_clip=e.ttt_sgd_clip)

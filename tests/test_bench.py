@@ -30,7 +30,7 @@ def test_gpu_share_splits_the_share_over_the_processes(monkeypatch):
 
     def cfg(world, share):
         monkeypatch.setenv("WORLD_SIZE", str(world))
-        return resolve_config(build_parser().parse_args(["train", "--recipe", "best", "--gpu-share", str(share)]))
+        return resolve_config(build_parser().parse_args(["train", "--recipe", "best-v1", "--gpu-share", str(share)]))
 
     one, two = cfg(1, 8), cfg(2, 4)
     assert (one.train.batch_tokens, one.train.micro_batch_tokens) == (65_536, 65_536)

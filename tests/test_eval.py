@@ -334,3 +334,29 @@ def test_challenge_eval_prediction_does_not_divide_repeated_work():
     n = CHALLENGE_VAL_TOKENS // 10
     assert predicted_challenge_eval_s(8.0, n, world=1) == pytest.approx(10.0)
     assert predicted_challenge_eval_s(8.0, n, world=1, serial_s=4.0) == pytest.approx(5.0 + 40.0)
+
+
+def test_ttt_optimizer_is_adams_steps_without_decay_and_decays_with_it(monkeypatch):
+    """The adapters' AdamW with wd 0 takes Adam's steps bit for bit (the scores before the switch existed), with
+    the records' settings (beta1 0, wd 0.5) other scores; the config's betas and decay reach the eval."""
+    import pgolf.evaluate as E
+    from pgolf.config import Config
+
+    model, table, toks = toy_model(), toy_table(), toy_tokens(300, seed=4, bos_every=70)
+    kw = dict(rank_r=2, lr=0.05, chunk=8, seq_len=24, batch_docs=2)
+    new = eval_ttt(model, toks, table, torch.device("cpu"), **kw)
+    adam = lambda params, lr, betas=(0.9, 0.95), wd=0.0: torch.optim.Adam(params, lr=lr, betas=betas, eps=1e-10)
+    with monkeypatch.context() as m:
+        m.setattr(E, "ttt_optimizer", adam)
+        old = eval_ttt(model, toks, table, torch.device("cpu"), **kw)
+    assert new.nll == old.nll
+    decayed = eval_ttt(model, toks, table, torch.device("cpu"), wd=0.5, **kw)
+    beta0 = eval_ttt(model, toks, table, torch.device("cpu"), betas=(0.0, 0.99), **kw)
+    assert decayed.nll != new.nll and beta0.nll != new.nll
+    cfg = Config()
+    cfg.eval.ttt_beta1, cfg.eval.ttt_beta2, cfg.eval.ttt_wd = 0.0, 0.99, 0.5
+    got = E.ttt_kwargs(cfg.validate())
+    assert got["betas"] == (0.0, 0.99) and got["wd"] == 0.5
+    cfg.eval.ttt_beta1 = 1.0
+    with pytest.raises(Exception, match="eval.ttt_beta1"):
+        cfg.validate()

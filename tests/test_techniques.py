@@ -377,7 +377,7 @@ def test_techniques_table_names_real_switches():
         if any(k == "schedule.seq_schedule" for k, _ in t.keys):  # lengths up to 3072 in the frontier's batch
             sets += ["train.seq_len=3072", "train.batch_tokens=786432", "train.micro_batch_tokens=98304"]
         apply_overrides(Config(), sets)
-    r = {x["technique"]: x for x in rows(get_recipe("best"))}
+    r = {x["technique"]: x for x in rows(get_recipe("best-v1"))}
     assert r["XSA on every layer"]["recipe"] == "9" and r["EMA of the weights"]["recipe"] == "0.997"
 
 

@@ -107,11 +107,11 @@ def test_config_keys_lists_every_field_with_type_default_and_meaning(capsys):
     assert len(lines) == 1 + len(fields) + 1
     row = next(line for line in lines if line.startswith("model.num_layers "))
     assert row.split()[:3] == ["model.num_layers", "int", "9"] and "transformer blocks" in row
-    assert main(["config", "keys", "--recipe", "best"]) == 0
+    assert main(["config", "keys", "--recipe", "best-v1"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("model.bigram_buckets "))
     assert "4096*" in row and "BigramHash" in row
-    rows = {r[0]: r for r in key_rows("best")}
+    rows = {r[0]: r for r in key_rows("best-v1")}
     assert rows["quant.fit_order"][1] == "tuple[str, ...]" and rows["quant.fit_order"][2] == "mlp,attn,other,embed"
 
 
