@@ -43,8 +43,9 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("Document-masked attention (FlexAttention; the records' varlen)", (("model.doc_mask", True),),
               "#1530 (04-10, flash_attn_varlen_func over BOS-split segments) onward",
               "~2% faster training, ~0.001 nats",
-              measured="+11.8% ms/step on `best` (FlexAttention 51.0 vs cuDNN 45.6 ms, H200, side by side); "
-                       "val_bpb not yet alone (BENCHMARKS, session 9)"),
+              measured="+11.8% ms/step on `best-v1` (FlexAttention 51.0 vs cuDNN 45.6 ms, H200, side by side); "
+                       "on `best` +8.7% (109.4 vs 100.7 ms, one lease); `best` pre-quant 1.2532 with it (session "
+                       "9) vs 1.2486 / 1.2499 without (two runs, session 10): off in `best` (BENCHMARKS, 9-10)"),
     Technique("LeakyReLU(0.5)^2", (("model.activation", "leaky_relu2"),), "#493", "-0.003", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
     Technique("MLP 4x", (("model.mlp_mult", 4.0),), "04-01 onward (with WD 0.085)", "part of -0.017 (#1218)"),
     Technique("Parallel attention/MLP (GPT-J lane)", (("model.parallel_from", 7),), "03-31 #1204 (two lanes), 04-06",
@@ -87,8 +88,9 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("Phased score-first TTT (global SGD on scored docs)",
               (("eval.ttt", True), ("eval.ttt_phases", 3), ("eval.ttt_prefix_frac", 0.05)),
               "#1610 (04-13), 3 phases #1626 (04-14)", "-0.00056 (1 phase); 3 phases -0.00081 more",
-              measured="proxy, best-sp8192 artifact at seq 2048: LoRA TTT -0.0037 vs sliding s64, 3 phases "
-                       "-0.0004 more; over 1,024-token windows +0.0030 (BENCHMARKS, session 7)"),
+              measured="proxy, session 7's sp8192 artifact at seq 2048: LoRA TTT -0.0037 vs sliding s64, 3 "
+                       "phases -0.0004 more; over 1,024-token windows +0.0030 (BENCHMARKS, session 7); rank 80, "
+                       "48-token chunks at Adam lr 0.01 on `best-sp8192`: 1.6023, diverged (session 10)"),
     Technique("LQER (rank-4 error correction, int2/int4 factors)", (("quant.lqer_top", 3), ("quant.lqer_rank", 4)),
               "#1797 (04-27)", "part of 1.0611 (#1855)",
               measured="proxy: top 4 -0.0002 (best, +9.7 KB) / -0.0004 (best-sp8192, +12 KB) (BENCHMARKS, "
