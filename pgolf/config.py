@@ -335,7 +335,7 @@ class EvalConfig:
     sliding_batch_seqs: int = 64  # windows per forward
     ttt: bool = False  # LoRA test-time training eval
     ttt_rank: int = 8  # LoRA rank of the TTT adapters
-    ttt_lr: float = 0.01  # AdamW lr of the TTT adapters (the frontier records: 1e-4 with rank 80-96 and 48-token chunks)
+    ttt_lr: float = 0.01  # AdamW lr of the TTT adapters (the frontier records: 1e-4, rank 80-96, 48-token chunks)
     ttt_beta1: float = 0.9  # AdamW beta1 of the TTT adapters (the frontier records: 0)
     ttt_beta2: float = 0.95  # AdamW beta2 of the TTT adapters (the frontier records: 0.99)
     ttt_wd: float = 0.0  # AdamW's decoupled weight decay on the TTT adapters (the frontier records: 0.5)
@@ -355,8 +355,8 @@ class EvalConfig:
         _check(self.final in ("plain", "sliding", "ttt"), f"eval.final: unknown {self.final!r}")
         _check(self.final != "sliding" or self.sliding_stride > 0, "eval.final=sliding needs eval.sliding_stride > 0")
         _check(self.final != "ttt" or self.ttt, "eval.final=ttt needs eval.ttt=true")
-        _at_least(self, "eval", 0, "seq_len", "sliding_stride", "ttt_lr", "ttt_wd", "max_tokens", "ttt_phases", "ttt_sgd_lr",
-                  "ttt_sgd_momentum", "ttt_sgd_clip", "ttt_seq_len")
+        _at_least(self, "eval", 0, "seq_len", "sliding_stride", "ttt_lr", "ttt_wd", "max_tokens", "ttt_phases",
+                  "ttt_sgd_lr", "ttt_sgd_momentum", "ttt_sgd_clip", "ttt_seq_len")
         _at_least(self, "eval", 1, "batch_tokens", "sliding_batch_seqs", "ttt_rank", "ttt_chunk", "ttt_batch_docs",
                   "ttt_sgd_batch_seqs")
         for k in ("ttt_beta1", "ttt_beta2"):

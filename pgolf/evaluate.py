@@ -379,8 +379,8 @@ def _global_sgd(model, span: Tensor, device: torch.device, *, seq_len: int, batc
 
 def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.device, *, rank_r: int = 8,
              lr: float = 0.01, chunk: int = 256, seq_len: int = 1024, batch_docs: int = 64, bos_id: int = 1,
-             betas=(0.9, 0.95), wd: float = 0.0, seed: int = 0, phases: int = 0, prefix_frac: float = 0.05, sgd_lr: float = 0.001,
-             sgd_momentum: float = 0.9, sgd_batch_seqs: int = 32, sgd_clip: float = 1.0,
+             betas=(0.9, 0.95), wd: float = 0.0, seed: int = 0, phases: int = 0, prefix_frac: float = 0.05,
+             sgd_lr: float = 0.001, sgd_momentum: float = 0.9, sgd_batch_seqs: int = 32, sgd_clip: float = 1.0,
              log: Callable[[str], None] | None = None, token_nll: dict[int, float] | None = None) -> EvalResult:
     """LoRA TTT eval: per document, chunk by chunk, score the chunk, then one AdamW step on that document's adapters
     using only the chunk just scored (never the document's last chunk: nothing after it is scored). ``table``: a
@@ -493,7 +493,7 @@ def evaluate(model, eval_model, cfg, val_tokens: Tensor, table: ByteTable | Tens
 def ttt_kwargs(cfg) -> dict:
     """``eval_ttt``'s settings from a run's config (also what the audit's TTT checks run with)."""
     e = cfg.eval
-    return dict(rank_r=e.ttt_rank, lr=e.ttt_lr, betas=(e.ttt_beta1, e.ttt_beta2), wd=e.ttt_wd, chunk=e.ttt_chunk, seq_len=cfg.ttt_window(),
-                batch_docs=e.ttt_batch_docs, bos_id=cfg.model.bos_id, phases=e.ttt_phases,
+    return dict(rank_r=e.ttt_rank, lr=e.ttt_lr, betas=(e.ttt_beta1, e.ttt_beta2), wd=e.ttt_wd, chunk=e.ttt_chunk,
+                seq_len=cfg.ttt_window(), batch_docs=e.ttt_batch_docs, bos_id=cfg.model.bos_id, phases=e.ttt_phases,
                 prefix_frac=e.ttt_prefix_frac, sgd_lr=e.ttt_sgd_lr, sgd_momentum=e.ttt_sgd_momentum,
                 sgd_batch_seqs=e.ttt_sgd_batch_seqs, sgd_clip=e.ttt_sgd_clip)

@@ -651,10 +651,10 @@ def encode(result: QuantResult, cfg: QuantConfig) -> bytes:
     codes of each width, side sections, scales, floats), and each stream into pieces of at most ``PIECE_BYTES``;
     each piece is compressed alone, with the policy's compressor, or with ``auto`` the smallest of zstd-22,
     brotli-11 and lzma-9 for that piece. The pieces are compressed on a thread pool (zstd, brotli and lzma release
-    the GIL), and the bytes do not depend on the thread count. Measured on a trained 14.7 MB model (session 10):
-    brotli-11 on the whole codes stream took 84 s on the GPU host's CPU (one thread). On a 2.1 MB artifact, 1 MiB
-    pieces came out 0.05% smaller with brotli-11 and 0.02% with zstd-22 than its whole streams; on 14 MB of
-    int6-like bytes brotli-11 took 18.6 s whole and 10.7 s in pieces on one thread, 0.003% larger."""
+    the GIL), and the bytes do not depend on the thread count. On a trained 14.7 MB model brotli-11 took 84 s on the
+    GPU host's CPU in whole streams on one thread (session 9), 3.7-4.2 s in pieces on 16 (session 10). On a 2.1 MB
+    artifact, 1 MiB pieces came out 0.05% smaller with brotli-11 and 0.02% with zstd-22 than its whole streams; on
+    14 MB of int6-like bytes brotli-11 took 18.6 s whole and 10.7 s in pieces on one thread, 0.003% larger."""
     p = result.payload
     cuts = sorted({0, len(p), *(c for c in result.streams if 0 < c < len(p))})
     size = max(PIECE_BYTES, -(-len(p) // MAX_PIECES))  # the piece count is one byte

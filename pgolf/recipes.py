@@ -207,16 +207,16 @@ def record_0331() -> Config:
 
 
 def best_v1() -> Config:
-    """pgolf's `best` of sessions 3-9, replaced by the frontier stack at sp1024 in session 10 (`best`): the pr164-s64 model (9L MLP3x seq 2048 with NTK RoPE,
-    BigramHash 4096x128, SmearGate, OrthoInit) with the later records' XSA on every layer, partial RoPE 16/64, LN
-    scale, LeakyReLU(0.5)^2, QK gain 4, parallel attention/MLP on the last 3 layers, Muon with Polar Express, row
-    normalisation and WD 0.04, EMA 0.997 of the weights; int6 + zstd-22 (fitted to the budget), sliding s64.
-    Proxy (H100, one after the other): 1.2374 vs 1.2611 for pr164-s64 (BENCHMARKS, issue 12). Export: full-Hessian
-    GPTQ (calibrated inside the budget, train.reserve_s 7 s: 9.3 s measured before the solve ran in stacks, 4.6 s
-    less predicted from bench/gptq_speed.py) on the row-max grids, the tied embedding included: on one set of
-    kept-float weights (BENCHMARKS, session 7) plain quant gap +0.0007 against +0.0017 without GPTQ, 4.6 KB more.
-    SDClip k 8 + GPTQ stores the same weights in 3.3 MB less at +0.0025 (``quant.sdclip=attn:8,mlp:8,other:8``):
-    the room for a larger model."""
+    """pgolf's `best` of sessions 3-9, replaced by the frontier stack at sp1024 in session 10 (`best`): the
+    pr164-s64 model (9L MLP3x seq 2048 with NTK RoPE, BigramHash 4096x128, SmearGate, OrthoInit) with the later records'
+    XSA on every layer, partial RoPE 16/64, LN scale, LeakyReLU(0.5)^2, QK gain 4, parallel attention/MLP on the last 3
+    layers, Muon with Polar Express, row normalisation and WD 0.04, EMA 0.997 of the weights; int6 + zstd-22 (fitted to
+    the budget), sliding s64. Proxy (H100, one after the other): 1.2374 vs 1.2611 for pr164-s64 (BENCHMARKS, issue 12).
+    Export: full-Hessian GPTQ (calibrated inside the budget, train.reserve_s 7 s: 9.3 s measured before the solve ran in
+    stacks, 4.6 s less predicted from bench/gptq_speed.py) on the row-max grids, the tied embedding included: on one set
+    of kept-float weights (BENCHMARKS, session 7) plain quant gap +0.0007 against +0.0017 without GPTQ, 4.6 KB more.
+    SDClip k 8 + GPTQ stores the same weights in 3.3 MB less at +0.0025 (``quant.sdclip=attn:8,mlp:8,other:8``): the
+    room for a larger model."""
     c = pr164_s64()
     c.name = "best-v1"
     m = c.model
@@ -243,11 +243,11 @@ def frontier_sp8192() -> Config:
     the documents, LoRA rank 80, 48-token chunks). Train it on an sp8192 build (their CaseOps tokenization:
     ``pgolf data tokenizer --caseops`` / ``build --caseops``). Differences, named: their fused CE and MLP kernels,
     two-lane parallel residuals, lrzip for one stream, their LoRA's alpha/rank output scale and its adapters on K, O
-    and the MLP, #2014's context growth (``schedule.seq_schedule``), their unstated scalar / embedding learning rates (the seeds' 0.02 / 0.03
-    here). 35,940,997 parameters (theirs: 35.9M). ``pgolf predict`` sizes it at 16,436,194 bytes, over the cap
-    (their artifacts of fully trained weights came to ~15.9 MB, with 37 KB of code against pgolf's 64 KB); over
-    budget the export lowers the embedding first. Unmeasured on the proxy as written: on session 6's sp8192 weights
-    the records' int7 SDClip embedding cost +0.095 where an int8 one with GPTQ cost +0.004. What was measured is
+    and the MLP, #2014's context growth (``schedule.seq_schedule``), their unstated scalar / embedding learning
+    rates (the seeds' 0.02 / 0.03 here). 35,940,997 parameters (theirs: 35.9M). ``pgolf predict`` sizes it at 16,436,194
+    bytes, over the cap (their artifacts of fully trained weights came to ~15.9 MB, with 37 KB of code against pgolf's
+    64 KB); over budget the export lowers the embedding first. Unmeasured on the proxy as written: on session 6's sp8192
+    weights the records' int7 SDClip embedding cost +0.095 where an int8 one with GPTQ cost +0.004. What was measured is
     `best-sp8192` (this stack without the document mask, MLP 3.25x, int7 row-max embedding): final sliding 1.21246
     (BENCHMARKS, session 10)."""
     c = Config(name="frontier-sp8192")
