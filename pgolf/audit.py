@@ -781,7 +781,7 @@ def check_legality(t: Target, data: str | None) -> list[Check]:
         norm = []
         for mode in modes:
             if mode == "ttt":  # the adapted model: adapters after two updates on the first tokens
-                lora = TTTAdapters(model, 1, e.ttt_rank, seed=0)
+                lora = TTTAdapters(model, 1, e.ttt_rank, seed=0, targets=e.ttt_targets, alpha=e.ttt_alpha)
                 opt = ttt_optimizer(lora.parameters(), e.ttt_lr, (e.ttt_beta1, e.ttt_beta2), e.ttt_wd)
                 for _ in range(2):
                     opt.zero_grad()

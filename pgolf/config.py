@@ -339,6 +339,8 @@ class EvalConfig:
     ttt_beta1: float = 0.9  # AdamW beta1 of the TTT adapters (the frontier records: 0)
     ttt_beta2: float = 0.95  # AdamW beta2 of the TTT adapters (the frontier records: 0.99)
     ttt_wd: float = 0.0  # AdamW's decoupled weight decay on the TTT adapters (the frontier records: 0.5)
+    ttt_targets: tuple[str, ...] = ("q", "v", "head")  # adapted: q, k, v, o, mlp (beside it), head (#1530: all)
+    ttt_alpha: float = 0.0  # adapter outputs scaled by alpha / rank; 0 = unscaled (the records: 144)
     ttt_chunk: int = 256  # tokens scored, then trained on, per TTT step
     ttt_seq_len: int = 0  # TTT context window; 0 = train.seq_len (a shorter window than the model's loses context)
     ttt_batch_docs: int = 64  # documents adapted in parallel
@@ -355,10 +357,16 @@ class EvalConfig:
         _check(self.final in ("plain", "sliding", "ttt"), f"eval.final: unknown {self.final!r}")
         _check(self.final != "sliding" or self.sliding_stride > 0, "eval.final=sliding needs eval.sliding_stride > 0")
         _check(self.final != "ttt" or self.ttt, "eval.final=ttt needs eval.ttt=true")
-        _at_least(self, "eval", 0, "seq_len", "sliding_stride", "ttt_lr", "ttt_wd", "max_tokens", "ttt_phases",
-                  "ttt_sgd_lr", "ttt_sgd_momentum", "ttt_sgd_clip", "ttt_seq_len")
+        _at_least(self, "eval", 0, "seq_len", "sliding_stride", "ttt_lr", "ttt_wd", "ttt_alpha", "max_tokens",
+                  "ttt_phases", "ttt_sgd_lr", "ttt_sgd_momentum", "ttt_sgd_clip", "ttt_seq_len")
         _at_least(self, "eval", 1, "batch_tokens", "sliding_batch_seqs", "ttt_rank", "ttt_chunk", "ttt_batch_docs",
                   "ttt_sgd_batch_seqs")
+        if isinstance(self.ttt_targets, str):
+            self.ttt_targets = tuple(t.strip() for t in self.ttt_targets.split(",") if t.strip())
+        self.ttt_targets = tuple(self.ttt_targets)
+        bad = [t for t in self.ttt_targets if t not in ("q", "k", "v", "o", "mlp", "head")]
+        _check(self.ttt_targets and not bad and len(set(self.ttt_targets)) == len(self.ttt_targets),
+               f"eval.ttt_targets={','.join(self.ttt_targets)}: name each of q, k, v, o, mlp, head at most once")
         for k in ("ttt_beta1", "ttt_beta2"):
             _check(0.0 <= getattr(self, k) < 1.0, f"eval.{k}={getattr(self, k)}: must be in [0, 1)")
         _check(0.0 < self.ttt_prefix_frac <= 1.0, f"eval.ttt_prefix_frac={self.ttt_prefix_frac}: must be in (0, 1]")

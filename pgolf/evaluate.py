@@ -197,13 +197,24 @@ class BatchedLoRA(nn.Module):
         return (x @ self.A.transpose(1, 2).to(x.dtype)) @ self.B.transpose(1, 2).to(x.dtype)
 
 
-class TTTAdapters(nn.Module):
-    """Adapters on every block's q and v projections and on the LM head (the interface GPT.forward expects)."""
+TTT_TARGETS = ("q", "v", "k", "o", "mlp", "head")  # the order their initial A are drawn in (q, v, head: as before)
 
-    def __init__(self, model, bsz: int, rank: int, seed: int = 0):
+
+class TTTAdapters(nn.Module):
+    """Per-document LoRA adapters on the projections named in ``targets`` (``eval.ttt_targets``): q, k, v (each
+    block's attention inputs), o (its output projection, from the heads' concatenated output), mlp (a low-rank path
+    beside each block's MLP, from its input to its output) and head (the LM head). Every adapter's output is scaled
+    by ``alpha / rank`` when ``alpha`` > 0 (the records: 144 at rank 80-96), else left as it is. ``add`` is the
+    interface GPT's forward calls."""
+
+    def __init__(self, model, bsz: int, rank: int, seed: int = 0, targets=("q", "v", "head"), alpha: float = 0.0):
         super().__init__()
-        d, V = model.cfg.model_dim, model.tok_emb.weight.size(0)
-        kv = model.cfg.num_kv_heads * model.cfg.head_dim
+        c = model.cfg
+        d, V = c.model_dim, model.tok_emb.weight.size(0)
+        out = {"q": d, "k": c.num_kv_heads * c.head_dim, "v": c.num_kv_heads * c.head_dim, "o": d, "mlp": d,
+               "head": V}
+        unknown = set(targets) - set(TTT_TARGETS)
+        assert not unknown, f"unknown TTT adapter targets {sorted(unknown)}"
         dev = model.tok_emb.weight.device
         g = torch.Generator().manual_seed(seed)
         bound = 1.0 / math.sqrt(d)
@@ -212,18 +223,17 @@ class TTTAdapters(nn.Module):
             return BatchedLoRA((torch.rand(rank, d, generator=g, dtype=torch.float64) * 2 - 1).mul_(bound)
                                .float().to(dev), bsz, d_out)
 
-        self.qs = nn.ModuleList(lora(d) for _ in model.blocks)
-        self.vs = nn.ModuleList(lora(kv) for _ in model.blocks)
-        self.lm = lora(V)
+        self.adapters = nn.ModuleDict({
+            t: nn.ModuleList(lora(out[t]) for _ in range(1 if t == "head" else len(model.blocks)))
+            for t in TTT_TARGETS if t in targets})
+        self.scale = alpha / rank if alpha > 0 else None
 
-    def q(self, layer: int, x: Tensor) -> Tensor:
-        return self.qs[layer](x)
-
-    def v(self, layer: int, x: Tensor) -> Tensor:
-        return self.vs[layer](x)
-
-    def head(self, h: Tensor) -> Tensor:
-        return self.lm(h)
+    def add(self, target: str, layer: int, x: Tensor, out: Tensor) -> Tensor:
+        """``out`` plus the adapter's output on ``x`` (``out`` itself where ``target`` has no adapter)."""
+        if target not in self.adapters:
+            return out
+        delta = self.adapters[target][layer](x)
+        return out + (delta if self.scale is None else delta * self.scale)
 
 
 def ttt_optimizer(params, lr: float, betas=(0.9, 0.95), wd: float = 0.0) -> torch.optim.Optimizer:
@@ -288,7 +298,8 @@ def _one_document_rows(model):
 
 def _lora_score(model, toks: Tensor, docs: list[tuple[int, int]], idx: list[int], sums: Tensor, nbytes: Tensor,
                 device: torch.device, rank_r: int, lr: float, chunk: int, seq_len: int, batch_docs: int, betas,
-                wd: float, seed: int, token_nll: dict[int, float] | None, progress: "Progress", done: int) -> int:
+                wd: float, targets, alpha: float, seed: int, token_nll: dict[int, float] | None, progress: "Progress",
+                done: int) -> int:
     """Score documents ``idx`` (rows of ``sums``) chunk by chunk with per-document LoRA (see ``eval_ttt``);
     ``nbytes``: the bytes of every position of ``toks`` as a target."""
     mine = sorted(idx, key=lambda i: docs[i][1])  # similar lengths share a batch
@@ -296,7 +307,7 @@ def _lora_score(model, toks: Tensor, docs: list[tuple[int, int]], idx: list[int]
         rows = mine[bi:bi + batch_docs]
         batch = [docs[i] for i in rows]
         bsz = len(batch)
-        lora = TTTAdapters(model, bsz, rank_r, seed=seed)
+        lora = TTTAdapters(model, bsz, rank_r, seed=seed, targets=targets, alpha=alpha)
         opt = ttt_optimizer(lora.parameters(), lr, betas, wd)
         plans = [ttt_chunks(n - 1, chunk, seq_len) for _, n in batch]
         for ci in range(max(len(p) for p in plans)):
@@ -379,8 +390,9 @@ def _global_sgd(model, span: Tensor, device: torch.device, *, seq_len: int, batc
 
 def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.device, *, rank_r: int = 8,
              lr: float = 0.01, chunk: int = 256, seq_len: int = 1024, batch_docs: int = 64, bos_id: int = 1,
-             betas=(0.9, 0.95), wd: float = 0.0, seed: int = 0, phases: int = 0, prefix_frac: float = 0.05,
-             sgd_lr: float = 0.001, sgd_momentum: float = 0.9, sgd_batch_seqs: int = 32, sgd_clip: float = 1.0,
+             betas=(0.9, 0.95), wd: float = 0.0, targets=("q", "v", "head"), alpha: float = 0.0, seed: int = 0,
+             phases: int = 0, prefix_frac: float = 0.05, sgd_lr: float = 0.001, sgd_momentum: float = 0.9,
+             sgd_batch_seqs: int = 32, sgd_clip: float = 1.0,
              log: Callable[[str], None] | None = None, token_nll: dict[int, float] | None = None) -> EvalResult:
     """LoRA TTT eval: per document, chunk by chunk, score the chunk, then one AdamW step on that document's adapters
     using only the chunk just scored (never the document's last chunk: nothing after it is scored). ``table``: a
@@ -420,7 +432,7 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
         for (a, b, sgd_end), mine in zip(plan, shares):
             with _one_document_rows(model):
                 done = _lora_score(model, toks, docs, mine, sums, nbytes, device, rank_r, lr, chunk, seq_len,
-                                   batch_docs, betas, wd, seed, token_nll, progress, done)
+                                   batch_docs, betas, wd, targets, alpha, seed, token_nll, progress, done)
             if sgd_end > 0:
                 t1 = time.perf_counter()
                 s0, (s_last, n_last) = docs[0][0], docs[sgd_end - 1]
@@ -493,7 +505,8 @@ def evaluate(model, eval_model, cfg, val_tokens: Tensor, table: ByteTable | Tens
 def ttt_kwargs(cfg) -> dict:
     """``eval_ttt``'s settings from a run's config (also what the audit's TTT checks run with)."""
     e = cfg.eval
-    return dict(rank_r=e.ttt_rank, lr=e.ttt_lr, betas=(e.ttt_beta1, e.ttt_beta2), wd=e.ttt_wd, chunk=e.ttt_chunk,
+    return dict(rank_r=e.ttt_rank, lr=e.ttt_lr, betas=(e.ttt_beta1, e.ttt_beta2), wd=e.ttt_wd,
+                targets=e.ttt_targets, alpha=e.ttt_alpha, chunk=e.ttt_chunk,
                 seq_len=cfg.ttt_window(), batch_docs=e.ttt_batch_docs, bos_id=cfg.model.bos_id, phases=e.ttt_phases,
                 prefix_frac=e.ttt_prefix_frac, sgd_lr=e.ttt_sgd_lr, sgd_momentum=e.ttt_sgd_momentum,
                 sgd_batch_seqs=e.ttt_sgd_batch_seqs, sgd_clip=e.ttt_sgd_clip)

@@ -211,12 +211,11 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, lora=None, layer: int = 0, mask=None) -> Tensor:
         B, T, _ = x.shape
-        q, v = self.c_q(x), self.c_v(x)
-        if lora is not None:
-            q = q + lora.q(layer, x)
-            v = v + lora.v(layer, x)
+        q, k, v = self.c_q(x), self.c_k(x), self.c_v(x)
+        if lora is not None:  # TTT's adapters (evaluate.TTTAdapters): each adds where it has one
+            q, k, v = lora.add("q", layer, x, q), lora.add("k", layer, x, k), lora.add("v", layer, x, v)
         q = q.view(B, T, self.num_heads, self.head_dim)
-        k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim)
+        k = k.view(B, T, self.num_kv_heads, self.head_dim)
         v = v.view(B, T, self.num_kv_heads, self.head_dim)
         q = F.rms_norm(q, (self.head_dim,))
         k = F.rms_norm(k, (self.head_dim,))
@@ -251,7 +250,8 @@ class Attention(nn.Module):
             yg = y.reshape(B, T, self.num_kv_heads, g, self.head_dim)
             vn = F.normalize(v, dim=-1).unsqueeze(-2)
             y = (yg - (yg * vn).sum(-1, keepdim=True) * vn).reshape(B, T, self.num_heads, self.head_dim)
-        return self.proj(y.reshape(B, T, self.num_heads * self.head_dim))
+        y = y.reshape(B, T, self.num_heads * self.head_dim)
+        return self.proj(y) if lora is None else lora.add("o", layer, y, self.proj(y))
 
 
 class MLP(nn.Module):
@@ -286,11 +286,11 @@ class Block(nn.Module):
         x = mix[0] * x + mix[1] * x0
         h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
         a = self.attn_scale.to(x.dtype) * self.attn(h, cos, sin, lora, layer, mask)
-        if self.parallel:
-            return x + a + self.mlp_scale.to(x.dtype) * self.mlp(h)
-        x = x + a
-        h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
-        return x + self.mlp_scale.to(x.dtype) * self.mlp(h)
+        if not self.parallel:
+            x = x + a
+            h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
+        m = self.mlp(h) if lora is None else lora.add("mlp", layer, h, self.mlp(h))
+        return (x + a if self.parallel else x) + self.mlp_scale.to(x.dtype) * m
 
 
 class SmearGate(nn.Module):
@@ -485,7 +485,7 @@ class GPT(nn.Module):
             h = h[:, -last:]
         out = F.linear(h, self.head_weight().to(h.dtype))  # an untied head with QAT's grid, as its forward
         if lora is not None:
-            out = out + lora.head(h)
+            out = lora.add("head", 0, h, out)
         c = self.cfg.logit_softcap
         return c * torch.tanh(out.float() / c)
 

@@ -91,6 +91,12 @@ TECHNIQUES: tuple[Technique, ...] = (
               measured="proxy, session 7's sp8192 artifact at seq 2048: LoRA TTT -0.0037 vs sliding s64, 3 "
                        "phases -0.0004 more; over 1,024-token windows +0.0030 (BENCHMARKS, session 7); rank 80, "
                        "48-token chunks at Adam lr 0.01 on `best-sp8192`: 1.6023, diverged (session 10)"),
+    Technique("Document-independent LoRA TTT, the records' adapters (all projections, alpha 144, AdamW beta1 0)",
+              (("eval.ttt", True), ("eval.ttt_rank", 80), ("eval.ttt_chunk", 48), ("eval.ttt_lr", 1e-4),
+               ("eval.ttt_beta1", 0.0), ("eval.ttt_beta2", 0.99), ("eval.ttt_wd", 0.5),
+               ("eval.ttt_targets", "q,k,v,o,mlp,head"), ("eval.ttt_alpha", 144.0)),
+              "#1530 (04-10), alpha #1767 (04-23), rank 80 / beta2 0.99 / decay 0.5 the 04-27 stack",
+              "~-0.008 nats vs sliding (#1530); -0.012 to -0.013 with phases (quantized plain -> TTT)"),
     Technique("LQER (rank-4 error correction, int2/int4 factors)", (("quant.lqer_top", 3), ("quant.lqer_rank", 4)),
               "#1797 (04-27)", "part of 1.0611 (#1855)",
               measured="proxy: top 4 -0.0002 (best, +9.7 KB) / -0.0004 (best-sp8192, +12 KB) (BENCHMARKS, "
@@ -104,8 +110,10 @@ TECHNIQUES: tuple[Technique, ...] = (
 
 
 def _get(cfg: Config, key: str):
+    """A config value as ``--set`` takes it (a tuple comma-joined)."""
     sec, name = key.split(".")
-    return getattr(getattr(cfg, sec), name)
+    v = getattr(getattr(cfg, sec), name)
+    return ",".join(map(str, v)) if isinstance(v, tuple) else v
 
 
 def rows(recipe: Config | None = None) -> list[dict]:

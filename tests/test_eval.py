@@ -137,16 +137,17 @@ def _cheating_ttt(model, toks, table, *, rank_r, lr, chunk, seq_len, token_nll, 
                 token_nll[ds + ws + p + 1] = nll[p].item()
 
 
-def _unmoved_before_change(ttt, t):
+def _unmoved_before_change(ttt, t, **extra):
     """Change the longest document from its position t on; return whether every target before the change kept
-    its score bit for bit (and every other document all of its scores), and whether the change was seen at all."""
+    its score bit for bit (and every other document all of its scores), and whether the change was seen at all.
+    ``extra``: more settings for the TTT."""
     model, table = toy_model(), toy_table()
     for p in model.parameters():
         p.requires_grad_(False)
     toks = toy_tokens(300, seed=4, bos_every=70)
     ds, n = max(find_docs(toks, 1), key=lambda d: d[1])
     assert n > 40
-    kw = dict(rank_r=2, lr=0.05, chunk=8, seq_len=24, batch_docs=2)
+    kw = dict(rank_r=2, lr=0.05, chunk=8, seq_len=24, batch_docs=2, **extra)
     a, b = {}, {}
     ttt(model, toks, table, torch.device("cpu"), token_nll=a, **kw) if ttt is eval_ttt else \
         ttt(model, toks, table, token_nll=a, **kw)
@@ -360,3 +361,39 @@ def test_ttt_optimizer_is_adams_steps_without_decay_and_decays_with_it(monkeypat
     cfg.eval.ttt_beta1 = 1.0
     with pytest.raises(Exception, match="eval.ttt_beta1"):
         cfg.validate()
+
+
+ALL_TARGETS = ("q", "k", "v", "o", "mlp", "head")
+
+
+def test_ttt_adapters_on_every_target_start_at_the_model_and_all_learn():
+    """eval.ttt_targets: fresh adapters (B = 0) on every target leave the scores bit for bit the model's, scaled
+    (alpha) or not, on a parallel-lane model too; one backward reaches each target's every adapter."""
+    from pgolf.evaluate import TTTAdapters
+
+    for kw in ({}, {"parallel_from": 1}):
+        model = toy_model(**kw)
+        x = toy_tokens(40, seed=2)[None]
+        y = torch.roll(x, -1, 1)
+        base = model(x, y, reduction="none")
+        for alpha in (0.0, 144.0):
+            lora = TTTAdapters(model, 1, 2, targets=ALL_TARGETS, alpha=alpha).double()
+            assert torch.equal(model(x, y, reduction="none", lora=lora), base)
+        model(x, y, lora=lora).backward()
+        for t, mods in lora.adapters.items():
+            assert len(mods) == (1 if t == "head" else 2)
+            assert all(m.B.grad is not None and m.B.grad.abs().sum() > 0 for m in mods), t
+
+
+@pytest.mark.parametrize("t", [11, 35])
+def test_ttt_on_every_target_with_the_records_optimizer_scores_before_it_learns(t):
+    """The perturbation check with adapters on every target, alpha 144, AdamW beta1 0 and decay 0.5 (the frontier
+    records' TTT): no target's score moves with a later token, the change is seen, and the scores differ from the
+    default adapters' (the targets are used)."""
+    extra = dict(targets=ALL_TARGETS, alpha=144.0, betas=(0.0, 0.99), wd=0.5)
+    unmoved, seen = _unmoved_before_change(eval_ttt, t, **extra)
+    assert unmoved and seen
+    model, table, toks = toy_model(), toy_table(), toy_tokens(300, seed=4, bos_every=70)
+    kw = dict(rank_r=2, lr=0.05, chunk=8, seq_len=24, batch_docs=2)
+    assert eval_ttt(model, toks, table, torch.device("cpu"), **kw, **extra).nll != \
+        eval_ttt(model, toks, table, torch.device("cpu"), **kw).nll
