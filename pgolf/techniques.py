@@ -2,6 +2,7 @@
 and what pgolf measured on the golfbench proxy.
 
     pgolf techniques [--recipe NAME]
+    pgolf techniques --recipe best --ablate     # per technique on in best: the --set overrides that turn it off
 
 One row per technique: the config key(s) and the value(s) that turn it on, the default, the recipe's setting (with
 ``--recipe``), the record or PR it comes from, the gain that record claimed (on 8xH100, FineWeb) and pgolf's own
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from .config import Config
+from .config import Config, InputError
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ TECHNIQUES: tuple[Technique, ...] = (
               measured="proxy, best weights (sp1024): plain gap +0.0017 -> +0.0007 (row max), +0.0064 -> +0.0025 "
                        "(SDClip k 8); 9.3 s at sp1024, 13.6 s at sp8192 before the solve ran in stacks (its loop 8x "
                        "faster, H100) (BENCHMARKS, session 7)"),
-    Technique("GPTQ of the tied embedding (head inputs' Hessian)", (("quant.gptq", True), ("quant.gptq_embed", True)),
+    Technique("GPTQ of the tied embedding (head inputs' Hessian; with quant.gptq)", (("quant.gptq_embed", True),),
               "04-05 (\"GPTQ-quantize the embedding matrix\")", "part of 1.0856",
               measured="proxy, best-sp8192 weights: int8 embedding gap +0.0049 -> +0.0042; int7 SDClip k14 "
                        "+0.099 -> +0.038 (BENCHMARKS, session 6)"),
@@ -129,10 +130,43 @@ def rows(recipe: Config | None = None) -> list[dict]:
     return out
 
 
+def ablations(recipe: Config) -> list[tuple[str, list[str]]]:
+    """Issue 12's ablation from ``recipe``: per technique it has on (a key away from the default), the ``--set``
+    overrides that turn it off -- its keys back to their defaults, except the keys of another technique it has on
+    that this one extends and an on/off switch shared with one (SmearGate v2 off leaves v1 on; phased TTT off leaves
+    LoRA TTT on), unless that leaves nothing to set. A technique whose on/off switch the recipe has off is
+    not on, whatever its other keys (TTT's settings in a recipe that scores without TTT). Every row validates
+    (``apply_overrides``)."""
+    from .config import apply_overrides
+
+    default = Config()
+    differs = {k for t in TECHNIQUES for k, _ in t.keys if _get(recipe, k) != _get(default, k)}
+    on = [t for t in TECHNIQUES if any(k in differs for k, _ in t.keys)  # a switch the recipe has off (e.g.
+          and all(_get(recipe, k) is True for k, v in t.keys if v is True)]  # eval.ttt) makes the rest inert
+    out = []
+    for t in on:
+        mine = {k for k, _ in t.keys}
+        others = [{k for k, _ in u.keys} for u in on if u is not t]
+        shared_switch = {k for k, v in t.keys if v is True and any(k in o for o in others)}  # e.g. eval.ttt
+        inner = set().union(*(o for o in others if o < mine)) | shared_switch
+        sets = [f"{k}={_get(default, k)}" for k, _ in t.keys if k in differs and k not in inner] or \
+            [f"{k}={_get(default, k)}" for k, _ in t.keys if k in differs]  # SmearGate v1: its switch alone
+        if sets:
+            apply_overrides(recipe, sets)  # a row that cannot run is a bug here, not at the device
+            out.append((t.name, sets))
+    return out
+
+
 def cmd_techniques(args) -> int:
     from .recipes import get_recipe
 
     recipe = get_recipe(args.recipe) if args.recipe else None
+    if args.ablate:
+        if recipe is None:
+            raise InputError("pgolf techniques --ablate needs --recipe NAME")
+        for name, sets in ablations(recipe):
+            print(f"{name}: " + " ".join(f"--set {x}" for x in sets))
+        return 0
     cols = ["technique", "switch", "default"] + (["recipe"] if recipe else []) + ["source", "claimed", "measured"]
     table = rows(recipe)
     if recipe is not None:
@@ -148,4 +182,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("techniques", help="every technique switch: source, claimed gain, pgolf's measured effect",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", help="also show each technique's setting in this recipe")
+    p.add_argument("--ablate", action="store_true",
+                   help="instead, per technique the recipe has on, the --set overrides that turn it off (one proxy "
+                        "run each: issue 12's ablation table)")
     p.set_defaults(fn=cmd_techniques)

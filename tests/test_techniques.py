@@ -537,3 +537,24 @@ def test_document_mask_refuses_a_flex_micro_batch_above_the_measured_limit(monke
     assert main(argv + ["--set", "train.micro_batch_tokens=131072"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.micro_batch_tokens=131,072" in err[0] and "98,304" in err[0], err
+
+
+def test_ablation_rows_turn_one_technique_off_each():
+    """pgolf techniques --ablate (issue 12's ablation table): a row per technique the recipe has on, each a valid
+    config that differs from the recipe; SmearGate v2 off leaves v1 on; TTT's rows are absent from a recipe that
+    scores without TTT; the GPTQ-embedding row leaves GPTQ on; without --recipe, exit 2."""
+    from pgolf.cli import main
+    from pgolf.config import apply_overrides
+    from pgolf.recipes import get_recipe
+    from pgolf.techniques import ablations
+
+    best = get_recipe("best")
+    rows = dict(ablations(best))
+    assert rows["SmearGate v2 (gate from 12 dims, BOS-safe)"] == ["model.smear_window=0"]
+    assert rows["GPTQ of the tied embedding (head inputs' Hessian; with quant.gptq)"] == ["quant.gptq_embed=False"]
+    assert not any("TTT" in name for name in rows) and "Depth recurrence" in rows
+    for name, sets in rows.items():
+        assert apply_overrides(best, sets).to_dict() != best.to_dict(), name
+    ttt = dict(ablations(apply_overrides(best, ["eval.ttt=true"])))
+    assert ttt["Phased score-first TTT (global SGD on scored docs)"] == ["eval.ttt_phases=0"]
+    assert main(["techniques", "--ablate"]) == 2
