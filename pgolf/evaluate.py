@@ -315,20 +315,24 @@ def _lora_score(model, toks: Tensor, docs: list[tuple[int, int]], idx: list[int]
             train_mask = [ci < len(p) - 1 for p in plans]  # the last chunk of a document is never trained on
             spans = [p[ci] if ci < len(p) else (0, 0, 0) for p in plans]
             W = min((ci + 1) * chunk, seq_len)
+            # every scored (and trained) target of a window lies in its last L positions: the head and the loss run
+            # on those alone (a row's chunk ends at W, or, as its document's last chunk, inside the last L)
+            L = min(chunk, W)
             x = torch.zeros(bsz, W, dtype=torch.int64, device=device)
             y = torch.zeros(bsz, W, dtype=torch.int64, device=device)
-            yb = torch.zeros(bsz, W, dtype=torch.int32, device=device)  # bytes of each target
-            score = torch.zeros(bsz, W, dtype=torch.bool, device=device)
+            yb = torch.zeros(bsz, L, dtype=torch.int32, device=device)  # bytes of each target, last L positions
+            score = torch.zeros(bsz, L, dtype=torch.bool, device=device)
             for b, ((ds, _), (ws, cs, ce)) in enumerate(zip(batch, spans)):
                 if not active[b]:
                     continue
+                assert cs - ws >= W - L and ce - ws <= W, (cs, ce, ws, W, L)
                 x[b, :ce - ws] = toks[ds + ws: ds + ce]
                 y[b, :ce - ws] = toks[ds + ws + 1: ds + ce + 1]
-                yb[b, :ce - ws] = nbytes[ds + ws + 1: ds + ce + 1]
-                score[b, cs - ws: ce - ws] = True
+                yb[b, cs - ws - (W - L): ce - ws - (W - L)] = nbytes[ds + cs + 1: ds + ce + 1]
+                score[b, cs - ws - (W - L): ce - ws - (W - L)] = True
             need_train = any(train_mask)
             with torch.enable_grad() if need_train else torch.no_grad(), _autocast(device):
-                nll = model(x, y, reduction="none", lora=lora).float()  # (bsz, W)
+                nll = model(x, y, reduction="none", lora=lora, last=L).float()  # (bsz, L)
             with torch.no_grad():
                 m = score.double()
                 per = torch.stack(((nll.detach().double() * m).sum(1), m.sum(1), (yb.double() * m).sum(1)), 1)
@@ -336,7 +340,7 @@ def _lora_score(model, toks: Tensor, docs: list[tuple[int, int]], idx: list[int]
                 if token_nll is not None:
                     for b, ((ds, _), (ws, _, _)) in enumerate(zip(batch, spans)):
                         for p in score[b].nonzero().flatten().tolist():
-                            token_nll[ds + ws + p + 1] = nll[b, p].item()
+                            token_nll[ds + ws + (W - L) + p + 1] = nll[b, p].item()
             if need_train:
                 tm = torch.tensor(train_mask, device=device, dtype=nll.dtype)[:, None] * score.to(nll.dtype)
                 per_doc = (nll * tm).sum(1) / tm.sum(1).clamp_min(1)

@@ -397,3 +397,23 @@ def test_ttt_on_every_target_with_the_records_optimizer_scores_before_it_learns(
     kw = dict(rank_r=2, lr=0.05, chunk=8, seq_len=24, batch_docs=2)
     assert eval_ttt(model, toks, table, torch.device("cpu"), **kw, **extra).nll != \
         eval_ttt(model, toks, table, torch.device("cpu"), **kw).nll
+
+
+def test_ttt_runs_the_head_only_on_the_positions_a_window_scores(monkeypatch):
+    """Every scored and trained target of a TTT window lies in its last min(chunk, W) positions, so the head and
+    the loss run on those alone (a 2,048-token window at 48-token chunks: 43x fewer logits); the scores are the
+    direct computation's (test above) and every target is scored once."""
+    model, table, toks = toy_model(), toy_table(), toy_tokens(300, seed=4, bos_every=70)
+    seen = []
+    forward = type(model).forward
+
+    def spy(self, ids, targets, reduction="mean", lora=None, last=0):
+        seen.append((ids.size(1), last))
+        return forward(self, ids, targets, reduction, lora, last)
+
+    monkeypatch.setattr(type(model), "forward", spy)
+    nll = {}
+    r = eval_ttt(model, toks, table, torch.device("cpu"), rank_r=2, lr=0.05, chunk=8, seq_len=24, batch_docs=2,
+                 token_nll=nll)
+    assert seen and all(last == min(8, w) for w, last in seen) and max(w for w, _ in seen) == 24
+    assert r.tokens == toks.numel() - 1 and sorted(nll) == list(range(1, toks.numel()))
