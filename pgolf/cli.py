@@ -72,7 +72,9 @@ def resolve_config(args) -> Config:
         raise ConfigError(f"--gpu-share {args.gpu_share}: must be >= 1 (the number of GPUs whose batch share to run)")
     cfg = apply_overrides(cfg, ov)
     if args.gpu_share > 1:  # the global batch of that many GPUs, split over this run's processes, no accumulation
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        from .dist import env_world_size
+
+        world = env_world_size()
         share = cfg.train.batch_tokens // args.gpu_share
         if share * args.gpu_share != cfg.train.batch_tokens or share % (cfg.train.seq_len * world):
             raise ConfigError(f"--gpu-share {args.gpu_share} does not divide batch_tokens={cfg.train.batch_tokens} "

@@ -327,6 +327,10 @@ class QuantConfig:
                f"{', '.join(QUANT_GROUPS)}")
 
 
+# the projections TTT's adapters may sit on (evaluate.TTTAdapters), in the order their initial A are drawn
+TTT_TARGETS = ("q", "v", "k", "o", "mlp", "head")
+
+
 @dataclass
 class EvalConfig:
     seq_len: int = 0  # eval context; 0 = train.seq_len
@@ -364,9 +368,9 @@ class EvalConfig:
         if isinstance(self.ttt_targets, str):
             self.ttt_targets = tuple(t.strip() for t in self.ttt_targets.split(",") if t.strip())
         self.ttt_targets = tuple(self.ttt_targets)
-        bad = [t for t in self.ttt_targets if t not in ("q", "k", "v", "o", "mlp", "head")]
+        bad = [t for t in self.ttt_targets if t not in TTT_TARGETS]
         _check(self.ttt_targets and not bad and len(set(self.ttt_targets)) == len(self.ttt_targets),
-               f"eval.ttt_targets={','.join(self.ttt_targets)}: name each of q, k, v, o, mlp, head at most once")
+               f"eval.ttt_targets={','.join(self.ttt_targets)}: name each of {', '.join(TTT_TARGETS)} at most once")
         for k in ("ttt_beta1", "ttt_beta2"):
             _check(0.0 <= getattr(self, k) < 1.0, f"eval.{k}={getattr(self, k)}: must be in [0, 1)")
         _check(0.0 < self.ttt_prefix_frac <= 1.0, f"eval.ttt_prefix_frac={self.ttt_prefix_frac}: must be in (0, 1]")

@@ -40,9 +40,14 @@ def timeout() -> timedelta:
     return timedelta(seconds=float(os.environ.get("PGOLF_DIST_TIMEOUT", "300")))
 
 
+def env_world_size() -> int:
+    """The process count torchrun set (1 outside it): known before the process group exists."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device_choice: str = "auto") -> DistInfo:
     rank = int(os.environ.get("RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = env_world_size()
     local = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() if device_choice == "auto" else device_choice == "cuda"
     if use_cuda and not torch.cuda.is_available():

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .config import TTT_TARGETS
 from .tokenizer import ByteTable, target_bytes
 
 
@@ -197,9 +198,6 @@ class BatchedLoRA(nn.Module):
         return (x @ self.A.transpose(1, 2).to(x.dtype)) @ self.B.transpose(1, 2).to(x.dtype)
 
 
-TTT_TARGETS = ("q", "v", "k", "o", "mlp", "head")  # the order their initial A are drawn in (q, v, head: as before)
-
-
 class TTTAdapters(nn.Module):
     """Per-document LoRA adapters on the projections named in ``targets`` (``eval.ttt_targets``): q, k, v (each
     block's attention inputs), o (its output projection, from the heads' concatenated output), mlp (a low-rank path
@@ -213,8 +211,7 @@ class TTTAdapters(nn.Module):
         d, V = c.model_dim, model.tok_emb.weight.size(0)
         out = {"q": d, "k": c.num_kv_heads * c.head_dim, "v": c.num_kv_heads * c.head_dim, "o": d, "mlp": d,
                "head": V}
-        unknown = set(targets) - set(TTT_TARGETS)
-        assert not unknown, f"unknown TTT adapter targets {sorted(unknown)}"
+        assert set(targets) <= set(TTT_TARGETS), targets  # eval.ttt_targets is checked with the config
         dev = model.tok_emb.weight.device
         g = torch.Generator().manual_seed(seed)
         bound = 1.0 / math.sqrt(d)
@@ -325,11 +322,12 @@ def _lora_score(model, toks: Tensor, docs: list[tuple[int, int]], idx: list[int]
             for b, ((ds, _), (ws, cs, ce)) in enumerate(zip(batch, spans)):
                 if not active[b]:
                     continue
-                assert cs - ws >= W - L and ce - ws <= W, (cs, ce, ws, W, L)
                 x[b, :ce - ws] = toks[ds + ws: ds + ce]
                 y[b, :ce - ws] = toks[ds + ws + 1: ds + ce + 1]
-                yb[b, cs - ws - (W - L): ce - ws - (W - L)] = nbytes[ds + cs + 1: ds + ce + 1]
-                score[b, cs - ws - (W - L): ce - ws - (W - L)] = True
+                lo, hi = cs - ws - (W - L), ce - ws - (W - L)  # the chunk in the last L positions
+                assert lo >= 0 and hi <= L, (cs, ce, ws, W, L)
+                yb[b, lo:hi] = nbytes[ds + cs + 1: ds + ce + 1]
+                score[b, lo:hi] = True
             need_train = any(train_mask)
             with torch.enable_grad() if need_train else torch.no_grad(), _autocast(device):
                 nll = model(x, y, reduction="none", lora=lora, last=L).float()  # (bsz, L)

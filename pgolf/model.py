@@ -39,9 +39,9 @@ ATTENTION_AUTO_ORDER = ("fa3", "cudnn", "flash")
 def resolve_attention(choice: str, device: torch.device, doc_mask: bool = False) -> str:
     """The exact attention kernel a run uses, chosen once: fa3 (FlashAttention 3, when importable), or one SDPA
     backend -- cudnn, flash, or sdpa (PyTorch's own pick). On CPU always sdpa. Sets SDPA's global backend flags.
-    With ``model.doc_mask``: flex (FlexAttention with a block mask in compiled forwards on CUDA of up to
-    FLEX_MAX_TOKENS; larger batches and the eager forwards take a dense mask through SDPA) or sdpa (a dense mask
-    everywhere)."""
+    With ``model.doc_mask``: flex (FlexAttention with a block mask in compiled training forwards on CUDA of up to
+    FLEX_MAX_TOKENS; evals, larger batches and eager forwards take a dense mask through SDPA: ``_flex``) or sdpa (a
+    dense mask everywhere)."""
     if device.type != "cuda":
         if choice == "fa3":
             raise RuntimeError("model.attention=fa3 but flash_attn_interface is not importable (or no CUDA)")
@@ -285,12 +285,11 @@ class Block(nn.Module):
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
         h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
-        a = self.attn_scale.to(x.dtype) * self.attn(h, cos, sin, lora, layer, mask)
-        if not self.parallel:
-            x = x + a
+        x = x + self.attn_scale.to(x.dtype) * self.attn(h, cos, sin, lora, layer, mask)
+        if not self.parallel:  # the MLP reads the attention's output (parallel: the same normed input)
             h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
         m = self.mlp(h) if lora is None else lora.add("mlp", layer, h, self.mlp(h))
-        return (x + a if self.parallel else x) + self.mlp_scale.to(x.dtype) * m
+        return x + self.mlp_scale.to(x.dtype) * m
 
 
 class SmearGate(nn.Module):

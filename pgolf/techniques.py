@@ -149,11 +149,11 @@ def ablations(recipe: Config) -> list[tuple[str, list[str]]]:
         others = [{k for k, _ in u.keys} for u in on if u is not t]
         shared_switch = {k for k, v in t.keys if v is True and any(k in o for o in others)}  # e.g. eval.ttt
         inner = set().union(*(o for o in others if o < mine)) | shared_switch
-        sets = [f"{k}={_get(default, k)}" for k, _ in t.keys if k in differs and k not in inner] or \
-            [f"{k}={_get(default, k)}" for k, _ in t.keys if k in differs]  # SmearGate v1: its switch alone
-        if sets:
-            apply_overrides(recipe, sets)  # a row that cannot run is a bug here, not at the device
-            out.append((t.name, sets))
+        changed = [k for k, _ in t.keys if k in differs]  # never empty: t is on
+        reset = [k for k in changed if k not in inner] or changed  # SmearGate v1: its switch alone
+        sets = [f"{k}={_get(default, k)}" for k in reset]
+        apply_overrides(recipe, sets)  # a row that cannot run is a bug here, not at the device
+        out.append((t.name, sets))
     return out
 
 
