@@ -122,6 +122,7 @@ def _resume(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from .evaluate import predicted_challenge_eval_s, rank_world
     from .score import score_artifact
 
     def progress(msg: str) -> None:  # data checks and the eval modes' progress lines; the scores go to stdout
@@ -129,9 +130,11 @@ def cmd_eval(args) -> int:
 
     res = score_artifact(args.artifact, args.data, args.tokenizer, args.mode, args.overrides, device=args.device,
                          log=progress if int(os.environ.get("RANK", "0")) == 0 else None)
+    world = rank_world()[1]
     for mode, r in res.items():
         print(f"{mode}: val_loss:{r.loss:.8f} val_bpb:{r.bpb:.8f} tokens:{r.tokens} bytes:{r.bytes:.0f} "
-              f"eval:{r.seconds:.1f}s")
+              f"eval:{r.seconds:.1f}s (predicted on the challenge's full val set on 8 GPUs like these: "
+              f"{predicted_challenge_eval_s(r.seconds, r.bytes, world, r.serial_s):.0f}s)")
     return 0
 
 

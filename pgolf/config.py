@@ -348,6 +348,7 @@ class EvalConfig:
     ttt_chunk: int = 256  # tokens scored, then trained on, per TTT step
     ttt_seq_len: int = 0  # TTT context window; 0 = train.seq_len (a shorter window than the model's loses context)
     ttt_batch_docs: int = 64  # documents adapted in parallel
+    ttt_compile: bool = True  # on CUDA: TTT's forward compiled (dynamic shapes), warmed up on random tokens untimed
     ttt_phases: int = 0  # phased TTT: after each of this many groups of scored documents, global SGD on them (0 = off)
     ttt_prefix_frac: float = 0.05  # the documents the phases cover, a fraction of the val docs (records: 2,500/50,000)
     ttt_sgd_lr: float = 0.001  # phased TTT: SGD learning rate on the base weights

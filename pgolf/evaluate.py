@@ -48,17 +48,20 @@ class EvalResult:
         return self.nll / (math.log(2.0) * self.bytes) if self.bytes else float("nan")
 
 
-CHALLENGE_VAL_TOKENS = 62_021_632  # the challenge's FineWeb validation shards (sp1024)
+# the challenge's FineWeb validation text, in bytes (derived from the records' logs of every tokenizer:
+# ../shared/reference/parameter_golf.md 1.4): the same for any tokenizer, where its token count is not
+CHALLENGE_VAL_BYTES = 151_080_363
 CHALLENGE_GPUS = 8
 
 
-def predicted_challenge_eval_s(seconds: float, val_tokens: int, world: int = 1, serial_s: float = 0.0) -> float:
+def predicted_challenge_eval_s(seconds: float, val_bytes: float, world: int = 1, serial_s: float = 0.0) -> float:
     """An eval mode's wall time on the challenge's full validation set on 8 GPUs of the kind that ran it, from the
-    time it took here: linear in the tokens scored, divided over the GPUs (each mode splits its work evenly) --
-    except ``serial_s``, work every process repeats (phased TTT's SGD on a fixed fraction of the documents), which
-    grows with the tokens but is not divided. The eval budget is 600 s per mode set; compile warm-up outside the
-    timer is not in ``seconds``."""
-    ratio = CHALLENGE_VAL_TOKENS / max(val_tokens, 1)
+    time it took here on ``val_bytes`` of text: linear in the text scored (so in the tokens, at the tokenizer's
+    bytes per token; golfbench's val runs 3% more bytes per sp1024 token than the challenge's), divided over the
+    GPUs (each mode splits its work evenly) -- except ``serial_s``, work every process repeats (phased TTT's SGD on
+    a fixed fraction of the documents), which grows with the text but is not divided. The eval budget is 600 s per
+    mode set; compile warm-up outside the timer is not in ``seconds``."""
+    ratio = CHALLENGE_VAL_BYTES / max(val_bytes, 1.0)
     return (seconds - serial_s) * world * ratio / CHALLENGE_GPUS + serial_s * ratio
 
 
@@ -186,16 +189,25 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, se
 class BatchedLoRA(nn.Module):
     """Independent rank-r adapters per batch element: delta(x) = x A^T B^T, A (bsz, r, in), B (bsz, out, r).
     Every document starts from the same A (``init_A``, fixed by a seed) and B = 0, so a document's adapted scores
-    depend on the document alone, not on its batch or rank."""
+    depend on the document alone, not on its batch or rank. A batch of n < bsz documents uses the first n rows
+    (the others get no gradient); ``reset`` puts every row back to its start, in place, so one set of adapters
+    (and one compiled graph) serves every batch."""
 
     def __init__(self, init_A: Tensor, bsz: int, d_out: int):
         super().__init__()
         rank, d_in = init_A.shape
+        self.register_buffer("A0", init_A.clone(), persistent=False)
         self.A = nn.Parameter(init_A.expand(bsz, rank, d_in).clone())
         self.B = nn.Parameter(torch.zeros(bsz, d_out, rank, dtype=init_A.dtype, device=init_A.device))
 
+    @torch.no_grad()
+    def reset(self) -> None:
+        self.A.copy_(self.A0.expand_as(self.A))
+        self.B.zero_()
+
     def forward(self, x: Tensor) -> Tensor:
-        return (x @ self.A.transpose(1, 2).to(x.dtype)) @ self.B.transpose(1, 2).to(x.dtype)
+        n = x.size(0)
+        return (x @ self.A[:n].transpose(1, 2).to(x.dtype)) @ self.B[:n].transpose(1, 2).to(x.dtype)
 
 
 class TTTAdapters(nn.Module):
@@ -232,10 +244,19 @@ class TTTAdapters(nn.Module):
         delta = self.adapters[target][layer](x)
         return out + (delta if self.scale is None else delta * self.scale)
 
+    def reset(self) -> None:
+        """Every adapter back to its seeded start (A) and zero (B), in place."""
+        for m in self.modules():
+            if isinstance(m, BatchedLoRA):
+                m.reset()
+
 
 def ttt_optimizer(params, lr: float, betas=(0.9, 0.95), wd: float = 0.0) -> torch.optim.Optimizer:
-    """The TTT adapters' optimizer: AdamW (decoupled weight decay ``wd``; with 0, Adam's exact steps), eps 1e-10."""
-    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=1e-10, weight_decay=wd)
+    """The TTT adapters' optimizer: AdamW (decoupled weight decay ``wd``; with 0, Adam's exact steps), eps 1e-10;
+    fused on CUDA (one kernel for every adapter)."""
+    params = list(params)
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=1e-10, weight_decay=wd,
+                             fused=bool(params) and params[0].is_cuda)
 
 
 def find_docs(tokens: Tensor, bos_id: int) -> list[tuple[int, int]]:
@@ -293,52 +314,51 @@ def _one_document_rows(model):
             model.one_document_rows = prev
 
 
-def _lora_score(model, toks: Tensor, docs: list[tuple[int, int]], idx: list[int], sums: Tensor, nbytes: Tensor,
-                device: torch.device, rank_r: int, lr: float, chunk: int, seq_len: int, batch_docs: int, betas,
-                wd: float, targets, alpha: float, seed: int, token_nll: dict[int, float] | None, progress: "Progress",
-                done: int) -> int:
-    """Score documents ``idx`` (rows of ``sums``) chunk by chunk with per-document LoRA (see ``eval_ttt``);
-    ``nbytes``: the bytes of every position of ``toks`` as a target."""
+def _lora_score(fwd, lora: TTTAdapters, opt, toks: Tensor, docs: list[tuple[int, int]], idx: list[int],
+                sums: Tensor, nbytes: Tensor, device: torch.device, chunk: int, seq_len: int, batch_docs: int,
+                token_nll: dict[int, float] | None, progress: "Progress", done: int) -> int:
+    """Score documents ``idx`` (rows of ``sums``) chunk by chunk with per-document LoRA (see ``eval_ttt``):
+    ``fwd(x, y, lora, last)`` is the model's per-token loss (compiled, maybe); ``lora`` and ``opt`` are reset for
+    every batch; ``nbytes``: the bytes of every position of ``toks`` as a target."""
     mine = sorted(idx, key=lambda i: docs[i][1])  # similar lengths share a batch
+    n_tok = toks.numel()
     for bi in range(0, len(mine), batch_docs):
         rows = mine[bi:bi + batch_docs]
         batch = [docs[i] for i in rows]
         bsz = len(batch)
-        lora = TTTAdapters(model, bsz, rank_r, seed=seed, targets=targets, alpha=alpha)
-        opt = ttt_optimizer(lora.parameters(), lr, betas, wd)
+        lora.reset()
+        opt.state.clear()  # the next step starts Adam's moments from zero, as a fresh optimizer would
         plans = [ttt_chunks(n - 1, chunk, seq_len) for _, n in batch]
+        row_ids = torch.tensor(rows, device=device)
         for ci in range(max(len(p) for p in plans)):
-            active = [ci < len(p) for p in plans]
             train_mask = [ci < len(p) - 1 for p in plans]  # the last chunk of a document is never trained on
-            spans = [p[ci] if ci < len(p) else (0, 0, 0) for p in plans]
+            # (window start, chunk start, chunk end) in the stream, per row; an inactive row is an empty window
+            spans = torch.tensor([(ds + p[ci][0], ds + p[ci][1], ds + p[ci][2]) if ci < len(p) else (0, 0, 0)
+                                  for (ds, _), p in zip(batch, plans)], dtype=torch.int64).to(device)
+            ws, cs, ce = spans.unbind(1)
             W = min((ci + 1) * chunk, seq_len)
             # every scored (and trained) target of a window lies in its last L positions: the head and the loss run
             # on those alone (a row's chunk ends at W, or, as its document's last chunk, inside the last L)
             L = min(chunk, W)
-            x = torch.zeros(bsz, W, dtype=torch.int64, device=device)
-            y = torch.zeros(bsz, W, dtype=torch.int64, device=device)
-            yb = torch.zeros(bsz, L, dtype=torch.int32, device=device)  # bytes of each target, last L positions
-            score = torch.zeros(bsz, L, dtype=torch.bool, device=device)
-            for b, ((ds, _), (ws, cs, ce)) in enumerate(zip(batch, spans)):
-                if not active[b]:
-                    continue
-                x[b, :ce - ws] = toks[ds + ws: ds + ce]
-                y[b, :ce - ws] = toks[ds + ws + 1: ds + ce + 1]
-                lo, hi = cs - ws - (W - L), ce - ws - (W - L)  # the chunk in the last L positions
-                assert lo >= 0 and hi <= L, (cs, ce, ws, W, L)
-                yb[b, lo:hi] = nbytes[ds + cs + 1: ds + ce + 1]
-                score[b, lo:hi] = True
+            col = torch.arange(W, device=device)
+            pos = ws[:, None] + col  # stream index of each input position; its target is the next token
+            valid = col < (ce - ws)[:, None]
+            x = torch.where(valid, toks[pos.clamp(max=n_tok - 1)], 0)
+            y = torch.where(valid, toks[(pos + 1).clamp(max=n_tok - 1)], 0)
+            tail = pos[:, W - L:] + 1  # the targets of the last L positions
+            score = (tail > cs[:, None]) & (tail <= ce[:, None])
+            yb = torch.where(score, nbytes[tail.clamp(max=n_tok - 1)], 0)
             need_train = any(train_mask)
             with torch.enable_grad() if need_train else torch.no_grad(), _autocast(device):
-                nll = model(x, y, reduction="none", lora=lora, last=L).float()  # (bsz, L)
+                nll = fwd(x, y, lora, L).float()  # (bsz, L)
             with torch.no_grad():
                 m = score.double()
                 per = torch.stack(((nll.detach().double() * m).sum(1), m.sum(1), (yb.double() * m).sum(1)), 1)
-                sums[rows] += per
+                sums[row_ids] += per
                 if token_nll is not None:
-                    for b, ((ds, _), (ws, _, _)) in enumerate(zip(batch, spans)):
+                    for b in range(bsz):
                         for p in score[b].nonzero().flatten().tolist():
-                            token_nll[ds + ws + (W - L) + p + 1] = nll[b, p].item()
+                            token_nll[int(tail[b, p])] = nll[b, p].item()
             if need_train:
                 tm = torch.tensor(train_mask, device=device, dtype=nll.dtype)[:, None] * score.to(nll.dtype)
                 per_doc = (nll * tm).sum(1) / tm.sum(1).clamp_min(1)
@@ -348,6 +368,36 @@ def _lora_score(model, toks: Tensor, docs: list[tuple[int, int]], idx: list[int]
         done += sum(n for _, n in batch)
         progress.update(done)
     return done
+
+
+def _ttt_forward(model, compile_: bool):
+    """TTT's per-token loss ``fwd(x, y, lora, last)``: the model's forward, or that forward compiled with dynamic
+    shapes (one graph for every window width and batch size; another for the no-grad last chunks)."""
+    def fwd(x: Tensor, y: Tensor, lora: TTTAdapters, last: int) -> Tensor:
+        return model(x, y, reduction="none", lora=lora, last=last)
+    return torch.compile(fwd, dynamic=True) if compile_ else fwd
+
+
+def _warm_up(fwd, lora: TTTAdapters, opt, vocab: int, device: torch.device, chunk: int, seq_len: int,
+             batch_docs: int) -> float:
+    """Compile ``fwd`` on random tokens (never the validation stream), at both window widths TTT meets, with and
+    without gradients, then put the adapters and the optimizer back to their start. Returns the seconds taken."""
+    t0 = time.perf_counter()
+    g = torch.Generator().manual_seed(0)
+    for W, grad in ((chunk, True), (seq_len, True), (seq_len, False)):
+        x, y = (torch.randint(0, vocab, (batch_docs, W), generator=g).to(device) for _ in range(2))
+        with torch.enable_grad() if grad else torch.no_grad(), _autocast(device):
+            nll = fwd(x, y, lora, min(chunk, W)).float()
+        if grad:
+            opt.zero_grad(set_to_none=True)
+            nll.mean().backward()
+            opt.step()
+    opt.zero_grad(set_to_none=True)
+    opt.state.clear()
+    lora.reset()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
 
 
 def _global_sgd(model, span: Tensor, device: torch.device, *, seq_len: int, batch_seqs: int, lr: float,
@@ -394,7 +444,7 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
              lr: float = 0.01, chunk: int = 256, seq_len: int = 1024, batch_docs: int = 64, bos_id: int = 1,
              betas=(0.9, 0.95), wd: float = 0.0, targets=("q", "v", "head"), alpha: float = 0.0, seed: int = 0,
              phases: int = 0, prefix_frac: float = 0.05, sgd_lr: float = 0.001, sgd_momentum: float = 0.9,
-             sgd_batch_seqs: int = 32, sgd_clip: float = 1.0,
+             sgd_batch_seqs: int = 32, sgd_clip: float = 1.0, compile_: bool = False,
              log: Callable[[str], None] | None = None, token_nll: dict[int, float] | None = None) -> EvalResult:
     """LoRA TTT eval: per document, chunk by chunk, score the chunk, then one AdamW step on that document's adapters
     using only the chunk just scored (never the document's last chunk: nothing after it is scored). ``table``: a
@@ -411,9 +461,11 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
     before it in the stream -- never on a later token. The base weights are restored afterwards.
     ``result.serial_s`` is the SGD's time, which every rank repeats (not divided over GPUs).
 
+    ``compile_``: the forward compiled (``_ttt_forward``), warmed up on random tokens before the timer starts, as
+    the records do; the warm-up's seconds go to the log, not to ``result.seconds``.
+
     ``token_nll``, when given, receives every scored target's NLL under its index in ``tokens`` -- for the
     perturbation tests."""
-    t0 = time.perf_counter()
     rank, world = rank_world()
     docs = find_docs(tokens, bos_id)
     plan = ttt_phase_plan(len(docs), phases, prefix_frac)
@@ -421,20 +473,28 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
     nbytes = target_bytes(table, toks)  # (N,) int32
     sums = torch.zeros(len(docs), 3, dtype=torch.float64, device=device)  # per document; rows of other ranks stay 0
     shares = [list(range(a + lo, a + hi)) for a, b, _ in plan for lo, hi in [rank_range(b - a, rank, world)]]
-    # progress in tokens, not documents: the batches go from short documents to long ones
-    progress = Progress("ttt tokens", sum(docs[i][1] for s in shares for i in s), log if rank == 0 else None)
-    done, sgd_s, sgd_tokens = 0, 0.0, 0
-    was_training = model.training
-    model.eval()
-    req = [p.requires_grad for p in model.parameters()]
+    was_training, req = model.training, [p.requires_grad for p in model.parameters()]
     saved = [p.detach().clone() for p in model.parameters()] if any(e for _, _, e in plan) else None
+    model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     try:
+        lora = TTTAdapters(model, batch_docs, rank_r, seed=seed, targets=targets, alpha=alpha)
+        opt = ttt_optimizer(lora.parameters(), lr, betas, wd)
+        fwd = _ttt_forward(model, compile_)
+        if compile_:
+            with _one_document_rows(model):
+                warm = _warm_up(fwd, lora, opt, model.tok_emb.weight.size(0), device, chunk, seq_len, batch_docs)
+            if log is not None and rank == 0:
+                log(f"ttt: compile warm-up on random tokens {warm:.1f}s (before the eval timer)")
+        t0 = time.perf_counter()
+        # progress in tokens, not documents: the batches go from short documents to long ones
+        progress = Progress("ttt tokens", sum(docs[i][1] for s in shares for i in s), log if rank == 0 else None)
+        done, sgd_s, sgd_tokens = 0, 0.0, 0
         for (a, b, sgd_end), mine in zip(plan, shares):
             with _one_document_rows(model):
-                done = _lora_score(model, toks, docs, mine, sums, nbytes, device, rank_r, lr, chunk, seq_len,
-                                   batch_docs, betas, wd, targets, alpha, seed, token_nll, progress, done)
+                done = _lora_score(fwd, lora, opt, toks, docs, mine, sums, nbytes, device, chunk, seq_len,
+                                   batch_docs, token_nll, progress, done)
             if sgd_end > 0:
                 t1 = time.perf_counter()
                 s0, (s_last, n_last) = docs[0][0], docs[sgd_end - 1]
@@ -498,7 +558,8 @@ def evaluate(model, eval_model, cfg, val_tokens: Tensor, table: ByteTable | Tens
             out[mode] = eval_windows(eval_model, val_tokens, table, seq, e.sliding_stride, e.sliding_batch_seqs,
                                      device, log, "sliding eval")
         elif mode == "ttt":
-            out[mode] = eval_ttt(model, val_tokens, table, device, **ttt_kwargs(cfg), log=log)
+            out[mode] = eval_ttt(model, val_tokens, table, device, **ttt_kwargs(cfg),
+                                 compile_=e.ttt_compile and device.type == "cuda", log=log)
         else:
             raise ValueError(f"unknown eval mode {mode!r}")
     return out

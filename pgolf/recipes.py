@@ -289,6 +289,10 @@ def _frontier_as_measured(name: str, embed: str) -> Config:
     c = frontier_sp8192()
     c.name = name
     c.model.doc_mask = False
+    # no depth recurrence: on the proxy its extra layers cost more steps than they gave (best, session 11: 2,603
+    # steps at 87.2 ms without it against 2,250 at 100.9 with it; pre-quant 1.2438 vs 1.2486 / 1.2499, final
+    # 1.21934 vs 1.22323 / 1.22465, spread of two runs 0.0014)
+    c.model.recur_from, c.model.recur_to, c.model.recur_loops, c.schedule.recur_start_frac = 0, 0, 1, 0.0
     c.quant.embed, c.quant.sdclip = embed, "attn:13,mlp:11.5,other:12.85"
     c.eval.ttt, c.eval.final = False, "sliding"
     return c

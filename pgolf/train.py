@@ -517,8 +517,7 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
     b.model.load_state_dict(deq, strict=True)
     modes = run_modes(cfg)
     rt = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.val_bytes, dev, modes, log)
-    n_val = int(b.data.val_tokens.numel())
-    eval_8gpu = {m: predicted_challenge_eval_s(r.seconds, n_val, info.world_size, r.serial_s) for m, r in rt.items()}
+    eval_8gpu = {m: predicted_challenge_eval_s(r.seconds, r.bytes, info.world_size, r.serial_s) for m, r in rt.items()}
     for m, r in rt.items():
         log(f"roundtrip {m}: val_loss:{r.loss:.4f} val_bpb:{r.bpb:.8f} eval:{r.seconds:.1f}s (predicted on the "
             f"challenge's full val set on 8 GPUs like these: {eval_8gpu[m]:.0f}s)")

@@ -329,12 +329,15 @@ def test_phased_ttt_with_zero_sgd_lr_is_plain_lora_ttt():
     assert r2.nll != r1.nll and r2.serial_s > 0 and r1.serial_s == 0
 
 
-def test_challenge_eval_prediction_does_not_divide_repeated_work():
-    from pgolf.evaluate import CHALLENGE_VAL_TOKENS, predicted_challenge_eval_s
+def test_challenge_eval_prediction_scales_by_text_and_does_not_divide_repeated_work():
+    """The prediction scales by the bytes of text scored, not by tokens (an sp8192 val set holds 30% fewer tokens
+    for the same text: a token ratio overstated its TTT time by half), and does not divide repeated work."""
+    from pgolf.evaluate import CHALLENGE_VAL_BYTES, predicted_challenge_eval_s
 
-    n = CHALLENGE_VAL_TOKENS // 10
+    n = CHALLENGE_VAL_BYTES / 10
     assert predicted_challenge_eval_s(8.0, n, world=1) == pytest.approx(10.0)
     assert predicted_challenge_eval_s(8.0, n, world=1, serial_s=4.0) == pytest.approx(5.0 + 40.0)
+    assert predicted_challenge_eval_s(8.0, n, world=2) == pytest.approx(20.0)
 
 
 def test_ttt_optimizer_is_adams_steps_without_decay_and_decays_with_it(monkeypatch):
@@ -417,3 +420,27 @@ def test_ttt_runs_the_head_only_on_the_positions_a_window_scores(monkeypatch):
                  token_nll=nll)
     assert seen and all(last == min(8, w) for w, last in seen) and max(w for w, _ in seen) == 24
     assert r.tokens == toks.numel() - 1 and sorted(nll) == list(range(1, toks.numel()))
+
+
+def test_compiled_ttt_scores_as_the_eager_one_and_before_it_learns():
+    """eval.ttt_compile: TTT's forward compiled with dynamic shapes (one graph for every window width and batch),
+    warmed up on random tokens, scores what the eager forward scores (the compiled kernels may round differently:
+    1e-9), adapts, and passes the perturbation check on the compiled path itself: no target's score moves with a
+    later token (bit for bit), and the change is seen."""
+    model, table, toks = toy_model(), toy_table(), toy_tokens(300, seed=4, bos_every=70)
+    cpu = torch.device("cpu")
+    kw = dict(rank_r=2, lr=0.01, chunk=8, seq_len=24, batch_docs=2)
+    logged = []
+    compiled = eval_ttt(model, toks, table, cpu, compile_=True, log=logged.append, **kw)
+    assert any("compile warm-up on random tokens" in line for line in logged)
+    eager = eval_ttt(model, toks, table, cpu, **kw)
+    assert compiled.nll == pytest.approx(eager.nll, rel=1e-9, abs=0) and compiled.bytes == eager.bytes
+    assert compiled.tokens == eager.tokens == toks.numel() - 1
+    assert eager.nll != pytest.approx(eval_ttt(model, toks, table, cpu, **dict(kw, lr=0.0)).nll, rel=1e-9)
+    ds, n = max(find_docs(toks, 1), key=lambda d: d[1])
+    a, b = {}, {}
+    eval_ttt(model, toks, table, cpu, compile_=True, token_nll=a, **kw)
+    eval_ttt(model, _perturbed(toks, ds, n, 20), table, cpu, compile_=True, token_nll=b, **kw)
+    assert a.keys() == b.keys() == set(range(1, toks.numel()))
+    assert all(b[j] == v for j, v in a.items() if j < ds + 20 or j >= ds + n)
+    assert any(b[j] != a[j] for j in range(ds + 20, ds + n))

@@ -542,7 +542,8 @@ def test_document_mask_refuses_a_flex_micro_batch_above_the_measured_limit(monke
 def test_ablation_rows_turn_one_technique_off_each():
     """pgolf techniques --ablate (issue 12's ablation table): a row per technique the recipe has on, each a valid
     config that differs from the recipe; SmearGate v2 off leaves v1 on; TTT's rows are absent from a recipe that
-    scores without TTT; the GPTQ-embedding row leaves GPTQ on; without --recipe, exit 2."""
+    scores without TTT, recurrence's from a recipe without it; the GPTQ-embedding row leaves GPTQ on; without
+    --recipe, exit 2."""
     from pgolf.cli import main
     from pgolf.config import apply_overrides
     from pgolf.recipes import get_recipe
@@ -552,7 +553,8 @@ def test_ablation_rows_turn_one_technique_off_each():
     rows = dict(ablations(best))
     assert rows["SmearGate v2 (gate from 12 dims, BOS-safe)"] == ["model.smear_window=0"]
     assert rows["GPTQ of the tied embedding (head inputs' Hessian; with quant.gptq)"] == ["quant.gptq_embed=False"]
-    assert not any("TTT" in name for name in rows) and "Depth recurrence" in rows
+    assert not any("TTT" in name for name in rows) and "Depth recurrence" not in rows  # best has it off
+    assert "Depth recurrence" in dict(ablations(get_recipe("frontier-sp8192")))
     for name, sets in rows.items():
         assert apply_overrides(best, sets).to_dict() != best.to_dict(), name
     ttt = dict(ablations(apply_overrides(best, ["eval.ttt=true"])))
