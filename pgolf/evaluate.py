@@ -330,11 +330,12 @@ def _lora_score(fwd, lora: TTTAdapters, opt, toks: Tensor, docs: list[tuple[int,
         opt.state.clear()  # the next step starts Adam's moments from zero, as a fresh optimizer would
         plans = [ttt_chunks(n - 1, chunk, seq_len) for _, n in batch]
         row_ids = torch.tensor(rows, device=device)
+        pad = [((0, 0), [])] * (bsz == 1)  # an empty second row: a compiled graph never meets batch size 1 (a recompile)
         for ci in range(max(len(p) for p in plans)):
-            train_mask = [ci < len(p) - 1 for p in plans]  # the last chunk of a document is never trained on
+            train_mask = [ci < len(p) - 1 for _, p in [*zip(batch, plans), *pad]]  # never a document's last chunk
             # (window start, chunk start, chunk end) in the stream, per row; an inactive row is an empty window
             spans = torch.tensor([(ds + p[ci][0], ds + p[ci][1], ds + p[ci][2]) if ci < len(p) else (0, 0, 0)
-                                  for (ds, _), p in zip(batch, plans)], dtype=torch.int64).to(device)
+                                  for (ds, _), p in [*zip(batch, plans), *pad]], dtype=torch.int64).to(device)
             ws, cs, ce = spans.unbind(1)
             W = min((ci + 1) * chunk, seq_len)
             # every scored (and trained) target of a window lies in its last L positions: the head and the loss run
@@ -349,12 +350,12 @@ def _lora_score(fwd, lora: TTTAdapters, opt, toks: Tensor, docs: list[tuple[int,
             score = (tail > cs[:, None]) & (tail <= ce[:, None])
             yb = torch.where(score, nbytes[tail.clamp(max=n_tok - 1)], 0)
             need_train = any(train_mask)
-            with torch.enable_grad() if need_train else torch.no_grad(), _autocast(device):
-                nll = fwd(x, y, lora, L).float()  # (bsz, L)
+            with torch.enable_grad(), _autocast(device):  # with gradients even where none is taken: one graph
+                nll = fwd(x, y, lora, L).float()  # (rows, L)
             with torch.no_grad():
                 m = score.double()
                 per = torch.stack(((nll.detach().double() * m).sum(1), m.sum(1), (yb.double() * m).sum(1)), 1)
-                sums[row_ids] += per
+                sums[row_ids] += per[:bsz]
                 if token_nll is not None:
                     for b in range(bsz):
                         for p in score[b].nonzero().flatten().tolist():
@@ -384,14 +385,13 @@ def _warm_up(fwd, lora: TTTAdapters, opt, vocab: int, device: torch.device, chun
     without gradients, then put the adapters and the optimizer back to their start. Returns the seconds taken."""
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(0)
-    for W, grad in ((chunk, True), (seq_len, True), (seq_len, False)):
-        x, y = (torch.randint(0, vocab, (batch_docs, W), generator=g).to(device) for _ in range(2))
-        with torch.enable_grad() if grad else torch.no_grad(), _autocast(device):
+    for W in (seq_len, chunk):
+        x, y = (torch.randint(0, vocab, (max(batch_docs, 2), W), generator=g).to(device) for _ in range(2))
+        with torch.enable_grad(), _autocast(device):
             nll = fwd(x, y, lora, min(chunk, W)).float()
-        if grad:
-            opt.zero_grad(set_to_none=True)
-            nll.mean().backward()
-            opt.step()
+        opt.zero_grad(set_to_none=True)
+        nll.mean().backward()
+        opt.step()
     opt.zero_grad(set_to_none=True)
     opt.state.clear()
     lora.reset()
@@ -479,7 +479,7 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        lora = TTTAdapters(model, batch_docs, rank_r, seed=seed, targets=targets, alpha=alpha)
+        lora = TTTAdapters(model, max(batch_docs, 2), rank_r, seed=seed, targets=targets, alpha=alpha)
         opt = ttt_optimizer(lora.parameters(), lr, betas, wd)
         fwd = _ttt_forward(model, compile_)
         if compile_:

@@ -426,13 +426,21 @@ def test_compiled_ttt_scores_as_the_eager_one_and_before_it_learns():
     """eval.ttt_compile: TTT's forward compiled with dynamic shapes (one graph for every window width and batch),
     warmed up on random tokens, scores what the eager forward scores (the compiled kernels may round differently:
     1e-9), adapts, and passes the perturbation check on the compiled path itself: no target's score moves with a
-    later token (bit for bit), and the change is seen."""
+    later token (bit for bit), and the change is seen. Two graphs serve every call (the full window, and the chunk
+    where window and head widths coincide): the warm-up compiles both, and no later batch -- a document's last
+    chunk (no update), a batch of one document (phases of one document each), another width -- compiles more."""
+    from torch._dynamo.utils import counters
+
     model, table, toks = toy_model(), toy_table(), toy_tokens(300, seed=4, bos_every=70)
     cpu = torch.device("cpu")
     kw = dict(rank_r=2, lr=0.01, chunk=8, seq_len=24, batch_docs=2)
     logged = []
+    graphs = counters["stats"]["unique_graphs"]
     compiled = eval_ttt(model, toks, table, cpu, compile_=True, log=logged.append, **kw)
     assert any("compile warm-up on random tokens" in line for line in logged)
+    assert counters["stats"]["unique_graphs"] - graphs == 2
+    eval_ttt(model, toks, table, cpu, compile_=True, phases=4, prefix_frac=0.3, sgd_lr=0.01, **kw)
+    assert counters["stats"]["unique_graphs"] - graphs == 2
     eager = eval_ttt(model, toks, table, cpu, **kw)
     assert compiled.nll == pytest.approx(eager.nll, rel=1e-9, abs=0) and compiled.bytes == eager.bytes
     assert compiled.tokens == eager.tokens == toks.numel() - 1
