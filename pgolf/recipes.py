@@ -285,7 +285,7 @@ def _frontier_as_measured(name: str, embed: str) -> Config:
     """``frontier-sp8192`` as pgolf's `best` recipes run it on the proxy: no document mask (FlexAttention's mask cost
     8.7% a step, 109.4 vs 100.7 ms, session 10), SDClip on the matrices only with the tied embedding at ``embed``
     with its row max (an SDClip'd embedding cost +0.095 on session 6's weights), scored by the sliding eval (TTT
-    unmeasured with the records' settings)."""
+    measured with the records' settings, but over the eval budget uncompiled: session 11)."""
     c = frontier_sp8192()
     c.name = name
     c.model.doc_mask = False
@@ -300,18 +300,18 @@ def _frontier_as_measured(name: str, embed: str) -> Config:
 
 def best() -> Config:
     """pgolf's strongest measured combination at sp1024: ``frontier-sp8192``'s model and optimizer (11L x 512 MLP 4x,
-    XSA on all layers, partial RoPE, LN scale, QK gain 5, the sparse attention-output gate, SmearGate v2, layers 3-5
-    looped from 35%, parallel lanes from 8; Muon with Polar Express and row normalisation, EMA 0.9965, warm-down over
-    85% to a 0.1 floor; batch 786,432 at seq 2048) with the 2026-03-31 record's BigramHash 2816x112 for the small
-    vocabulary, without the document mask; the export that measured best on pgolf's own weights: GPTQ with SDClip
-    on the int6 matrices (attention 13, MLP 11.5, other 12.85) and the tied embedding at int8 with its row max,
-    GPTQ'd too; LQER rank 4 on the top 3; rows in similarity order; brotli-11; final sliding s64. 32,643,718
+    XSA on all layers, partial RoPE, LN scale, QK gain 5, the sparse attention-output gate, SmearGate v2, parallel
+    lanes from 8; Muon with Polar Express and row normalisation, EMA 0.9965, warm-down over 85% to a 0.1 floor;
+    batch 786,432 at seq 2048) with the 2026-03-31 record's BigramHash 2816x112 for the small vocabulary, without
+    the document mask and without depth recurrence; the export that measured best on pgolf's own weights: GPTQ with
+    SDClip on the int6 matrices (attention 13, MLP 11.5, other 12.85) and the tied embedding at int8 with its row
+    max, GPTQ'd too; LQER rank 4 on the top 3; rows in similarity order; brotli-11; final sliding s64. 32,643,718
     parameters.
-    Proxy (H200, BENCHMARKS session 10; formerly the recipe ``frontier-sp1024``): two runs in two leases, 2,255 /
-    2,250 steps at 100.7 / 100.9 ms, pre-quant plain 1.2486 / 1.2499, final sliding s64 **1.22323 / 1.22465** at
-    14,780,156 / 14,779,778 bytes. With the document mask (FlexAttention) the step was 109.4 ms, and session 9's
-    run 1.2532 / 1.22701. Beside the 2026-03-31 record in the same lease (its post-EMA pre-quant plain 1.2566 at
-    2,415 steps): 1.2486. `best-v1` (session 9, 11 layers, k 8 export): 1.23388. GPTQ 10.5 s of the 13 s reserve."""
+    Proxy (H200, BENCHMARKS session 11): 2,603 steps at 87.2 ms, pre-quant plain **1.2438**, final sliding s64
+    **1.21934** at 14,778,247 bytes. With layers 3-5 looped from 35% (session 10, two runs in two leases): 2,255 /
+    2,250 steps at 100.7 / 100.9 ms, pre-quant 1.2486 / 1.2499, final 1.22323 / 1.22465. With the document mask
+    (FlexAttention) the step was 109.4 ms. Beside the 2026-03-31 record in one lease (its post-EMA pre-quant plain
+    1.2566 at 2,415 steps): 1.2486 (session 10). `best-v1` (session 9, 11 layers, k 8 export): 1.23388."""
     c = _frontier_as_measured("best", embed="int8")
     c.model.vocab_size, c.model.bigram_buckets, c.model.bigram_dim = 1024, 2816, 112
     return c
@@ -319,14 +319,15 @@ def best() -> Config:
 
 def best_sp8192() -> Config:
     """pgolf's strongest measured combination at sp8192 (train it on an sp8192 build: ``pgolf data build`` with the
-    challenge's fineweb_8192_bpe.model): ``frontier-sp8192`` without the document mask, MLP 3.25x so that the int6
-    matrices and an int7 row-max embedding (GPTQ'd) fit (predicted 15,635,382 bytes), SDClip on the matrices only
-    (an SDClip'd embedding cost +0.095 on session 6's weights); final sliding s64.
-    Proxy (H200, BENCHMARKS session 10): 2,238 steps at 101.4 ms, pre-quant plain 1.2294, final sliding s64
-    **1.21246** at 15,558,275 bytes, against `best` 1.22465 in the call before on the same GPU. Its LoRA TTT with
-    the old defaults (Adam lr 0.01 at rank 80, 48-token chunks) scored 1.6023: the adapters diverged; the records'
-    settings (AdamW lr 1e-4, beta1 0, beta2 0.99, decay 0.5) are set here, unmeasured, so TTT stays off.
-    The former `best-sp8192` (`best-v1` at 11 layers) scored 1.2338 in session 7."""
+    challenge's fineweb_8192_bpe.model): ``frontier-sp8192`` without the document mask and without depth recurrence,
+    MLP 3.25x so that the int6 matrices and an int7 row-max embedding (GPTQ'd) fit, SDClip on the matrices only (an
+    SDClip'd embedding cost +0.095 on session 6's weights); final sliding s64. It carries the records' TTT settings
+    (phased, LoRA rank 80 alpha 144 on every projection, 48-token chunks, AdamW lr 1e-4 beta1 0 beta2 0.99 decay
+    0.5) with TTT off: ``--set eval.ttt=true --set eval.final=ttt`` scores with it.
+    Proxy (H200, BENCHMARKS session 11): 2,591 steps at 87.6 ms, pre-quant plain 1.2283, final sliding s64
+    **1.21200** at 15,560,910 bytes; TTT on that artifact **1.20262** (eager, 344 s: 659 s predicted on 8 GPUs, over
+    the 600 s budget; the compiled TTT, 2.8x faster a full-window step, is unmeasured end to end). With recurrence,
+    the same session: 1.21186, TTT 1.20352 (439 s). `best` (sp1024) in the same configuration: 1.21934."""
     c = _frontier_as_measured("best-sp8192", embed="int7")
     c.model.mlp_mult = 3.25
     return c

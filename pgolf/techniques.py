@@ -53,7 +53,10 @@ TECHNIQUES: tuple[Technique, ...] = (
               "~0.0022 (two lanes)", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
     Technique("Depth recurrence", (("model.recur_from", 4), ("model.recur_to", 6), ("model.recur_loops", 2),
                                    ("schedule.recur_start_frac", 0.48)), "03-31 #1204; 3-5 x2 from 0.35 later",
-              "~0.002-0.003"),
+              "~0.002-0.003",
+              measured="off on the proxy (H200): `best` 2,603 steps at 87.2 ms, pre-quant 1.2438, final 1.21934 vs "
+                       "2,250 at 100.9 ms, 1.2486 / 1.2499, 1.22323 / 1.22465 with it (other leases; spread 0.0014); "
+                       "`best-sp8192` 1.21200 vs 1.21186 (same session): off in both (BENCHMARKS, session 11)"),
     Technique("Muon Polar Express coefficients", (("optim.muon_ns", "polar_express"),), "#1344 (04-23)",
               "part of 1.0634", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
     Technique("MuonEq-R (row-normalised update)", (("optim.muon_row_norm", True),), "arXiv:2603.28254, #1285",
@@ -97,7 +100,10 @@ TECHNIQUES: tuple[Technique, ...] = (
                ("eval.ttt_beta1", 0.0), ("eval.ttt_beta2", 0.99), ("eval.ttt_wd", 0.5),
                ("eval.ttt_targets", "q,k,v,o,mlp,head"), ("eval.ttt_alpha", 144.0)),
               "#1530 (04-10), alpha #1767 (04-23), rank 80 / beta2 0.99 / decay 0.5 the 04-27 stack",
-              "~-0.008 nats vs sliding (#1530); -0.012 to -0.013 with phases (quantized plain -> TTT)"),
+              "~-0.008 nats vs sliding (#1530); -0.012 to -0.013 with phases (quantized plain -> TTT)",
+              measured="proxy (H200), with 3 phases, on `best-sp8192`'s artifact: -0.0094 vs sliding s64 (1.20262 vs "
+                       "1.21200; eager 344 s, 659 s predicted on 8 GPUs) and -0.0083 with recurrence (1.20352 vs "
+                       "1.21186; 439 s) (BENCHMARKS, session 11)"),
     Technique("LQER (rank-4 error correction, int2/int4 factors)", (("quant.lqer_top", 3), ("quant.lqer_rank", 4)),
               "#1797 (04-27)", "part of 1.0611 (#1855)",
               measured="proxy: top 4 -0.0002 (best, +9.7 KB) / -0.0004 (best-sp8192, +12 KB) (BENCHMARKS, "

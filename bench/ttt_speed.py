@@ -1,0 +1,98 @@
+"""TTT's eval, eager against compiled (``eval.ttt_compile``), on a recipe's model (random init with non-zero output
+projections, or an artifact's weights with --artifact) and the first DOCS documents of a val shard: the compile
+warm-up, the timed seconds, tokens/s and val_bpb of each path; then one full-window step (fwd + bwd + AdamW) of
+each, alone. The compiled path's scores differ from the eager one's by rounding only.
+
+    python3 bench/ttt_speed.py --recipe best-sp8192 --data .data/golfbench_sp8192 \\
+        --tokenizer .bench/tokenizers/fineweb_8192_bpe.model --docs 128 [--phases 0] [--artifact model.pgz]
+"""
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from pgolf.data import load_tokens
+from pgolf.evaluate import TTTAdapters, _autocast, _ttt_forward, eval_ttt, find_docs, ttt_kwargs, ttt_optimizer
+from pgolf.model import GPT, apply_precision
+from pgolf.recipes import get_recipe
+from pgolf.tokenizer import build_byte_table, load_sentencepiece
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def step_ms(fwd, lora, opt, x, L, n=5) -> float:
+    """Milliseconds of one TTT step (forward, backward, AdamW) on the batch x, after two untimed ones."""
+    def once():
+        with torch.enable_grad(), _autocast(x.device):
+            nll = fwd(x, x.roll(-1, 1), lora, L).float()
+        opt.zero_grad(set_to_none=True)
+        nll.mean().backward()
+        opt.step()
+    once(), once()
+    sync(x.device)
+    t = time.perf_counter()
+    for _ in range(n):
+        once()
+    sync(x.device)
+    return (time.perf_counter() - t) / n * 1e3
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--recipe", default="best-sp8192")
+    p.add_argument("--data", required=True)
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--docs", type=int, default=128)
+    p.add_argument("--phases", type=int, default=None, help="eval.ttt_phases (default: the recipe's)")
+    p.add_argument("--artifact", default=None)
+    p.add_argument("--paths", default="compiled,eager", help="which of compiled, eager to run")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a = p.parse_args()
+    paths = [(n, n == "compiled") for n in a.paths.split(",")]
+    cfg = get_recipe(a.recipe)
+    dev = torch.device(a.device)
+    torch.manual_seed(0)
+    model = GPT(cfg.model).to(dev)
+    apply_precision(model, dev)
+    backend = model.use_attention(dev)
+    if a.artifact:
+        from pgolf.quant import read_artifact
+        model.load_state_dict(read_artifact(a.artifact)[1], strict=True)
+    else:
+        with torch.no_grad():
+            for q in model.parameters():
+                if q.ndim == 2 and q.abs().sum() == 0:
+                    q.normal_(0, 0.02)
+    model.looped = True
+    toks = load_tokens(sorted(Path(a.data).glob("fineweb_val_*.bin")))
+    docs = find_docs(toks, cfg.model.bos_id)
+    part = toks[docs[0][0]: docs[min(a.docs, len(docs) - 1)][0] + 1]
+    table = build_byte_table(load_sentencepiece(a.tokenizer), cfg.model.vocab_size).to(dev)
+    kw = ttt_kwargs(cfg)
+    if a.phases is not None:
+        kw["phases"] = a.phases
+    print(f"recipe {a.recipe} attention {backend} layers {len(model.layer_order(True))} tokens {part.numel():,} "
+          f"TTT {kw}", flush=True)
+    for name, comp in paths:
+        sync(dev)
+        t = time.perf_counter()
+        r = eval_ttt(model, part, table, dev, compile_=comp, log=print, **kw)
+        print(f"{name}: val_bpb {r.bpb:.8f} eval {r.seconds:.1f}s ({r.tokens / r.seconds:,.0f} tokens/s), "
+              f"{time.perf_counter() - t:.1f}s with the warm-up", flush=True)
+    e = cfg.eval
+    lora = TTTAdapters(model, e.ttt_batch_docs, e.ttt_rank, targets=e.ttt_targets, alpha=e.ttt_alpha)
+    opt = ttt_optimizer(lora.parameters(), e.ttt_lr, (e.ttt_beta1, e.ttt_beta2), e.ttt_wd)
+    x = torch.randint(0, cfg.model.vocab_size, (e.ttt_batch_docs, cfg.ttt_window()), device=dev)
+    for p_ in model.parameters():
+        p_.requires_grad_(False)
+    for name, comp in paths:
+        print(f"{name}: {step_ms(_ttt_forward(model, comp), lora, opt, x, e.ttt_chunk):.1f} ms a "
+              f"{tuple(x.shape)} step", flush=True)
+
+
+if __name__ == "__main__":
+    main()
