@@ -330,7 +330,7 @@ def _lora_score(fwd, lora: TTTAdapters, opt, toks: Tensor, docs: list[tuple[int,
         opt.state.clear()  # the next step starts Adam's moments from zero, as a fresh optimizer would
         plans = [ttt_chunks(n - 1, chunk, seq_len) for _, n in batch]
         row_ids = torch.tensor(rows, device=device)
-        pad = [((0, 0), [])] * (bsz == 1)  # an empty second row: a compiled graph never meets batch size 1 (a recompile)
+        pad = [((0, 0), [])] * (bsz == 1)  # an empty second row: a compiled graph never sees batch size 1
         for ci in range(max(len(p) for p in plans)):
             train_mask = [ci < len(p) - 1 for _, p in [*zip(batch, plans), *pad]]  # never a document's last chunk
             # (window start, chunk start, chunk end) in the stream, per row; an inactive row is an empty window
@@ -373,7 +373,8 @@ def _lora_score(fwd, lora: TTTAdapters, opt, toks: Tensor, docs: list[tuple[int,
 
 def _ttt_forward(model, compile_: bool):
     """TTT's per-token loss ``fwd(x, y, lora, last)``: the model's forward, or that forward compiled with dynamic
-    shapes (one graph for every window width and batch size; another for the no-grad last chunks)."""
+    shapes: one graph for every window wider than the chunk and every batch size of two or more, one for the
+    first chunk (window = chunk). TTT always calls it with gradients on (a no-grad call would compile a third)."""
     def fwd(x: Tensor, y: Tensor, lora: TTTAdapters, last: int) -> Tensor:
         return model(x, y, reduction="none", lora=lora, last=last)
     return torch.compile(fwd, dynamic=True) if compile_ else fwd
@@ -381,8 +382,9 @@ def _ttt_forward(model, compile_: bool):
 
 def _warm_up(fwd, lora: TTTAdapters, opt, vocab: int, device: torch.device, chunk: int, seq_len: int,
              batch_docs: int) -> float:
-    """Compile ``fwd`` on random tokens (never the validation stream), at both window widths TTT meets, with and
-    without gradients, then put the adapters and the optimizer back to their start. Returns the seconds taken."""
+    """Compile ``fwd`` on random tokens (never the validation stream): a full window and a first chunk, each with a
+    backward and an AdamW step, as TTT calls it; then put the adapters and the optimizer back to their start.
+    Returns the seconds taken."""
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(0)
     for W in (seq_len, chunk):
