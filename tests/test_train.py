@@ -51,6 +51,10 @@ def test_pgolf_eval_reproduces_the_run(tiny_run):
     got = {line.split(":")[0]: float(line.split("val_bpb:")[1].split()[0]) for line in r.stdout.splitlines()}
     for mode in ("plain", "sliding", "ttt"):
         assert got[mode] == pytest.approx(s["roundtrip"][mode]["val_bpb"], abs=1e-6), mode
+    # each mode's line carries the 8-GPU prediction the run's summary holds (from bytes of text: the same here)
+    pred = {line.split(":")[0]: float(line.split("8 GPUs like these: ")[1].rstrip("s)"))
+            for line in r.stdout.splitlines()}
+    assert pred.keys() == got.keys() and all(v > 0 for v in pred.values())
 
 
 @pytest.mark.parametrize("extra", [{}, dict(optim__grad_clip_norm=0.3, optim__muon_ns="polar_express",
