@@ -49,6 +49,20 @@ def smooth(xs: list[float]) -> list[float]:
     return out
 
 
+def _linear_map(xs: list[float], ys: list[float]):
+    """x -> y along the points (xs increasing), extended past both ends at the mean slope: an axis made with it
+    puts no tick of a value beyond the run at the run's last point (interpolation alone clamps them there)."""
+    import numpy as np
+
+    slope = (ys[-1] - ys[0]) / (xs[-1] - xs[0])
+
+    def f(x):
+        x = np.asarray(x, dtype=float)
+        y = np.interp(x, xs, ys)
+        return np.where(x > xs[-1], ys[-1] + (x - xs[-1]) * slope, np.where(x < xs[0], ys[0] + (x - xs[0]) * slope, y))
+    return f
+
+
 def _summary(run: Path) -> dict:
     try:
         return json.loads((run / "summary.json").read_text())
@@ -101,16 +115,16 @@ def plot_run(run: str | os.PathLike, out: str | os.PathLike | None = None) -> Pa
         lr.plot(t, [r.get("lr_scale", math.nan) for r in train], lw=1.0, ls="--", color="tab:gray")
         lr.set_ylabel("LR scale (dashed)")
         lr.set_ylim(0, 1.05)
+        settled = smooth(loss)[len(loss) // 20:]  # the first steps' loss (~ln V) would flatten the rest
+        if settled and max(settled) < max(loss):
+            ax.set_ylim(min(loss) - 0.05 * (max(settled) - min(loss)), min(max(loss), 1.25 * max(settled)))
         steps = [r["step"] for r in train]
-        if len(t) > 1 and all(b > a for a, b in zip(t, t[1:])):
-            import numpy as np
-
-            top = ax.secondary_xaxis("top", functions=(lambda x: np.interp(x, t, steps),
-                                                       lambda k: np.interp(k, steps, t)))
+        if len(t) > 1 and all(b > a for a, b in zip(t, t[1:])) and steps[-1] > steps[0]:
+            top = ax.secondary_xaxis("top", functions=(_linear_map(t, steps), _linear_map(steps, t)))
             top.set_xlabel("step")
             q = s.get("qat_from_step")
             if q:
-                ax.axvline(float(np.interp(q, steps, t)), color="tab:red", lw=0.8, ls=":", label=f"QAT from step {q}")
+                ax.axvline(float(_linear_map(steps, t)(q)), color="tab:red", lw=0.8, ls=":", label=f"QAT from step {q}")
     ax.set(xlabel="training seconds", ylabel="train loss (nats)")
     ax.legend(loc="upper right", fontsize=8)
     if val:

@@ -275,6 +275,19 @@ def test_loss_png_and_its_title(tiny_run):
     assert max(sm[100:]) - min(sm[100:]) < 0.2
 
 
+def test_the_step_axis_extends_past_the_run_instead_of_piling_ticks_on_its_end():
+    """loss.png's top axis maps seconds to steps along the run and at its mean rate beyond it: a tick of 3,000
+    steps on a 2,603-step run falls outside the axis (interpolation alone put it on the run's last point, over the
+    2,500 tick), and the two maps invert each other."""
+    from pgolf.plots import _linear_map
+
+    t, steps = [0.0, 10.0, 100.0, 226.0], [1, 100, 1100, 2603]
+    to_step, to_t = _linear_map(t, steps), _linear_map(steps, t)
+    assert to_t(3000) > 226.0 and to_t(2500) < 226.0 and to_step(-5.0) < 1
+    for x in (-5.0, 0.0, 55.0, 226.0, 300.0):
+        assert float(to_t(to_step(x))) == pytest.approx(x)
+
+
 def test_without_matplotlib_a_plot_is_one_line(tiny_run, monkeypatch, capsys):
     from pgolf.plots import plot_run
 
