@@ -305,8 +305,8 @@ def best() -> Config:
     batch 786,432 at seq 2048) with the 2026-03-31 record's BigramHash 2816x112 for the small vocabulary, without
     the document mask and without depth recurrence; the export that measured best on pgolf's own weights: GPTQ with
     SDClip on the int6 matrices (attention 13, MLP 11.5, other 12.85) and the tied embedding at int8 with its row
-    max, GPTQ'd too; LQER rank 4 on the top 3; rows in similarity order; brotli-11; final sliding s64. 32,643,718
-    parameters.
+    max, GPTQ'd too; LQER rank 4 on the top 3; rows in similarity order; brotli-11; final sliding s64. 32,642,694
+    parameters (two U-Net skip weights fewer than with the looped layers: 14 virtual layers made 7).
     Proxy (H200, BENCHMARKS session 11): 2,603 steps at 87.2 ms, pre-quant plain **1.2438**, final sliding s64
     **1.21934** at 14,778,247 bytes. With layers 3-5 looped from 35% (session 10, two runs in two leases): 2,255 /
     2,250 steps at 100.7 / 100.9 ms, pre-quant 1.2486 / 1.2499, final 1.22323 / 1.22465. With the document mask
