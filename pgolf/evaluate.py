@@ -38,6 +38,7 @@ class EvalResult:
     bytes: float
     seconds: float = 0.0
     serial_s: float = 0.0  # of ``seconds``, the work every process repeats (phased TTT's global SGD)
+    warmup_s: float = 0.0  # before ``seconds``, outside the eval timer: compiling on random tokens (compiled TTT)
 
     @property
     def loss(self) -> float:
@@ -484,6 +485,7 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
         lora = TTTAdapters(model, max(batch_docs, 2), rank_r, seed=seed, targets=targets, alpha=alpha)
         opt = ttt_optimizer(lora.parameters(), lr, betas, wd)
         fwd = _ttt_forward(model, compile_)
+        warm = 0.0
         if compile_:
             with _one_document_rows(model):
                 warm = _warm_up(fwd, lora, opt, model.tok_emb.weight.size(0), device, chunk, seq_len, batch_docs)
@@ -519,7 +521,7 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
     cols = sums.cpu().tolist()
     nll, n, nbytes = math.fsum(r[0] for r in cols), int(round(math.fsum(r[1] for r in cols))), \
         math.fsum(r[2] for r in cols)
-    return EvalResult(nll, n, nbytes, time.perf_counter() - t0, sgd_s)
+    return EvalResult(nll, n, nbytes, time.perf_counter() - t0, sgd_s, warm)
 
 
 EVAL_MODES = ("plain", "sliding", "ttt")

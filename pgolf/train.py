@@ -532,8 +532,7 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "prequant": {m: {"val_loss": r.loss, "val_bpb": r.bpb, "eval_s": r.seconds} for m, r in pre.items()},
         "roundtrip": {m: {"val_loss": r.loss, "val_bpb": r.bpb, "eval_s": r.seconds, "tokens": r.tokens,
-                          "bytes": r.bytes,
-                          "eval_s_challenge_8gpu": eval_8gpu[m]}
+                          "bytes": r.bytes, "eval_s_challenge_8gpu": eval_8gpu[m], "warmup_s": r.warmup_s}
                       for m, r in rt.items()},
         "final_mode": cfg.eval.final, "val_loss": final.loss, "val_bpb": final.bpb,
         "bytes_model": nbytes, "bytes_code": code_bytes, "bytes_total": total, "bytes_predicted_model": b.predicted,

@@ -444,6 +444,7 @@ def test_compiled_ttt_scores_as_the_eager_one_and_before_it_learns():
     eager = eval_ttt(model, toks, table, cpu, **kw)
     assert compiled.nll == pytest.approx(eager.nll, rel=1e-9, abs=0) and compiled.bytes == eager.bytes
     assert compiled.tokens == eager.tokens == toks.numel() - 1
+    assert compiled.warmup_s > 0 and eager.warmup_s == 0  # the warm-up is reported, outside ``seconds``
     assert eager.nll != pytest.approx(eval_ttt(model, toks, table, cpu, **dict(kw, lr=0.0)).nll, rel=1e-9)
     ds, n = max(find_docs(toks, 1), key=lambda d: d[1])
     a, b = {}, {}
