@@ -439,8 +439,12 @@ def test_compiled_ttt_scores_as_the_eager_one_and_before_it_learns():
     compiled = eval_ttt(model, toks, table, cpu, compile_=True, log=logged.append, **kw)
     assert any("compile warm-up on random tokens" in line for line in logged)
     assert counters["stats"]["unique_graphs"] - graphs == 2
-    eval_ttt(model, toks, table, cpu, compile_=True, phases=4, prefix_frac=0.3, sgd_lr=0.01, **kw)
+    phased = dict(phases=4, prefix_frac=0.3, sgd_lr=0.05)  # phases of one document each: batches of one
+    compiled_phased = eval_ttt(model, toks, table, cpu, compile_=True, **phased, **kw)
     assert counters["stats"]["unique_graphs"] - graphs == 2
+    # the graphs read the weights the phases' SGD changed (not constants captured at compile time)
+    assert compiled_phased.nll == pytest.approx(eval_ttt(model, toks, table, cpu, **phased, **kw).nll, rel=1e-9,
+                                                abs=0)
     eager = eval_ttt(model, toks, table, cpu, **kw)
     assert compiled.nll == pytest.approx(eager.nll, rel=1e-9, abs=0) and compiled.bytes == eager.bytes
     assert compiled.tokens == eager.tokens == toks.numel() - 1
