@@ -55,28 +55,28 @@ def main() -> None:
     paths = [(n, n == "compiled") for n in a.paths.split(",")]
     cfg = get_recipe(a.recipe)
     dev = torch.device(a.device)
-    torch.manual_seed(0)
-    model = GPT(cfg.model).to(dev)
-    apply_precision(model, dev)
-    backend = model.use_attention(dev)
-    if a.artifact:
-        from pgolf.quant import read_artifact
-        model.load_state_dict(read_artifact(a.artifact)[1], strict=True)
+    if a.artifact:  # the model the artifact's own header describes, with its weights (pgolf.load)
+        from pgolf.sample import load
+        model = load(a.artifact, a.tokenizer, dev)[0]
     else:
+        torch.manual_seed(0)
+        model = GPT(cfg.model).to(dev)
+        apply_precision(model, dev)
+        model.use_attention(dev)
         with torch.no_grad():
             for q in model.parameters():
                 if q.ndim == 2 and q.abs().sum() == 0:
                     q.normal_(0, 0.02)
     model.looped = True
     toks = load_tokens(sorted(Path(a.data).glob("fineweb_val_*.bin")))
-    docs = find_docs(toks, cfg.model.bos_id)
+    docs = find_docs(toks, model.cfg.bos_id)
     part = toks[docs[0][0]: docs[min(a.docs, len(docs) - 1)][0] + 1]
-    table = build_byte_table(load_sentencepiece(a.tokenizer), cfg.model.vocab_size).to(dev)
+    table = build_byte_table(load_sentencepiece(a.tokenizer), model.cfg.vocab_size).to(dev)
     kw = ttt_kwargs(cfg)
     if a.phases is not None:
         kw["phases"] = a.phases
-    print(f"recipe {a.recipe} attention {backend} layers {len(model.layer_order(True))} tokens {part.numel():,} "
-          f"TTT {kw}", flush=True)
+    print(f"recipe {a.recipe} attention {model.blocks[0].attn.backend} layers {len(model.layer_order(True))} "
+          f"tokens {part.numel():,} TTT {kw}", flush=True)
     for name, comp in paths:
         sync(dev)
         t = time.perf_counter()

@@ -331,12 +331,14 @@ def _lora_score(fwd, lora: TTTAdapters, opt, toks: Tensor, docs: list[tuple[int,
         opt.state.clear()  # the next step starts Adam's moments from zero, as a fresh optimizer would
         plans = [ttt_chunks(n - 1, chunk, seq_len) for _, n in batch]
         row_ids = torch.tensor(rows, device=device)
-        pad = [((0, 0), [])] * (bsz == 1)  # an empty second row: a compiled graph never sees batch size 1
+        # (document start, chunk plan) per row; a batch of one gets an empty second row: a compiled graph never
+        # sees batch size 1
+        row_plans = [(ds, p) for (ds, _), p in zip(batch, plans)] + [(0, [])] * (bsz == 1)
         for ci in range(max(len(p) for p in plans)):
-            train_mask = [ci < len(p) - 1 for _, p in [*zip(batch, plans), *pad]]  # never a document's last chunk
+            train_mask = [ci < len(p) - 1 for _, p in row_plans]  # never a document's last chunk
             # (window start, chunk start, chunk end) in the stream, per row; an inactive row is an empty window
             spans = torch.tensor([(ds + p[ci][0], ds + p[ci][1], ds + p[ci][2]) if ci < len(p) else (0, 0, 0)
-                                  for (ds, _), p in [*zip(batch, plans), *pad]], dtype=torch.int64).to(device)
+                                  for ds, p in row_plans], dtype=torch.int64).to(device)
             ws, cs, ce = spans.unbind(1)
             W = min((ci + 1) * chunk, seq_len)
             # every scored (and trained) target of a window lies in its last L positions: the head and the loss run
@@ -382,14 +384,14 @@ def _ttt_forward(model, compile_: bool):
 
 
 def _warm_up(fwd, lora: TTTAdapters, opt, vocab: int, device: torch.device, chunk: int, seq_len: int,
-             batch_docs: int) -> float:
+             rows: int) -> float:
     """Compile ``fwd`` on random tokens (never the validation stream): a full window and a first chunk, each with a
     backward and an AdamW step, as TTT calls it; then put the adapters and the optimizer back to their start.
     Returns the seconds taken."""
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(0)
     for W in (seq_len, chunk):
-        x, y = (torch.randint(0, vocab, (max(batch_docs, 2), W), generator=g).to(device) for _ in range(2))
+        x, y = (torch.randint(0, vocab, (rows, W), generator=g).to(device) for _ in range(2))
         with torch.enable_grad(), _autocast(device):
             nll = fwd(x, y, lora, min(chunk, W)).float()
         opt.zero_grad(set_to_none=True)
@@ -482,13 +484,14 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        lora = TTTAdapters(model, max(batch_docs, 2), rank_r, seed=seed, targets=targets, alpha=alpha)
+        rows = max(batch_docs, 2)  # a batch of one document runs as two rows (``_lora_score``)
+        lora = TTTAdapters(model, rows, rank_r, seed=seed, targets=targets, alpha=alpha)
         opt = ttt_optimizer(lora.parameters(), lr, betas, wd)
         fwd = _ttt_forward(model, compile_)
         warm = 0.0
         if compile_:
             with _one_document_rows(model):
-                warm = _warm_up(fwd, lora, opt, model.tok_emb.weight.size(0), device, chunk, seq_len, batch_docs)
+                warm = _warm_up(fwd, lora, opt, model.tok_emb.weight.size(0), device, chunk, seq_len, rows)
             if log is not None and rank == 0:
                 log(f"ttt: compile warm-up on random tokens {warm:.1f}s (before the eval timer)")
         t0 = time.perf_counter()

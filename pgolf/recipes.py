@@ -250,7 +250,7 @@ def frontier_sp8192() -> Config:
     budget the export lowers the embedding first. Unmeasured on the proxy as written: on session 6's sp8192 weights the
     records' int7 SDClip embedding cost +0.095 where an int8 one with GPTQ cost +0.004. What was measured is
     `best-sp8192` (this stack without the document mask, MLP 3.25x, int7 row-max embedding): final sliding 1.21246
-    (BENCHMARKS, session 10)."""
+    (session 10) and 1.21186 (session 11) with the recurrence, 1.21200 without (BENCHMARKS)."""
     c = Config(name="frontier-sp8192")
     m = c.model
     m.vocab_size, m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads = 8192, 11, 512, 8, 4
@@ -283,7 +283,8 @@ def frontier_sp8192() -> Config:
 
 def _frontier_as_measured(name: str, embed: str) -> Config:
     """``frontier-sp8192`` as pgolf's `best` recipes run it on the proxy: no document mask (FlexAttention's mask cost
-    8.7% a step, 109.4 vs 100.7 ms, session 10), SDClip on the matrices only with the tied embedding at ``embed``
+    8.7% a step, 109.4 vs 100.7 ms, session 10), no depth recurrence (below), SDClip on the matrices only with the
+    tied embedding at ``embed``
     with its row max (an SDClip'd embedding cost +0.095 on session 6's weights), scored by the sliding eval (TTT
     measured with the records' settings, but over the eval budget uncompiled: session 11)."""
     c = frontier_sp8192()
