@@ -27,7 +27,10 @@ class Technique:
 
 
 TECHNIQUES: tuple[Technique, ...] = (
-    Technique("SmearGate v1 (per-dim gate)", (("model.smear_gate", True),), "03-19/03-20 seeds", "part of 1.1458"),
+    Technique("SmearGate v1 (per-dim gate)", (("model.smear_gate", True),), "03-19/03-20 seeds", "part of 1.1458",
+              measured="proxy (H200), no SmearGate at all (v1 and v2 off): `best` final 1.21571 vs 1.21733 / "
+                       "1.21934 with it (other leases; their spread 0.0020), 84.5 vs 86.3 / 87.2 ms; `best-sp8192` "
+                       "1.21013 vs 1.21061: inside the spread, kept (BENCHMARKS, session 12)"),
     Technique("SmearGate v2 (gate from 12 dims, BOS-safe)", (("model.smear_gate", True), ("model.smear_window", 12)),
               "#1667 (04-16), BOS fix #1855", "part of 1.0714"),
     Technique("BigramHash", (("model.bigram_buckets", 4096), ("model.bigram_dim", 128)), "03-19/03-20 seeds",
@@ -101,9 +104,10 @@ TECHNIQUES: tuple[Technique, ...] = (
                ("eval.ttt_targets", "q,k,v,o,mlp,head"), ("eval.ttt_alpha", 144.0)),
               "#1530 (04-10), alpha #1767 (04-23), rank 80 / beta2 0.99 / decay 0.5 the 04-27 stack",
               "~-0.008 nats vs sliding (#1530); -0.012 to -0.013 with phases (quantized plain -> TTT)",
-              measured="proxy (H200), with 3 phases, on `best-sp8192`'s artifact: -0.0094 vs sliding s64 (1.20262 vs "
-                       "1.21200; eager 344 s, 659 s predicted on 8 GPUs) and -0.0083 with recurrence (1.20352 vs "
-                       "1.21186; 439 s) (BENCHMARKS, session 11)"),
+              measured="proxy (H200), with 3 phases, on `best-sp8192`'s artifact: compiled -0.0095 vs sliding s64 "
+                       "twice (1.20113 vs 1.21061 in 138.9 s, 273 s predicted on 8 GPUs; 1.20064 vs 1.21013 in 148.2 "
+                       "s; warm-up 278 / 336 s outside the timer) (session 12); eager -0.0094 (1.20262 vs 1.21200, "
+                       "344 s, 659 s predicted) and -0.0083 with recurrence (session 11)"),
     Technique("LQER (rank-4 error correction, int2/int4 factors)", (("quant.lqer_top", 3), ("quant.lqer_rank", 4)),
               "#1797 (04-27)", "part of 1.0611 (#1855)",
               measured="proxy: top 4 -0.0002 (best, +9.7 KB) / -0.0004 (best-sp8192, +12 KB) (BENCHMARKS, "
