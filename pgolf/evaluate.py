@@ -376,18 +376,27 @@ def _lora_score(fwd, lora: TTTAdapters, opt, toks: Tensor, docs: list[tuple[int,
 
 def _ttt_forward(model, compile_: bool):
     """TTT's per-token loss ``fwd(x, y, lora, last)``: the model's forward, or that forward compiled with dynamic
-    shapes: one graph for every window wider than the chunk and every batch size of two or more, one for the
-    first chunk (window = chunk). TTT always calls it with gradients on (a no-grad call would compile a third)."""
+    shapes: one graph for every batch size of two or more and every window width (the head's positions are taken by
+    a gather, so the first chunk, where window and head widths coincide, needs no graph of its own). TTT always
+    calls it with gradients on (a no-grad call would compile another). Python floats (the RoPE base) are compiled
+    as constants: traced as symbols, they made inductor restart the whole compile (~12% of it, on the CPU)."""
     def fwd(x: Tensor, y: Tensor, lora: TTTAdapters, last: int) -> Tensor:
         return model(x, y, reduction="none", lora=lora, last=last)
-    return torch.compile(fwd, dynamic=True) if compile_ else fwd
+    if not compile_:
+        return fwd
+    compiled = torch.compile(fwd, dynamic=True)
+
+    def call(x: Tensor, y: Tensor, lora: TTTAdapters, last: int) -> Tensor:
+        with torch._dynamo.config.patch(specialize_float=True):
+            return compiled(x, y, lora, last)
+    return call
 
 
 def _warm_up(fwd, lora: TTTAdapters, opt, vocab: int, device: torch.device, chunk: int, seq_len: int,
              rows: int) -> float:
-    """Compile ``fwd`` on random tokens (never the validation stream): a full window and a first chunk, each with a
-    backward and an AdamW step, as TTT calls it; then put the adapters and the optimizer back to their start.
-    Returns the seconds taken."""
+    """Compile ``fwd`` on random tokens (never the validation stream): a full window and a first chunk (one graph
+    serves both; the second call finds it), each with a backward and an AdamW step, as TTT calls it; then put the
+    adapters and the optimizer back to their start. Returns the seconds taken."""
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(0)
     for W in (seq_len, chunk):

@@ -345,6 +345,13 @@ class BigramHash(nn.Module):
         return self.proj(self.embed(self.bucket(ids))) * self.scale
 
 
+def _last_positions(x: Tensor, last: int) -> Tensor:
+    """``x[:, -last:]`` as a new contiguous tensor (a view is contiguous only when last == T: code after it would
+    branch on that, and a compiled graph with dynamic shapes would keep a guard on it)."""
+    T = x.size(1)
+    return x.index_select(1, torch.arange(T - last, T, device=x.device))
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -480,8 +487,8 @@ class GPT(nn.Module):
     def logits(self, ids: Tensor, lora=None, last: int = 0) -> Tensor:
         """Softcapped logits (B, T, V), float32; with ``last`` only those of the last positions (B, last, V)."""
         h = self.hidden(ids, lora)
-        if last:
-            h = h[:, -last:]
+        if last:  # a copy, contiguous whatever ``last`` is: a compiled graph with dynamic shapes then does not
+            h = _last_positions(h, last)  # guard on last == T, and one graph serves every width (TTT)
         out = F.linear(h, self.head_weight().to(h.dtype))  # an untied head with QAT's grid, as its forward
         if lora is not None:
             out = lora.add("head", 0, h, out)
@@ -498,7 +505,7 @@ class GPT(nn.Module):
                                              self.cfg.logit_softcap, self.cfg.loss_chunk)
         logits = self.logits(ids, lora, last)
         if last:
-            targets = targets[:, -last:]
+            targets = _last_positions(targets, last)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction)
         return loss if reduction != "none" else loss.view_as(targets)
 
