@@ -71,6 +71,8 @@ class ModelConfig:
     smear_window: int = 0  # SmearGate v2: gate from the first k embedding dims (0 = v1's per-dim constant gate)
     attn_gate_window: int = 0  # sparse attention-output gate per head from the first k input dims (0 = off)
     parallel_from: int = -1  # GPT-J-style parallel attention/MLP from this layer on (-1 = off)
+    parallel_lanes: int = 1  # 1: both read one stream; 2: attention's and MLP's own residual lanes (03-31, 04-27)
+    lane_resid_init: float = 1.1  # two lanes: each lane's learned carry-over at init (04-27: 1.1; 03-31: sqrt 1.1)
     recur_from: int = 0  # depth recurrence: layers recur_from..recur_to-1 ...
     recur_to: int = 0  # ... (recur_to > recur_from turns it on) ...
     recur_loops: int = 1  # ... passed this many times (1 = the plain stack), from schedule.recur_start_frac
@@ -110,6 +112,9 @@ class ModelConfig:
         _check(self.smear_window <= self.model_dim and self.attn_gate_window <= self.model_dim,
                "model.smear_window and model.attn_gate_window must be <= model_dim")
         _check(-1 <= self.parallel_from < self.num_layers, "model.parallel_from must be -1 (off) or a layer index")
+        _check(self.parallel_lanes in (1, 2), "model.parallel_lanes must be 1 or 2")
+        _check(self.parallel_lanes == 1 or self.parallel_from >= 0,
+               "model.parallel_lanes=2 needs the parallel blocks: set model.parallel_from to a layer")
         _check(self.recur_to <= self.num_layers and (self.recur_to == 0 or self.recur_from < self.recur_to),
                "model.recur_from..recur_to must be a span of layers (recur_to <= num_layers)")
 

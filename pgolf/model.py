@@ -19,7 +19,7 @@ from .config import ModelConfig
 
 # Small tensors that steer the residual stream: kept fp32 in the model and in the artifact.
 CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weights", "smear", "bigram.scale",
-                    "attn_gate")
+                    "attn_gate", "lane_post", "lane_resid")
 
 
 def _fa3():
@@ -279,6 +279,26 @@ class Block(nn.Module):
         self.norm_scale = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
         # GPT-J-style parallel block (2026-04-06): attention and MLP both read the same normed input
         self.parallel = 0 <= cfg.parallel_from <= layer
+        # two lanes (2026-03-31 #1204, 04-27): attention reads lane 0, the MLP lane 1, and each writes into both
+        self.lanes = cfg.parallel_lanes if self.parallel else 1
+        if self.lanes == 2:
+            self.lane_post = nn.Parameter(torch.ones(2, 2))  # [attention, MLP] output -> [lane 0, lane 1]
+            self.lane_resid = nn.Parameter(torch.full((2,), cfg.lane_resid_init))  # each lane's carry-over
+
+    def forward_lanes(self, lanes: tuple[Tensor, Tensor], x0: Tensor, cos: Tensor, sin: Tensor, lora=None,
+                      layer: int = 0, mask=None) -> tuple[Tensor, Tensor]:
+        """The two-lane parallel block: attention reads lane 0 (mixed with x0), the MLP reads lane 1, and lane j
+        becomes resid[j] lane_j + post[0, j] attention + post[1, j] MLP. With resid and post at 1, resid_mix at its
+        init and equal lanes, this is the GPT-J block (``forward``) on either lane (tests/test_model.py)."""
+        a_in, m_in = lanes
+        mix = self.resid_mix.to(a_in.dtype)
+        h = F.rms_norm(mix[0] * a_in + mix[1] * x0, (a_in.size(-1),)) * self.norm_scale
+        a = self.attn_scale.to(a_in.dtype) * self.attn(h, cos, sin, lora, layer, mask)
+        g = F.rms_norm(m_in, (m_in.size(-1),)) * self.norm_scale
+        m = self.mlp(g) if lora is None else lora.add("mlp", layer, g, self.mlp(g))
+        m = self.mlp_scale.to(a_in.dtype) * m
+        post, r = self.lane_post.to(a_in.dtype), self.lane_resid.to(a_in.dtype)
+        return r[0] * a_in + post[0, 0] * a + post[1, 0] * m, r[1] * m_in + post[0, 1] * a + post[1, 1] * m
 
     def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, lora=None, layer: int = 0,
                 mask=None) -> Tensor:
@@ -472,12 +492,25 @@ class GPT(nn.Module):
         order = self.layer_order(self.looped)
         n_enc = len(order) // 2 if c.unet_skips else 0
         skips: list[Tensor] = []
+        lanes: tuple[Tensor, Tensor] | None = None  # two-lane blocks (model.parallel_lanes=2): skips go to lane 0
         for v, i in enumerate(order):
+            block = self.blocks[i]
+            if lanes is not None and block.lanes == 1:  # back to one stream (a looped span may return to one)
+                x, lanes = 0.5 * (lanes[0] + lanes[1]), None
             if v >= n_enc and skips:
-                x = x + self.skip_weights[v - n_enc].to(x.dtype) * skips.pop()
-            x = self.blocks[i](x, x0, cos, sin, lora, i, mask)
+                s = self.skip_weights[v - n_enc].to(x.dtype) * skips.pop()
+                if lanes is None:
+                    x = x + s
+                else:
+                    lanes = (lanes[0] + s, lanes[1])
+            if block.lanes == 2:
+                lanes = block.forward_lanes(lanes or (x, x), x0, cos, sin, lora, i, mask)
+            else:
+                x = block(x, x0, cos, sin, lora, i, mask)
             if v < n_enc:
-                skips.append(x)
+                skips.append(x if lanes is None else 0.5 * (lanes[0] + lanes[1]))
+        if lanes is not None:  # the lanes' mean (04-27's default final lane)
+            x = 0.5 * (lanes[0] + lanes[1])
         return F.rms_norm(x, (x.size(-1),))
 
     def head_weight(self) -> Tensor:

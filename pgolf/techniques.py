@@ -52,8 +52,11 @@ TECHNIQUES: tuple[Technique, ...] = (
                        "9) vs 1.2486 / 1.2499 without (two runs, session 10): off in `best` (BENCHMARKS, 9-10)"),
     Technique("LeakyReLU(0.5)^2", (("model.activation", "leaky_relu2"),), "#493", "-0.003", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
     Technique("MLP 4x", (("model.mlp_mult", 4.0),), "04-01 onward (with WD 0.085)", "part of -0.017 (#1218)"),
-    Technique("Parallel attention/MLP (GPT-J lane)", (("model.parallel_from", 7),), "03-31 #1204 (two lanes), 04-06",
-              "~0.0022 (two lanes)", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
+    Technique("Parallel attention/MLP (GPT-J lane)", (("model.parallel_from", 7),), "04-06",
+              "pre-quant barely moved, quant gap tighter", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
+    Technique("Two-lane parallel residuals (attention's and MLP's lanes, learned routing)",
+              (("model.parallel_from", 8), ("model.parallel_lanes", 2)), "03-31 #1204 (from 7), 04-27 (from 8)",
+              "~0.0022 (0.0037 nats)"),
     Technique("Depth recurrence", (("model.recur_from", 4), ("model.recur_to", 6), ("model.recur_loops", 2),
                                    ("schedule.recur_start_frac", 0.48)), "03-31 #1204; 3-5 x2 from 0.35 later",
               "~0.002-0.003",
@@ -141,18 +144,24 @@ def rows(recipe: Config | None = None) -> list[dict]:
 
 
 def ablations(recipe: Config) -> list[tuple[str, list[str]]]:
-    """Issue 12's ablation from ``recipe``: per technique it has on (a key away from the default), the ``--set``
+    """Issue 12's ablation from ``recipe``: per technique it has on (one of its own keys away from the default, not
+    only the keys of a technique it extends: SmearGate v2 is on with ``smear_window``), the ``--set``
     overrides that turn it off -- its keys back to their defaults, except the keys of another technique it has on
     that this one extends and an on/off switch shared with one (SmearGate v2 off leaves v1 on; phased TTT off leaves
-    LoRA TTT on), unless that leaves nothing to set. A technique whose on/off switch the recipe has off is
+    LoRA TTT on), unless that leaves nothing to set; turning off a technique another one extends turns that one off
+    too (SmearGate v1 off: no gate at all; the GPT-J lane off: no parallel block, so one lane). A technique whose on/off switch the recipe has off is
     not on, whatever its other keys (TTT's settings in a recipe that scores without TTT). Every row validates
     (``apply_overrides``)."""
     from .config import apply_overrides
 
     default = Config()
     differs = {k for t in TECHNIQUES for k, _ in t.keys if _get(recipe, k) != _get(default, k)}
-    on = [t for t in TECHNIQUES if any(k in differs for k, _ in t.keys)  # a switch the recipe has off (e.g.
-          and all(_get(recipe, k) is True for k, v in t.keys if v is True)]  # eval.ttt) makes the rest inert
+
+    def own(t: Technique) -> set[str]:  # its keys, less those of a technique it extends (two lanes: parallel_lanes)
+        mine = {k for k, _ in t.keys}
+        return mine - set().union(*({k for k, _ in u.keys} for u in TECHNIQUES if {k for k, _ in u.keys} < mine))
+    on = [t for t in TECHNIQUES if own(t) & differs  # a switch the recipe has off (e.g. eval.ttt) makes the rest
+          and all(_get(recipe, k) is True for k, v in t.keys if v is True)]  # inert
     out = []
     for t in on:
         mine = {k for k, _ in t.keys}
@@ -160,7 +169,9 @@ def ablations(recipe: Config) -> list[tuple[str, list[str]]]:
         shared_switch = {k for k, v in t.keys if v is True and any(k in o for o in others)}  # e.g. eval.ttt
         inner = set().union(*(o for o in others if o < mine)) | shared_switch
         changed = [k for k, _ in t.keys if k in differs]  # never empty: t is on
-        reset = [k for k in changed if k not in inner] or changed  # SmearGate v1: its switch alone
+        reset = [k for k in changed if k not in inner] or changed  # SmearGate v1: its switch alone ...
+        # ... and the own keys of a technique that extends this one go too (no two lanes without parallel blocks)
+        reset += sorted(k for u in on if mine < {k for k, _ in u.keys} for k in own(u) & differs)
         sets = [f"{k}={_get(default, k)}" for k in reset]
         apply_overrides(recipe, sets)  # a row that cannot run is a bug here, not at the device
         out.append((t.name, sets))

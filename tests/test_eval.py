@@ -371,10 +371,11 @@ ALL_TARGETS = ("q", "k", "v", "o", "mlp", "head")
 
 def test_ttt_adapters_on_every_target_start_at_the_model_and_all_learn():
     """eval.ttt_targets: fresh adapters (B = 0) on every target leave the scores bit for bit the model's, scaled
-    (alpha) or not, on a parallel-lane model too; one backward reaches each target's every adapter."""
+    (alpha) or not, on a parallel-block model and a two-lane one too; one backward reaches each target's every
+    adapter."""
     from pgolf.evaluate import TTTAdapters
 
-    for kw in ({}, {"parallel_from": 1}):
+    for kw in ({}, {"parallel_from": 1}, {"parallel_from": 1, "parallel_lanes": 2}):
         model = toy_model(**kw)
         x = toy_tokens(40, seed=2)[None]
         y = torch.roll(x, -1, 1)

@@ -289,6 +289,57 @@ def test_parallel_block_is_attention_and_mlp_on_one_normed_input():
     assert torch.allclose(blk(x, x0, cos, sin), want, atol=1e-6)
 
 
+def test_two_lanes_are_the_gpt_j_stack_when_their_routing_is_plain_and_route_on_their_own_otherwise():
+    """model.parallel_lanes=2 (03-31 #1204, 04-27): with every carry-over and write weight at 1, resid_mix at its
+    init and no U-Net skips (which feed lane 0 only), both lanes stay equal and the stack is the GPT-J one, bit for
+    bit; the records' carry-over 1.1, a skip into lane 0 or any routing weight makes it another model."""
+    from pgolf.config import ConfigError
+    from pgolf.optim import assign_params, param_table
+    from pgolf.config import OptimConfig
+
+    torch.manual_seed(0)
+    kw = dict(num_layers=4, parallel_from=1, unet_skips=False)
+    one = _nonzero(GPT(cfg(**kw)))
+    two = GPT(cfg(**kw, parallel_lanes=2, lane_resid_init=1.0))
+    missing = two.load_state_dict(one.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == [f"blocks.{i}.lane_{k}" for i in (1, 2, 3) for k in ("post", "resid")]
+    ids = torch.randint(0, 96, (2, 12))
+    ids[:, 5] = 1
+    assert torch.equal(two(ids, ids, reduction="none"), one(ids, ids, reduction="none"))
+    with torch.no_grad():
+        two.blocks[2].lane_post[1, 0] = 0.0  # the MLP no longer writes into the attention's lane
+    assert not torch.equal(two(ids, ids, reduction="none"), one(ids, ids, reduction="none"))
+    rec = GPT(cfg(**kw, parallel_lanes=2))  # the records' 1.1
+    rec.load_state_dict(one.state_dict(), strict=False)
+    assert not torch.equal(rec(ids, ids, reduction="none"), one(ids, ids, reduction="none"))
+    skips = dict(kw, unet_skips=True)
+    one_s, two_s = _nonzero(GPT(cfg(**skips))), GPT(cfg(**skips, parallel_lanes=2, lane_resid_init=1.0))
+    two_s.load_state_dict(one_s.state_dict(), strict=False)
+    assert not torch.equal(two_s(ids, ids, reduction="none"), one_s(ids, ids, reduction="none"))
+
+    # the block's rule, by hand, on unequal lanes and routing
+    blk = two.blocks[3]
+    with torch.no_grad():
+        blk.lane_post.copy_(torch.tensor([[0.7, -0.2], [0.3, 1.4]]))
+        blk.lane_resid.copy_(torch.tensor([1.1, 0.9]))
+        blk.resid_mix.copy_(torch.stack((torch.full((64,), 0.8), torch.full((64,), 0.3))))
+    l0, l1, x0 = torch.randn(2, 8, 64), torch.randn(2, 8, 64), torch.randn(2, 8, 64)
+    cos, sin = rotary_cos_sin(8, 16, 10000.0, "cpu")
+    rms = torch.nn.functional.rms_norm
+    a = blk.attn_scale * blk.attn(rms(0.8 * l0 + 0.3 * x0, (64,)), cos, sin)
+    m = blk.mlp_scale * blk.mlp(rms(l1, (64,)))
+    got0, got1 = blk.forward_lanes((l0, l1), x0, cos, sin)
+    assert torch.allclose(got0, 1.1 * l0 + 0.7 * a + 0.3 * m, atol=1e-5)
+    assert torch.allclose(got1, 0.9 * l1 - 0.2 * a + 1.4 * m, atol=1e-5)
+    # the routing weights are scalars for Adam, never Muon matrices
+    groups = assign_params(two, param_table(OptimConfig(), True))
+    assert {n for n, _ in groups["scalar"]} >= {"blocks.3.lane_post", "blocks.3.lane_resid"}
+    with pytest.raises(ConfigError, match="parallel_lanes"):
+        cfg(parallel_lanes=2)
+    with pytest.raises(ConfigError, match="parallel_lanes"):
+        cfg(parallel_from=1, parallel_lanes=3)
+
+
 def test_attention_gate_is_one_at_init_and_scales_heads():
     torch.manual_seed(0)
     base = _nonzero(GPT(cfg(num_layers=2)))
@@ -350,11 +401,14 @@ def test_context_growth_schedule():
             ScheduleConfig(seq_schedule=bad)
 
 
-def test_every_parameter_learns_with_the_later_switches():
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_every_parameter_learns_with_the_later_switches(lanes):
+    """... with two lanes too: the looped order 0 1 2 1 2 3 leaves the lanes for the one-stream block 1 (their
+    mean) and takes them up again at 2."""
     torch.manual_seed(0)
     m = GPT(cfg(num_layers=4, smear_gate=True, smear_window=12, attn_gate_window=12, parallel_from=2,
-                recur_from=1, recur_to=3, recur_loops=2, xsa_last_n=4, rope_dims=8, ln_scale=True,
-                activation="leaky_relu2", mlp_mult=4.0))
+                parallel_lanes=lanes, recur_from=1, recur_to=3, recur_loops=2, xsa_last_n=4, rope_dims=8,
+                ln_scale=True, activation="leaky_relu2", mlp_mult=4.0))
     m.looped = True
     ids = torch.randint(0, 96, (3, 20))
     ids[:, 7] = 1
@@ -555,6 +609,16 @@ def test_ablation_rows_turn_one_technique_off_each():
     assert rows["GPTQ of the tied embedding (head inputs' Hessian; with quant.gptq)"] == ["quant.gptq_embed=False"]
     assert not any("TTT" in name for name in rows) and "Depth recurrence" not in rows  # best has it off
     assert "Depth recurrence" in dict(ablations(get_recipe("frontier-sp8192")))
+    # a technique is on by its own keys, not by those of one it extends: `best` has one parallel lane, so no
+    # two-lane row (its parallel_from is the GPT-J row's); a recipe with SmearGate v1 only has no v2 row
+    assert not any("Two-lane" in name for name in rows)
+    lanes = dict(ablations(apply_overrides(best, ["model.parallel_lanes=2"])))
+    assert lanes["Two-lane parallel residuals (attention's and MLP's lanes, learned routing)"] == \
+        ["model.parallel_lanes=1"]
+    assert lanes["Parallel attention/MLP (GPT-J lane)"] == ["model.parallel_from=-1", "model.parallel_lanes=1"]
+    assert rows["SmearGate v1 (per-dim gate)"] == ["model.smear_gate=False", "model.smear_window=0"]  # no gate
+    v1 = dict(ablations(get_recipe("record-0331")))
+    assert "SmearGate v1 (per-dim gate)" in v1 and "SmearGate v2 (gate from 12 dims, BOS-safe)" not in v1
     for name, sets in rows.items():
         assert apply_overrides(best, sets).to_dict() != best.to_dict(), name
     ttt = dict(ablations(apply_overrides(best, ["eval.ttt=true"])))
