@@ -66,6 +66,7 @@ class ModelConfig:
     train_seq_len: int = 0  # derived: train.seq_len (Config.validate sets it); fixes the RoPE base of shorter windows
     qk_gain_init: float = 1.5  # initial learned per-head query gain
     unet_skips: bool = True  # encoder/decoder skips with learned per-dim weights
+    skip_gates: bool = False  # the skips blended in by a learned per-dim sigmoid gate (lerp), not added (04-01 on)
     smear_gate: bool = False  # per-dim sigmoid blend with the previous token's embedding (not across BOS)
     smear_init: float = 0.0  # gate logit at init (sigmoid(0) = 0.5 weight on the previous token)
     smear_window: int = 0  # SmearGate v2: gate from the first k embedding dims (0 = v1's per-dim constant gate)

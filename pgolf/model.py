@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from .config import ModelConfig
 
 # Small tensors that steer the residual stream: kept fp32 in the model and in the artifact.
-CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weights", "smear", "bigram.scale",
+CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weights", "skip_gates", "smear",
+                    "bigram.scale",
                     "attn_gate", "lane_post", "lane_resid")
 
 
@@ -394,6 +395,8 @@ class GPT(nn.Module):
         # U-Net skip weights for the longest order; the plain one uses the first ones. No parameter at all
         # without skips: a (0, d) tensor gets no gradient
         self.skip_weights = nn.Parameter(torch.ones(n_skips, d)) if n_skips else None
+        # sigmoid-gated skips (04-01 #1089 onward): x <- lerp(w skip, x, sigmoid(g)), g = 0 at init (half and half)
+        self.skip_gates = nn.Parameter(torch.zeros(n_skips, d)) if n_skips and cfg.skip_gates else None
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(d, cfg.vocab_size, zero_init=True)
         self.rope_dims = cfg.rope_dims or cfg.head_dim
         self.init_weights()
@@ -408,7 +411,8 @@ class GPT(nn.Module):
           and a module whose name contains ".proj" is scaled by 1/sqrt(2 L). As in the seed records, the residual
           output projections stay zero and bigram.proj's zeros are overwritten by the orthogonal init.
         bigram.embed: N(0, 0.01); bigram.scale: 0.05. Vectors: attn/mlp scales 1, resid_mix (1, 0), q_gain
-          qk_gain_init, skip_weights 1, smear logit smear_init.
+          qk_gain_init, skip_weights 1, skip_gates 0, smear logit smear_init, two lanes' post 1 and resid
+          lane_resid_init.
         """
         cfg = self.cfg
         if cfg.tie_embeddings:
@@ -498,11 +502,12 @@ class GPT(nn.Module):
             if lanes is not None and block.lanes == 1:  # back to one stream (a looped span may return to one)
                 x, lanes = 0.5 * (lanes[0] + lanes[1]), None
             if v >= n_enc and skips:
-                s = self.skip_weights[v - n_enc].to(x.dtype) * skips.pop()
-                if lanes is None:
-                    x = x + s
-                else:
-                    lanes = (lanes[0] + s, lanes[1])
+                j = v - n_enc
+                s = self.skip_weights[j].to(x.dtype) * skips.pop()
+                into = x if lanes is None else lanes[0]
+                into = into + s if self.skip_gates is None else \
+                    torch.lerp(s, into, torch.sigmoid(self.skip_gates[j]).to(x.dtype))
+                x, lanes = (into, None) if lanes is None else (x, (into, lanes[1]))
             if block.lanes == 2:
                 lanes = block.forward_lanes(lanes or (x, x), x0, cos, sin, lora, i, mask)
             else:

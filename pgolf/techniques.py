@@ -54,6 +54,8 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("MLP 4x", (("model.mlp_mult", 4.0),), "04-01 onward (with WD 0.085)", "part of -0.017 (#1218)"),
     Technique("Parallel attention/MLP (GPT-J lane)", (("model.parallel_from", 7),), "04-06",
               "pre-quant barely moved, quant gap tighter", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
+    Technique("Sigmoid-gated U-Net skips", (("model.skip_gates", True),), "04-01 (#1089) onward; 04-27 on",
+              "part of 1.0634 onward (no figure of its own)"),
     Technique("Two-lane parallel residuals (attention's and MLP's lanes, learned routing)",
               (("model.parallel_from", 8), ("model.parallel_lanes", 2)), "03-31 #1204 (from 7), 04-27 (from 8)",
               "~0.0022 (0.0037 nats)"),

@@ -340,6 +340,42 @@ def test_two_lanes_are_the_gpt_j_stack_when_their_routing_is_plain_and_route_on_
         cfg(parallel_from=1, parallel_lanes=3)
 
 
+def test_gated_skips_blend_the_skip_in_by_a_sigmoid_and_saturate_to_no_skip():
+    """model.skip_gates (04-01 onward): each U-Net skip enters as lerp(w skip, x, sigmoid(g)) instead of x + w skip;
+    a gate saturated open keeps x alone, which is the stack without skips; at init (g = 0) half and half, on either
+    stream and on the attention's lane of a two-lane stack. Off, no parameter."""
+    torch.manual_seed(0)
+    kw = dict(num_layers=4)
+    assert GPT(cfg(**kw)).skip_gates is None
+    for lanes in ({}, dict(parallel_from=2, parallel_lanes=2)):
+        plain = _nonzero(GPT(cfg(**kw, **lanes)))
+        gated = GPT(cfg(**kw, **lanes, skip_gates=True))
+        assert gated.load_state_dict(plain.state_dict(), strict=False).missing_keys == ["skip_gates"]
+        assert gated.skip_gates.shape == plain.skip_weights.shape and not gated.skip_gates.any()
+        ids = torch.randint(0, 96, (2, 12))
+        out = gated(ids, ids, reduction="none")
+        assert not torch.allclose(out, plain(ids, ids, reduction="none"), atol=1e-4)
+        none = GPT(cfg(**kw, **lanes, unet_skips=False))
+        none.load_state_dict(plain.state_dict(), strict=False)
+        with torch.no_grad():
+            gated.skip_gates.fill_(float("inf"))  # sigmoid 1: x itself
+        assert torch.allclose(gated(ids, ids, reduction="none"), none(ids, ids, reduction="none"), atol=1e-6)
+    # the rule by hand on a one-stream stack: 2 encoder, 2 decoder layers, one skip (layer 1 -> layer 2)
+    m = _nonzero(GPT(cfg(num_layers=4, skip_gates=True, unet_skips=True)))
+    with torch.no_grad():
+        m.skip_gates.normal_()
+    ids = torch.randint(0, 96, (2, 12))
+    x0 = m.embed(ids)
+    cos, sin = rotary_cos_sin(12, m.rope_dims, 10000.0, "cpu")
+    x = m.blocks[0](x0, x0, cos, sin)
+    h1 = m.blocks[1](x, x0, cos, sin)
+    skip1, skip0 = m.skip_weights[0] * h1, m.skip_weights[1] * x
+    g = torch.sigmoid(m.skip_gates)
+    x = m.blocks[2](g[0] * h1 + (1 - g[0]) * skip1, x0, cos, sin)
+    x = m.blocks[3](g[1] * x + (1 - g[1]) * skip0, x0, cos, sin)
+    assert torch.allclose(m.hidden(ids), torch.nn.functional.rms_norm(x, (64,)), atol=1e-5)
+
+
 def test_attention_gate_is_one_at_init_and_scales_heads():
     torch.manual_seed(0)
     base = _nonzero(GPT(cfg(num_layers=2)))
@@ -408,7 +444,7 @@ def test_every_parameter_learns_with_the_later_switches(lanes):
     torch.manual_seed(0)
     m = GPT(cfg(num_layers=4, smear_gate=True, smear_window=12, attn_gate_window=12, parallel_from=2,
                 parallel_lanes=lanes, recur_from=1, recur_to=3, recur_loops=2, xsa_last_n=4, rope_dims=8,
-                ln_scale=True, activation="leaky_relu2", mlp_mult=4.0))
+                ln_scale=True, activation="leaky_relu2", mlp_mult=4.0, skip_gates=True))
     m.looped = True
     ids = torch.randint(0, 96, (3, 20))
     ids[:, 7] = 1
