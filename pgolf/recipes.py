@@ -289,8 +289,8 @@ def _frontier_as_measured(name: str, embed: str) -> Config:
     """``frontier-sp8192`` as pgolf's `best` recipes run it on the proxy: no document mask (FlexAttention's mask cost
     8.7% a step, 109.4 vs 100.7 ms, session 10), no depth recurrence (below), one parallel lane and additive U-Net
     skips (the records' two lanes and gated skips are not measured on the proxy yet), SDClip on the matrices only
-    with the tied embedding at ``embed`` with its row max (an SDClip'd embedding cost +0.095 on session 6's weights), scored by the sliding eval (TTT,
-    compiled, is measured at sp8192 only: ``best-sp8192`` turns it on)."""
+    with the tied embedding at ``embed`` with its row max (an SDClip'd embedding cost +0.095 on session 6's weights),
+    scored by the sliding eval (TTT, compiled, is measured at sp8192 only: ``best-sp8192`` turns it on)."""
     c = frontier_sp8192()
     c.name = name
     c.model.doc_mask = False
