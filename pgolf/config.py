@@ -351,6 +351,7 @@ class EvalConfig:
     ttt_wd: float = 0.0  # AdamW's decoupled weight decay on the TTT adapters (the frontier records: 0.5)
     ttt_targets: tuple[str, ...] = ("q", "v", "head")  # adapted: q, k, v, o, mlp (beside it), head (#1530: all)
     ttt_alpha: float = 0.0  # adapter outputs scaled by alpha / rank; 0 = unscaled (the records: 144)
+    ttt_warm_a: bool = False  # keep each adapter row's A across documents, reset B only (#1767; the records: on)
     ttt_chunk: int = 256  # tokens scored, then trained on, per TTT step
     ttt_seq_len: int = 0  # TTT context window; 0 = train.seq_len (a shorter window than the model's loses context)
     ttt_batch_docs: int = 64  # documents adapted in parallel

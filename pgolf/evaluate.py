@@ -191,8 +191,8 @@ class BatchedLoRA(nn.Module):
     """Independent rank-r adapters per batch element: delta(x) = x A^T B^T, A (bsz, r, in), B (bsz, out, r).
     Every document starts from the same A (``init_A``, fixed by a seed) and B = 0, so a document's adapted scores
     depend on the document alone, not on its batch or rank. A batch of n < bsz documents uses the first n rows
-    (the others get no gradient); ``reset`` puts every row back to its start, in place, so one set of adapters
-    (and one compiled graph) serves every batch."""
+    (the others get no gradient); ``reset`` puts every row back to its start (or only B, ``keep_a``), in place, so
+    one set of adapters (and one compiled graph) serves every batch."""
 
     def __init__(self, init_A: Tensor, bsz: int, d_out: int):
         super().__init__()
@@ -202,8 +202,9 @@ class BatchedLoRA(nn.Module):
         self.B = nn.Parameter(torch.zeros(bsz, d_out, rank, dtype=init_A.dtype, device=init_A.device))
 
     @torch.no_grad()
-    def reset(self) -> None:
-        self.A.copy_(self.A0.expand_as(self.A))
+    def reset(self, keep_a: bool = False) -> None:
+        if not keep_a:
+            self.A.copy_(self.A0.expand_as(self.A))
         self.B.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -218,8 +219,10 @@ class TTTAdapters(nn.Module):
     by ``alpha / rank`` when ``alpha`` > 0 (the records: 144 at rank 80-96), else left as it is. ``add`` is the
     interface GPT's forward calls."""
 
-    def __init__(self, model, bsz: int, rank: int, seed: int = 0, targets=("q", "v", "head"), alpha: float = 0.0):
+    def __init__(self, model, bsz: int, rank: int, seed: int = 0, targets=("q", "v", "head"), alpha: float = 0.0,
+                 warm_a: bool = False):
         super().__init__()
+        self.warm_a = warm_a
         c = model.cfg
         d, V = c.model_dim, model.tok_emb.weight.size(0)
         out = {"q": d, "k": c.num_kv_heads * c.head_dim, "v": c.num_kv_heads * c.head_dim, "o": d, "mlp": d,
@@ -245,11 +248,14 @@ class TTTAdapters(nn.Module):
         delta = self.adapters[target][layer](x)
         return out + (delta if self.scale is None else delta * self.scale)
 
-    def reset(self) -> None:
-        """Every adapter back to its seeded start (A) and zero (B), in place."""
+    def reset(self, full: bool = False) -> None:
+        """Every adapter back to its seeded start (A) and zero (B), in place; with ``warm_a`` (``eval.ttt_warm_a``,
+        #1767, the records' default) only B, unless ``full``: each row's A then carries what it learnt on the
+        documents it adapted to before (scored already, so still score-first; but a document's score depends on
+        which documents shared its row before it, so on the batching and the process count)."""
         for m in self.modules():
             if isinstance(m, BatchedLoRA):
-                m.reset()
+                m.reset(keep_a=self.warm_a and not full)
 
 
 def ttt_optimizer(params, lr: float, betas=(0.9, 0.95), wd: float = 0.0) -> torch.optim.Optimizer:
@@ -408,7 +414,7 @@ def _warm_up(fwd, lora: TTTAdapters, opt, vocab: int, device: torch.device, chun
         opt.step()
     opt.zero_grad(set_to_none=True)
     opt.state.clear()
-    lora.reset()
+    lora.reset(full=True)  # A too: the warm-up's random tokens must leave nothing behind
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - t0
@@ -458,7 +464,7 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
              lr: float = 0.01, chunk: int = 256, seq_len: int = 1024, batch_docs: int = 64, bos_id: int = 1,
              betas=(0.9, 0.95), wd: float = 0.0, targets=("q", "v", "head"), alpha: float = 0.0, seed: int = 0,
              phases: int = 0, prefix_frac: float = 0.05, sgd_lr: float = 0.001, sgd_momentum: float = 0.9,
-             sgd_batch_seqs: int = 32, sgd_clip: float = 1.0, compile_: bool = False,
+             sgd_batch_seqs: int = 32, sgd_clip: float = 1.0, compile_: bool = False, warm_a: bool = False,
              log: Callable[[str], None] | None = None, token_nll: dict[int, float] | None = None) -> EvalResult:
     """LoRA TTT eval: per document, chunk by chunk, score the chunk, then one AdamW step on that document's adapters
     using only the chunk just scored (never the document's last chunk: nothing after it is scored). ``table``: a
@@ -467,7 +473,10 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
     A document's score is a function of the model and that document: adapters start from the same seeded state for
     every document, documents in one batch never share gradients (the loss is a sum of per-document means and
     Adam is elementwise), and the window of chunk ``ci`` is always ``min((ci+1)*chunk, seq_len)`` wide. Batch size
-    and process count only change how the work is cut.
+    and process count only change how the work is cut. With ``warm_a`` (``eval.ttt_warm_a``) each adapter row keeps
+    its A from document to document (B restarts at zero): a document's score then also depends on the documents
+    its row adapted to before it -- all scored already (score-first holds), but which ones depends on the batching
+    and the process count.
 
     Phased (``phases`` > 0, the 04-13/04-14 records): the first ``prefix_frac`` of the documents is scored in
     ``phases`` groups; after each group, one epoch of global SGD (``sgd_*``) on the base weights over every
@@ -494,7 +503,7 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
         p.requires_grad_(False)
     try:
         rows = max(batch_docs, 2)  # a batch of one document runs as two rows (``_lora_score``)
-        lora = TTTAdapters(model, rows, rank_r, seed=seed, targets=targets, alpha=alpha)
+        lora = TTTAdapters(model, rows, rank_r, seed=seed, targets=targets, alpha=alpha, warm_a=warm_a)
         opt = ttt_optimizer(lora.parameters(), lr, betas, wd)
         fwd = _ttt_forward(model, compile_)
         warm = 0.0
@@ -588,4 +597,4 @@ def ttt_kwargs(cfg) -> dict:
                 targets=e.ttt_targets, alpha=e.ttt_alpha, chunk=e.ttt_chunk,
                 seq_len=cfg.ttt_window(), batch_docs=e.ttt_batch_docs, bos_id=cfg.model.bos_id, phases=e.ttt_phases,
                 prefix_frac=e.ttt_prefix_frac, sgd_lr=e.ttt_sgd_lr, sgd_momentum=e.ttt_sgd_momentum,
-                sgd_batch_seqs=e.ttt_sgd_batch_seqs, sgd_clip=e.ttt_sgd_clip)
+                sgd_batch_seqs=e.ttt_sgd_batch_seqs, sgd_clip=e.ttt_sgd_clip, warm_a=e.ttt_warm_a)

@@ -113,6 +113,8 @@ TECHNIQUES: tuple[Technique, ...] = (
                        "twice (1.20113 vs 1.21061 in 138.9 s, 273 s predicted on 8 GPUs; 1.20064 vs 1.21013 in 148.2 "
                        "s; warm-up 278 / 336 s outside the timer) (session 12); eager -0.0094 (1.20262 vs 1.21200, "
                        "344 s, 659 s predicted) and -0.0083 with recurrence (session 11)"),
+    Technique("TTT adapters' A kept across documents (B reset only)", (("eval.ttt", True), ("eval.ttt_warm_a", True)),
+              "#1767 (04-23), the records' default since", "part of -0.00043 with alpha 144 and decay 1.0"),
     Technique("LQER (rank-4 error correction, int2/int4 factors)", (("quant.lqer_top", 3), ("quant.lqer_rank", 4)),
               "#1797 (04-27)", "part of 1.0611 (#1855)",
               measured="proxy: top 4 -0.0002 (best, +9.7 KB) / -0.0004 (best-sp8192, +12 KB) (BENCHMARKS, "

@@ -403,6 +403,32 @@ def test_ttt_on_every_target_with_the_records_optimizer_scores_before_it_learns(
         eval_ttt(model, toks, table, torch.device("cpu"), **kw).nll
 
 
+def test_warm_a_carries_each_rows_adapters_to_its_next_document_and_stays_score_first():
+    """eval.ttt_warm_a (#1767, the records' default): each adapter row keeps its A from one document to the next
+    (B restarts at zero). A document's tail changed: every score of the batches before it, of its batch-mate and
+    of its own head stays bit for bit (score-first), while a document adapted later in its row moves (it learnt
+    from the changed document); without warm A nothing outside the document moves, and warm A changes the score."""
+    model, table, toks = toy_model(), toy_table(), toy_tokens(300, seed=4, bos_every=70)
+    cpu = torch.device("cpu")
+    kw = dict(rank_r=2, lr=0.05, chunk=8, seq_len=24, batch_docs=2)
+    assert eval_ttt(model, toks, table, cpu, warm_a=True, **kw).nll != eval_ttt(model, toks, table, cpu, **kw).nll
+    docs = find_docs(toks, 1)
+    order = sorted(range(len(docs)), key=lambda i: docs[i][1])  # one process, no phases: shortest first
+    d = order[8]  # the first row of the fifth batch of two
+    ds, n = docs[d]
+    t = 12
+    assert n > t + 2
+    targets = lambda i: range(docs[i][0] + 1, docs[i][0] + docs[i][1])  # noqa: E731
+    for warm in (False, True):
+        a, b = {}, {}
+        eval_ttt(model, toks, table, cpu, warm_a=warm, token_nll=a, **kw)
+        eval_ttt(model, _perturbed(toks, ds, n, t), table, cpu, warm_a=warm, token_nll=b, **kw)
+        fixed = [j for i in order[:10] if i != d for j in targets(i)] + list(range(ds + 1, ds + t))
+        assert all(b[j] == a[j] for j in fixed)  # earlier batches, the batch-mate, the document's head
+        later = [j for i in order[10:] for j in targets(i)]
+        assert any(b[j] != a[j] for j in later) == warm
+
+
 def test_ttt_runs_the_head_only_on_the_positions_a_window_scores(monkeypatch):
     """Every scored and trained target of a TTT window lies in its last min(chunk, W) positions, so the head and
     the loss run on those alone (a 2,048-token window at 48-token chunks: 43x fewer logits); the scores are the
@@ -449,6 +475,9 @@ def test_compiled_ttt_scores_as_the_eager_one_and_before_it_learns():
                                                 abs=0)
     eager = eval_ttt(model, toks, table, cpu, **kw)
     assert compiled.nll == pytest.approx(eager.nll, rel=1e-9, abs=0) and compiled.bytes == eager.bytes
+    # warm A: the warm-up's random tokens leave no trace in the adapters' A either
+    assert eval_ttt(model, toks, table, cpu, compile_=True, warm_a=True, **kw).nll == \
+        pytest.approx(eval_ttt(model, toks, table, cpu, warm_a=True, **kw).nll, rel=1e-9, abs=0)
     assert compiled.tokens == eager.tokens == toks.numel() - 1
     assert compiled.warmup_s > 0 and eager.warmup_s == 0  # the warm-up is reported, outside ``seconds``
     assert eager.nll != pytest.approx(eval_ttt(model, toks, table, cpu, **dict(kw, lr=0.0)).nll, rel=1e-9)
