@@ -799,7 +799,7 @@ def check_legality(t: Target, data: str | None) -> list[Check]:
         if "ttt" in modes:
             results["score before update (TTT)"].append(
                 (r.label, L.check_score_before_update(eval_ttt, model, toks, table, bos, kw,
-                                                      later_docs_fixed=not e.ttt_phases)))
+                                                      later_docs_fixed=not (e.ttt_phases or e.ttt_warm_a))))
         else:
             results["score before update (TTT)"].append((r.label, "no TTT eval in this run"))
         sp = []

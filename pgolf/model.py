@@ -19,8 +19,7 @@ from .config import ModelConfig
 
 # Small tensors that steer the residual stream: kept fp32 in the model and in the artifact.
 CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weights", "skip_gates", "smear",
-                    "bigram.scale",
-                    "attn_gate", "lane_post", "lane_resid")
+                    "bigram.scale", "attn_gate", "lane_post", "lane_resid")
 
 
 def _fa3():
@@ -290,7 +289,7 @@ class Block(nn.Module):
                       layer: int = 0, mask=None) -> tuple[Tensor, Tensor]:
         """The two-lane parallel block: attention reads lane 0 (mixed with x0), the MLP reads lane 1, and lane j
         becomes resid[j] lane_j + post[0, j] attention + post[1, j] MLP. With resid and post at 1, resid_mix at its
-        init and equal lanes, this is the GPT-J block (``forward``) on either lane (tests/test_model.py)."""
+        init and equal lanes, this is the GPT-J block (``forward``) on either lane (tests/test_techniques.py)."""
         a_in, m_in = lanes
         mix = self.resid_mix.to(a_in.dtype)
         h = F.rms_norm(mix[0] * a_in + mix[1] * x0, (a_in.size(-1),)) * self.norm_scale
