@@ -340,12 +340,14 @@ def _lora_score(fwd, lora: TTTAdapters, opt, toks: Tensor, docs: list[tuple[int,
         # (document start, chunk plan) per row; a batch of one gets an empty second row: a compiled graph never
         # sees batch size 1
         row_plans = [(ds, p) for (ds, _), p in zip(batch, plans)] + [(0, [])] * (bsz == 1)
-        for ci in range(max(len(p) for p in plans)):
-            train_mask = [ci < len(p) - 1 for _, p in row_plans]  # never a document's last chunk
-            # (window start, chunk start, chunk end) in the stream, per row; an inactive row is an empty window
-            spans = torch.tensor([(ds + p[ci][0], ds + p[ci][1], ds + p[ci][2]) if ci < len(p) else (0, 0, 0)
-                                  for ds, p in row_plans], dtype=torch.int64).to(device)
-            ws, cs, ce = spans.unbind(1)
+        n_chunks = max(len(p) for p in plans)
+        # (window start, chunk start, chunk end) in the stream, per chunk and row, sent to the device once a batch;
+        # an inactive row is an empty window
+        spans = torch.tensor([[(ds + p[ci][0], ds + p[ci][1], ds + p[ci][2]) if ci < len(p) else (0, 0, 0)
+                               for ds, p in row_plans] for ci in range(n_chunks)], dtype=torch.int64).to(device)
+        last_trained = torch.tensor([len(p) - 2 for _, p in row_plans], device=device)  # never a document's last
+        for ci in range(n_chunks):
+            ws, cs, ce = spans[ci].unbind(1)
             W = min((ci + 1) * chunk, seq_len)
             # every scored (and trained) target of a window lies in its last L positions: the head and the loss run
             # on those alone (a row's chunk ends at W, or, as its document's last chunk, inside the last L)
@@ -358,7 +360,6 @@ def _lora_score(fwd, lora: TTTAdapters, opt, toks: Tensor, docs: list[tuple[int,
             tail = pos[:, W - L:] + 1  # the targets of the last L positions
             score = (tail > cs[:, None]) & (tail <= ce[:, None])
             yb = torch.where(score, nbytes[tail.clamp(max=n_tok - 1)], 0)
-            need_train = any(train_mask)
             with torch.enable_grad(), _autocast(device):  # with gradients even where none is taken: one graph
                 nll = fwd(x, y, lora, L).float()  # (rows, L)
             with torch.no_grad():
@@ -369,8 +370,8 @@ def _lora_score(fwd, lora: TTTAdapters, opt, toks: Tensor, docs: list[tuple[int,
                     for b in range(bsz):
                         for p in score[b].nonzero().flatten().tolist():
                             token_nll[int(tail[b, p])] = nll[b, p].item()
-            if need_train:
-                tm = torch.tensor(train_mask, device=device, dtype=nll.dtype)[:, None] * score.to(nll.dtype)
+            if ci < n_chunks - 1:  # some row has a later chunk, so this one is trained on
+                tm = (ci <= last_trained).to(nll.dtype)[:, None] * score.to(nll.dtype)
                 per_doc = (nll * tm).sum(1) / tm.sum(1).clamp_min(1)
                 opt.zero_grad(set_to_none=True)
                 per_doc.sum().backward()

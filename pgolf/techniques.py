@@ -153,29 +153,29 @@ def ablations(recipe: Config) -> list[tuple[str, list[str]]]:
     overrides that turn it off -- its keys back to their defaults, except the keys of another technique it has on
     that this one extends and an on/off switch shared with one (SmearGate v2 off leaves v1 on; phased TTT off leaves
     LoRA TTT on), unless that leaves nothing to set; turning off a technique another one extends turns that one off
-    too (SmearGate v1 off: no gate at all; the GPT-J lane off: no parallel block, so one lane). A technique whose on/off switch the recipe has off is
-    not on, whatever its other keys (TTT's settings in a recipe that scores without TTT). Every row validates
-    (``apply_overrides``)."""
+    too (SmearGate v1 off: no gate at all; the GPT-J lane off: no parallel block, so one lane). A technique whose
+    on/off switch the recipe has off is not on, whatever its other keys (TTT's settings in a recipe that scores
+    without TTT). Every row validates (``apply_overrides``)."""
     from .config import apply_overrides
 
     default = Config()
     differs = {k for t in TECHNIQUES for k, _ in t.keys if _get(recipe, k) != _get(default, k)}
 
-    def own(t: Technique) -> set[str]:  # its keys, less those of a technique it extends (two lanes: parallel_lanes)
-        mine = {k for k, _ in t.keys}
-        return mine - set().union(*({k for k, _ in u.keys} for u in TECHNIQUES if {k for k, _ in u.keys} < mine))
-    on = [t for t in TECHNIQUES if own(t) & differs  # a switch the recipe has off (e.g. eval.ttt) makes the rest
-          and all(_get(recipe, k) is True for k, v in t.keys if v is True)]  # inert
+    keys = {t.name: frozenset(k for k, _ in t.keys) for t in TECHNIQUES}
+    # a technique's own keys: less those of a technique it extends (two lanes: parallel_lanes)
+    own = {n: ks - set().union(*(o for o in keys.values() if o < ks)) for n, ks in keys.items()}
+    on = [t for t in TECHNIQUES if own[t.name] & differs  # a switch the recipe has off (e.g. eval.ttt) makes the
+          and all(_get(recipe, k) is True for k, v in t.keys if v is True)]  # rest inert
     out = []
     for t in on:
-        mine = {k for k, _ in t.keys}
-        others = [{k for k, _ in u.keys} for u in on if u is not t]
+        mine = keys[t.name]
+        others = [keys[u.name] for u in on if u is not t]
         shared_switch = {k for k, v in t.keys if v is True and any(k in o for o in others)}  # e.g. eval.ttt
         inner = set().union(*(o for o in others if o < mine)) | shared_switch
         changed = [k for k, _ in t.keys if k in differs]  # never empty: t is on
         reset = [k for k in changed if k not in inner] or changed  # SmearGate v1: its switch alone ...
         # ... and the own keys of a technique that extends this one go too (no two lanes without parallel blocks)
-        reset += sorted(k for u in on if mine < {k for k, _ in u.keys} for k in own(u) & differs)
+        reset += sorted(k for u in on if mine < keys[u.name] for k in own[u.name] & differs)
         sets = [f"{k}={_get(default, k)}" for k in reset]
         apply_overrides(recipe, sets)  # a row that cannot run is a bug here, not at the device
         out.append((t.name, sets))
