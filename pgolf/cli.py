@@ -122,7 +122,8 @@ def _resume(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import predicted_challenge_eval_s, rank_world
+    from .dist import rank_world
+    from .evaluate import predicted_challenge_eval_s
     from .score import score_artifact
 
     def progress(msg: str) -> None:  # data checks and the eval modes' progress lines; the scores go to stdout

@@ -40,6 +40,13 @@ def timeout() -> timedelta:
     return timedelta(seconds=float(os.environ.get("PGOLF_DIST_TIMEOUT", "300")))
 
 
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of the process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def env_world_size() -> int:
     """The process count torchrun set (1 outside it): known before the process group exists."""
     return int(os.environ.get("WORLD_SIZE", "1"))

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .config import TTT_TARGETS
+from .dist import rank_world
 from .tokenizer import ByteTable, target_bytes
 
 
@@ -64,12 +65,6 @@ def predicted_challenge_eval_s(seconds: float, val_bytes: float, world: int = 1,
     mode set; compile warm-up outside the timer is not in ``seconds``."""
     ratio = CHALLENGE_VAL_BYTES / max(val_bytes, 1.0)
     return (seconds - serial_s) * world * ratio / CHALLENGE_GPUS + serial_s * ratio
-
-
-def rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _autocast(device: torch.device):

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from .config import OptimConfig
+from .dist import rank_world
 from .model import CONTROL_PATTERNS
 
 NS5 = ((3.4445, -4.7750, 2.0315),) * 5
@@ -63,12 +64,6 @@ def newton_schulz(G: Tensor, steps: int = 5, eps: float = 1e-7, coeffs: str = "n
 def ns_flops(shape: tuple[int, ...], steps: int) -> float:
     m, n = sorted(shape[-2:])
     return steps * (4.0 * m * m * n + 2.0 * m ** 3)
-
-
-def rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def assign_owners(shapes: list[tuple[int, ...]], world: int, steps: int = 5) -> list[int]:
