@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from .config import TTT_TARGETS
 from .dist import rank_world
+from .model import compile_options
 from .tokenizer import ByteTable, target_bytes
 
 
@@ -386,7 +387,7 @@ def _ttt_forward(model, compile_: bool):
         return model(x, y, reduction="none", lora=lora, last=last)
     if not compile_:
         return fwd
-    compiled = torch.compile(fwd, dynamic=True)
+    compiled = torch.compile(fwd, dynamic=True, options=compile_options(model.cfg))
 
     def call(x: Tensor, y: Tensor, lora: TTTAdapters, last: int) -> Tensor:
         with torch._dynamo.config.patch(specialize_float=True):

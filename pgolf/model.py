@@ -598,3 +598,17 @@ def apply_precision(model: GPT, device: torch.device) -> GPT:
         if isinstance(m, CastedLinear):
             m.float()
     return model
+
+
+def compile_options(cfg: ModelConfig) -> dict | None:
+    """Inductor options for compiling this model. Two lanes turn inductor's mix-order reduction off: with it on,
+    torch 2.11's scheduler fails an assertion (``not isinstance(node1, FusedMixOrderReductions)``) compiling
+    best-sp8192 with two lanes (H200, session 13); the records run with TORCHINDUCTOR_MIX_ORDER_REDUCTION=0."""
+    return {"triton.mix_order_reduction": False} if cfg.parallel_lanes > 1 else None
+
+
+def compile_model(model: GPT, enabled: bool) -> nn.Module:
+    """The model compiled whole (one graph, static shapes) where ``enabled``, else the model itself."""
+    if not enabled:
+        return model
+    return torch.compile(model, dynamic=False, fullgraph=True, options=compile_options(model.cfg))

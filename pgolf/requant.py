@@ -34,7 +34,7 @@ def cmd_requant(args) -> int:
     from .data import DistributedTokenLoader, prepare_data
     from . import __version__
     from .evaluate import check_modes, evaluate
-    from .model import GPT, apply_precision
+    from .model import GPT, apply_precision, compile_model
     from .quant import policy_of, quantize_to_budget, read_artifact
     from .train import calibrate_hessians
 
@@ -63,7 +63,7 @@ def cmd_requant(args) -> int:
     model.load_state_dict(state)
     # the no-grad forwards compiled on a GPU, as a run and `pgolf eval` score (eager, a sliding eval of the sp8192
     # proxy model was unfinished after 320 s on an H100; compiled it takes 25 s plus ~60 s of compilation)
-    evm = torch.compile(model, dynamic=False, fullgraph=True) if (device.type == "cuda" and cfg.train.compile) else model
+    evm = compile_model(model, device.type == "cuda" and cfg.train.compile)
     pre = evaluate(model, evm, cfg, data.val_tokens, data.val_bytes, device, modes)
     rows = []
     hessians = None

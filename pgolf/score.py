@@ -13,7 +13,7 @@ from .config import Config, InputError, ModelConfig, apply_overrides
 from .data import prepare_data
 from .dist import init_distributed
 from .evaluate import EvalResult, check_modes, evaluate, run_modes
-from .model import GPT, apply_precision
+from .model import GPT, apply_precision, compile_model
 from .quant import read_artifact
 
 
@@ -53,5 +53,5 @@ def score_artifact(path: str, data: str | None = None, tokenizer: str | None = N
     model.use_attention(dev)
     model.load_state_dict(state, strict=True)
     model.looped = True  # scored with its depth recurrence, as the run scored it
-    evm = torch.compile(model, dynamic=False, fullgraph=True) if (dev.type == "cuda" and cfg.train.compile) else model
+    evm = compile_model(model, dev.type == "cuda" and cfg.train.compile)
     return evaluate(model, evm, cfg, ds.val_tokens, ds.val_bytes, dev, modes, log)

@@ -41,7 +41,7 @@ from .data import DataSet, DistributedTokenLoader, prepare_data
 from .dist import DistInfo, broadcast_object, cleanup_distributed, init_distributed
 from .evaluate import evaluate, predicted_challenge_eval_s, run_modes
 from .files import sha256_bytes
-from .model import FLEX_MAX_TOKENS, GPT, apply_precision
+from .model import FLEX_MAX_TOKENS, GPT, apply_precision, compile_model
 from .optim import Optimizers, build_optimizers, newton_schulz
 from .pack import build_script, embedded_config
 from .predict import model_shapes, predict_fit
@@ -234,7 +234,7 @@ def build(cfg: Config, info: DistInfo, data: DataSet, code: str, log, predict: b
         for t in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(t.data, src=0)
     use_compile = cfg.train.compile and device.type == "cuda"
-    compiled = torch.compile(model, dynamic=False, fullgraph=True) if use_compile else model
+    compiled = compile_model(model, use_compile)
     optimizers = build_optimizers(model, cfg.optim, cfg.model.tie_embeddings, device)
     if use_compile and optimizers.muon is not None:
         optimizers.muon.ns = torch.compile(newton_schulz)

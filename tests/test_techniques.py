@@ -340,6 +340,27 @@ def test_two_lanes_are_the_gpt_j_stack_when_their_routing_is_plain_and_route_on_
         cfg(parallel_from=1, parallel_lanes=3)
 
 
+def test_two_lanes_compile_without_inductors_mix_order_reduction(monkeypatch):
+    """Two lanes crashed torch 2.11's inductor with mix-order reduction on (an assertion in its scheduler, session
+    13's H200 run of best-sp8192 with two lanes); every compile of a two-lane model -- training, scoring, TTT --
+    turns it off by an inductor option that exists, and one lane keeps inductor's defaults."""
+    import torch._inductor.config as inductor_config
+    from pgolf import evaluate
+    from pgolf.model import compile_model, compile_options
+
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw.get("options")) or fn)
+    two = GPT(cfg(num_layers=4, parallel_from=1, parallel_lanes=2))
+    one = GPT(cfg(num_layers=4, parallel_from=1))
+    assert compile_model(two, False) is two and not seen
+    compile_model(two, True)
+    compile_model(one, True)
+    evaluate._ttt_forward(two, True)
+    assert seen == [{"triton.mix_order_reduction": False}, None, {"triton.mix_order_reduction": False}]
+    assert inductor_config.triton.mix_order_reduction is not None  # the option's key exists in this torch
+    assert compile_options(one.cfg) is None
+
+
 def test_gated_skips_blend_the_skip_in_by_a_sigmoid_and_saturate_to_no_skip():
     """model.skip_gates (04-01 onward): each U-Net skip enters as lerp(w skip, x, sigmoid(g)) instead of x + w skip;
     a gate saturated open keeps x alone, which is the stack without skips; at init (g = 0) half and half, on either
