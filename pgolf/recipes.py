@@ -288,10 +288,11 @@ def frontier_sp8192() -> Config:
 
 def _frontier_as_measured(name: str, embed: str) -> Config:
     """``frontier-sp8192`` as pgolf's `best` recipes run it on the proxy: no document mask (FlexAttention's mask cost
-    8.7% a step, 109.4 vs 100.7 ms, session 10), no depth recurrence (below), one parallel lane and additive U-Net
-    skips (the records' two lanes and gated skips are not measured on the proxy yet), SDClip on the matrices only
-    with the tied embedding at ``embed`` with its row max (an SDClip'd embedding cost +0.095 on session 6's weights),
-    scored by the sliding eval (TTT, compiled, is measured at sp8192 only: ``best-sp8192`` turns it on)."""
+    8.7% a step, 109.4 vs 100.7 ms, session 10), no depth recurrence (below), SDClip on the matrices only with the
+    tied embedding at ``embed`` with its row max (an SDClip'd embedding cost +0.095 on session 6's weights), scored by
+    the sliding eval (TTT, compiled, is measured at sp8192 only: ``best-sp8192`` turns it on). The records' two lanes
+    from layer 8 and gated U-Net skips stay on: on the proxy they gave -0.0155 at sp8192 (lanes -0.0129, the gates
+    -0.0024 more) and -0.0086 to -0.0106 at sp1024 (session 13, BENCHMARKS)."""
     c = frontier_sp8192()
     c.name = name
     c.model.doc_mask = False
@@ -299,9 +300,6 @@ def _frontier_as_measured(name: str, embed: str) -> Config:
     # steps at 87.2 ms without it against 2,250 at 100.9 with it; pre-quant 1.2438 vs 1.2486 / 1.2499, final
     # 1.21934 vs 1.22323 / 1.22465, spread of two runs 0.0014)
     c.model.recur_from, c.model.recur_to, c.model.recur_loops, c.schedule.recur_start_frac = 0, 0, 1, 0.0
-    # one GPT-J lane, additive skips and TTT's A reset per document, as measured; the records' two lanes, gated
-    # skips and warm A are not measured yet
-    c.model.parallel_lanes, c.model.skip_gates, c.eval.ttt_warm_a = 1, False, False
     c.quant.embed, c.quant.sdclip = embed, "attn:13,mlp:11.5,other:12.85"
     c.eval.ttt, c.eval.final = False, "sliding"  # `best-sp8192` turns TTT back on
     return c
@@ -309,15 +307,16 @@ def _frontier_as_measured(name: str, embed: str) -> Config:
 
 def best() -> Config:
     """pgolf's strongest measured combination at sp1024: ``frontier-sp8192``'s model and optimizer (11L x 512 MLP 4x,
-    XSA on all layers, partial RoPE, LN scale, QK gain 5, the sparse attention-output gate, SmearGate v2, parallel
-    lanes from 8; Muon with Polar Express and row normalisation, EMA 0.9965, warm-down over 85% to a 0.1 floor;
+    XSA on all layers, partial RoPE, LN scale, QK gain 5, the sparse attention-output gate, SmearGate v2, two
+    parallel residual lanes from layer 8, sigmoid-gated U-Net skips; Muon with Polar Express and row normalisation, EMA 0.9965, warm-down over 85% to a 0.1 floor;
     batch 786,432 at seq 2048) with the 2026-03-31 record's BigramHash 2816x112 for the small vocabulary, without
     the document mask and without depth recurrence; the export that measured best on pgolf's own weights: GPTQ with
     SDClip on the int6 matrices (attention 13, MLP 11.5, other 12.85) and the tied embedding at int8 with its row
-    max, GPTQ'd too; LQER rank 4 on the top 3; rows in similarity order; brotli-11; final sliding s64. 32,642,694
+    max, GPTQ'd too; LQER rank 4 on the top 3; rows in similarity order; brotli-11; final sliding s64. 32,645,272
     parameters (two U-Net skip weights fewer than with the looped layers: 14 virtual layers made 7).
-    Proxy (H200, BENCHMARKS session 11): 2,603 steps at 87.2 ms, pre-quant plain **1.2438**, final sliding s64
-    **1.21934** at 14,778,247 bytes. With layers 3-5 looped from 35% (session 10, two runs in two leases): 2,255 /
+    Proxy (H200, BENCHMARKS session 13): 2,570 steps at 88.3 ms, pre-quant plain **1.2338**, final sliding s64
+    **1.20878** at 14,792,791 bytes. With one GPT-J lane and additive skips (sessions 11 and 12, two leases): 2,603 /
+    2,630 steps at 87.2 / 86.3 ms, pre-quant 1.2438 / 1.2419, final 1.21934 / 1.21733. With layers 3-5 looped from 35% (session 10, two runs in two leases): 2,255 /
     2,250 steps at 100.7 / 100.9 ms, pre-quant 1.2486 / 1.2499, final 1.22323 / 1.22465. With the document mask
     (FlexAttention) the step was 109.4 ms. Beside the 2026-03-31 record in one lease (its post-EMA pre-quant plain
     1.2566 at 2,415 steps): 1.2486 (session 10). `best-v1` (session 9, 11 layers, k 8 export): 1.23388."""
@@ -328,16 +327,17 @@ def best() -> Config:
 
 def best_sp8192() -> Config:
     """pgolf's strongest measured combination at sp8192 (train it on an sp8192 build: ``pgolf data build`` with the
-    challenge's fineweb_8192_bpe.model): ``frontier-sp8192`` without the document mask and without depth recurrence,
-    MLP 3.25x so that the int6 matrices and an int7 row-max embedding (GPTQ'd) fit, SDClip on the matrices only (an
+    challenge's fineweb_8192_bpe.model): ``frontier-sp8192`` without the document mask and without depth recurrence
+    (two lanes from layer 8 and gated skips kept), MLP 3.25x so that the int6 matrices and an int7 row-max embedding (GPTQ'd) fit, SDClip on the matrices only (an
     SDClip'd embedding cost +0.095 on session 6's weights), scored by the records' phased score-first TTT (3 phases
     over the first 5% of the documents, LoRA rank 80 alpha 144 on every projection, 48-token chunks, AdamW lr 1e-4
-    beta1 0 beta2 0.99 decay 0.5), compiled on CUDA after a warm-up on random tokens outside the eval timer.
-    Proxy (H200, BENCHMARKS session 12): 2,640 steps at 86.0 ms, pre-quant plain 1.2272, sliding s64 after the
-    roundtrip 1.21061 at 15,563,404 bytes, TTT **1.20113** in 138.9 s (273 s predicted on 8 GPUs, inside the eval
-    budget; the warm-up took 278 s). Another run, with the SmearGate off: 1.21013, TTT 1.20064 (148.2 s). Session
-    11: sliding 1.21200, TTT eager 1.20262 (344 s: 659 s predicted on 8 GPUs, which kept TTT off until compiled).
-    `best` (sp1024) in the same configuration: 1.21733 / 1.21934 (two leases)."""
+    beta1 0 beta2 0.99 decay 0.5, A kept across documents), compiled on CUDA after a warm-up on random tokens outside
+    the eval timer. 31,617,175 parameters.
+    Proxy (H200, BENCHMARKS session 13): 2,575 steps at 88.1 ms, pre-quant plain 1.2131, sliding s64 after the
+    roundtrip 1.19526 at 15,568,573 bytes, TTT **1.18676** in 131.1 s (258 s predicted on 8 GPUs, inside the eval
+    budget; the warm-up took 87 s); with A reset per document 1.18703. Two lanes without the skip gates: sliding
+    1.19770, TTT 1.18911. With one GPT-J lane and additive skips (session 12): 2,640 steps at 86.0 ms, pre-quant
+    1.2272, sliding 1.21061, TTT 1.20113."""
     c = _frontier_as_measured("best-sp8192", embed="int7")
     c.model.mlp_mult = 3.25
     c.eval.ttt, c.eval.final = True, "ttt"

@@ -55,10 +55,15 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("Parallel attention/MLP (GPT-J lane)", (("model.parallel_from", 7),), "04-06",
               "pre-quant barely moved, quant gap tighter", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
     Technique("Sigmoid-gated U-Net skips", (("model.skip_gates", True),), "04-01 (#1089) onward; 04-27 on",
-              "part of 1.0634 onward (no figure of its own)"),
+              "part of 1.0634 onward (no figure of its own)",
+              measured="proxy (H200), on two lanes: `best-sp8192` sliding 1.19526 vs 1.19770 (-0.0024), TTT 1.18676 "
+                       "vs 1.18911 (session 13, one lease)"),
     Technique("Two-lane parallel residuals (attention's and MLP's lanes, learned routing)",
               (("model.parallel_from", 8), ("model.parallel_lanes", 2)), "03-31 #1204 (from 7), 04-27 (from 8)",
-              "~0.0022 (0.0037 nats)"),
+              "~0.0022 (0.0037 nats)",
+              measured="proxy (H200): `best-sp8192` sliding 1.19770 vs 1.21061 (-0.0129; session 12's one-lane run, "
+                       "another lease; pre-quant plain 1.2154 vs 1.2272); with gated skips too: `best` 1.20878 vs "
+                       "1.21733 / 1.21934 (sessions 12 / 11), `best-sp8192` 1.19526 (session 13)"),
     Technique("Depth recurrence", (("model.recur_from", 4), ("model.recur_to", 6), ("model.recur_loops", 2),
                                    ("schedule.recur_start_frac", 0.48)), "03-31 #1204; 3-5 x2 from 0.35 later",
               "~0.002-0.003",
@@ -114,7 +119,9 @@ TECHNIQUES: tuple[Technique, ...] = (
                        "s; warm-up 278 / 336 s outside the timer) (session 12); eager -0.0094 (1.20262 vs 1.21200, "
                        "344 s, 659 s predicted) and -0.0083 with recurrence (session 11)"),
     Technique("TTT adapters' A kept across documents (B reset only)", (("eval.ttt", True), ("eval.ttt_warm_a", True)),
-              "#1767 (04-23), the records' default since", "part of -0.00043 with alpha 144 and decay 1.0"),
+              "#1767 (04-23), the records' default since", "part of -0.00043 with alpha 144 and decay 1.0",
+              measured="proxy (H200), `best-sp8192` with two lanes and gated skips: TTT 1.18676 vs 1.18703 with A "
+                       "reset (-0.0003, session 13, one artifact)"),
     Technique("LQER (rank-4 error correction, int2/int4 factors)", (("quant.lqer_top", 3), ("quant.lqer_rank", 4)),
               "#1797 (04-27)", "part of 1.0611 (#1855)",
               measured="proxy: top 4 -0.0002 (best, +9.7 KB) / -0.0004 (best-sp8192, +12 KB) (BENCHMARKS, "

@@ -666,10 +666,10 @@ def test_ablation_rows_turn_one_technique_off_each():
     assert rows["GPTQ of the tied embedding (head inputs' Hessian; with quant.gptq)"] == ["quant.gptq_embed=False"]
     assert not any("TTT" in name for name in rows) and "Depth recurrence" not in rows  # best has it off
     assert "Depth recurrence" in dict(ablations(get_recipe("frontier-sp8192")))
-    # a technique is on by its own keys, not by those of one it extends: `best` has one parallel lane, so no
-    # two-lane row (its parallel_from is the GPT-J row's); a recipe with SmearGate v1 only has no v2 row
-    assert not any("Two-lane" in name for name in rows)
-    lanes = dict(ablations(apply_overrides(best, ["model.parallel_lanes=2"])))
+    # a technique is on by its own keys, not by those of one it extends: with one parallel lane, no two-lane row
+    # (its parallel_from is the GPT-J row's); a recipe with SmearGate v1 only has no v2 row
+    assert not any("Two-lane" in name for name in ablations(apply_overrides(best, ["model.parallel_lanes=1"])))
+    lanes = rows  # `best` has two lanes
     assert lanes["Two-lane parallel residuals (attention's and MLP's lanes, learned routing)"] == \
         ["model.parallel_lanes=1"]
     assert lanes["Parallel attention/MLP (GPT-J lane)"] == ["model.parallel_from=-1", "model.parallel_lanes=1"]
