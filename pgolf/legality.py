@@ -100,8 +100,8 @@ def check_score_before_update(ttt: Callable, model: nn.Module, tokens: Tensor, t
     again; every target before t in the stream must keep its score bit for bit (no update trained on a later token
     reached it) -- and, with ``later_docs_fixed`` (per-document TTT), every later document all of its scores too.
     Phased TTT trains the base weights on documents already scored, and warm A carries a row's adapters to its next
-    document, so later documents may move there, earlier ones never. ``ttt(model, tokens, table, device, token_nll=dict, **kw)`` records each scored target's NLL under its
-    index (pgolf.evaluate.eval_ttt's hook)."""
+    document, so later documents may move there, earlier ones never. ``ttt(model, tokens, table, device,
+    token_nll=dict, **kw)`` records each scored target's NLL under its index (pgolf.evaluate.eval_ttt's hook)."""
     device = device or torch.device("cpu")
     docs = find_docs(tokens, bos_id)
     ds, n = max(docs, key=lambda d: d[1])

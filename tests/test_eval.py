@@ -488,3 +488,21 @@ def test_compiled_ttt_scores_as_the_eager_one_and_before_it_learns():
     assert a.keys() == b.keys() == set(range(1, toks.numel()))
     assert all(b[j] == v for j, v in a.items() if j < ds + 20 or j >= ds + n)
     assert any(b[j] != a[j] for j in range(ds + 20, ds + n))
+
+
+def test_the_perturbation_check_lets_later_documents_move_only_where_ttt_carries_state_across_them():
+    """pgolf.legality.check_score_before_update, as the audit runs it: under warm A a later document of the changed
+    document's row may move (it adapted from an A that saw the change, after scoring it), so the strict form --
+    every other document bit for bit -- fails there and passes without warm A; the audit's form for warm A and
+    phases (``later_docs_fixed=False``) still holds every earlier target fixed."""
+    from pgolf.legality import check_score_before_update
+
+    model, table, toks = toy_model(), toy_table(), toy_tokens(300, seed=4)
+    toks[toks == 1] = 5
+    toks[::60] = 1  # five documents of 60 tokens: the changed one (the first longest) has two later in its row
+    kw = dict(rank_r=2, lr=0.05, chunk=8, seq_len=24, batch_docs=2)
+    assert check_score_before_update(eval_ttt, model, toks, table, 1, kw).ok
+    warm = dict(kw, warm_a=True)
+    strict = check_score_before_update(eval_ttt, model, toks, table, 1, warm)
+    assert not strict.ok and "in another document" in strict.detail
+    assert check_score_before_update(eval_ttt, model, toks, table, 1, warm, later_docs_fixed=False).ok
