@@ -137,14 +137,16 @@ def window_plan(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int
 @torch.no_grad()
 def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, seq_len: int, stride: int,
                  batch_seqs: int, device: torch.device, log: Callable[[str], None] | None = None,
-                 label: str = "eval") -> EvalResult:
+                 label: str = "eval", first_model: nn.Module | None = None) -> EvalResult:
     """Sliding-window eval (plain eval is stride == seq_len). ``model(x, y, reduction='none')`` -> (B, T) nats;
     ``table``: a ByteTable, or the bytes of every position of ``tokens`` as a target (``target_bytes``).
 
     The windows are cut into blocks of ``batch_seqs`` (one forward each, always full-size: the last block is padded
     with unscored windows); ranks take contiguous runs of blocks, and the per-block sums meet in ``exact_total``.
     Every window but the first scores only its last ``stride`` positions, so the head and the loss run only there
-    (``model(..., last=stride)``); the block holding the first window runs them everywhere."""
+    (``model(..., last=stride)``); the block holding the first window runs them everywhere, through
+    ``first_model`` where given: the eager model beside a compiled ``model``, whose graph fixes ``last``, so that a
+    sliding eval compiles one graph, not two (the second cost ~16 s on an H200, session 13)."""
     t0 = time.perf_counter()
     rank, world = rank_world()
     plan = window_plan(tokens.numel(), seq_len, stride)
@@ -155,8 +157,9 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, se
     sums = torch.zeros(hi - lo, 3, dtype=torch.float64, device=device)  # per block: nll, tokens, bytes
     pos = torch.arange(seq_len, device=device)
     progress = Progress(label, hi - lo, log if rank == 0 else None)
-    was_training = model.training
-    model.eval()
+    modes = [(m, m.training) for m in (model, first_model) if m is not None]
+    for m, _ in modes:
+        m.eval()
     with torch.inference_mode():
         for k, blk in enumerate(range(lo, hi)):
             batch = plan[blk * batch_seqs:(blk + 1) * batch_seqs]
@@ -168,7 +171,7 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, se
             x, y, yb = toks[idx], toks[idx + 1], nbytes[idx + 1]
             tail = stride if stride < seq_len and batch[0][0] > 0 else 0  # every window scores its last positions
             with _autocast(device):
-                nll = model(x, y, reduction="none", last=tail).float()
+                nll = (model if tail or first_model is None else first_model)(x, y, reduction="none", last=tail).float()
             mask = (pos[None, :] >= firsts[:, None]) & (pos[None, :] < lens[:, None])
             if tail:
                 mask, yb = mask[:, -tail:], yb[:, -tail:]
@@ -176,7 +179,8 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, se
             sums[k, 1] = mask.sum()
             sums[k, 2] = (yb.double() * mask).sum()
             progress.update(k + 1)
-    model.train(was_training)
+    for m, training in reversed(modes):
+        m.train(training)
     nll, n, nbytes = exact_total(sums, n_blocks)
     return EvalResult(nll, n, nbytes, time.perf_counter() - t0)
 
@@ -578,7 +582,7 @@ def evaluate(model, eval_model, cfg, val_tokens: Tensor, table: ByteTable | Tens
                                      log, "plain eval")
         elif mode == "sliding":
             out[mode] = eval_windows(eval_model, val_tokens, table, seq, e.sliding_stride, e.sliding_batch_seqs,
-                                     device, log, "sliding eval")
+                                     device, log, "sliding eval", first_model=model)
         elif mode == "ttt":
             out[mode] = eval_ttt(model, val_tokens, table, device, **ttt_kwargs(cfg),
                                  compile_=e.ttt_compile and device.type == "cuda", log=log)

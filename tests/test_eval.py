@@ -87,6 +87,45 @@ def test_sliding_with_full_stride_is_plain():
     assert a.nll == pytest.approx(b.nll, rel=1e-9) and a.bytes == b.bytes and a.tokens == b.tokens == 299
 
 
+def test_a_compiled_sliding_eval_sees_one_head_width_and_the_eager_model_takes_the_first_window(monkeypatch):
+    """A compiled forward fixes ``last`` in its graph: given ``first_model`` (the eager model, as ``evaluate``
+    passes it), the sliding eval sends the block holding the first window (head on every position) there and every
+    other block to ``model`` with ``last=stride`` -- one graph -- and scores what the one model scores, bit for bit;
+    both models are back in their training modes after."""
+    model, table, toks = toy_model(), toy_table(), toy_tokens(300, seed=3)
+    cpu = torch.device("cpu")
+    seen = {"model": [], "first": []}
+
+    def spy(name):
+        def fwd(x, y, reduction="mean", last=0):
+            seen[name].append(last)
+            return model(x, y, reduction=reduction, last=last)
+        return fwd
+
+    class Spy(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.fwd = spy(name)
+
+        def forward(self, *a, **kw):
+            return self.fwd(*a, **kw)
+
+    compiled, eager = Spy("model"), Spy("first")
+    eager.train()
+    got = eval_windows(compiled, toks, table, 32, 8, 4, cpu, first_model=eager)
+    assert seen["first"] == [0] and len(seen["model"]) > 1 and set(seen["model"]) == {8}
+    assert eager.training and compiled.training
+    want = eval_windows(model, toks, table, 32, 8, 4, cpu)
+    assert (got.nll, got.tokens, got.bytes) == (want.nll, want.tokens, want.bytes)
+    # a run's evaluate hands its eager model to the sliding eval beside the compiled one
+    import pgolf.evaluate as E
+    from pgolf.config import Config
+    firsts = []
+    monkeypatch.setattr(E, "eval_windows", lambda *a, **kw: firsts.append(kw.get("first_model")))
+    E.evaluate(model, compiled, Config().validate(), toks, table, cpu, ["sliding"])
+    assert firsts == [model]
+
+
 def test_find_docs_targets_are_the_stream():
     toks = torch.tensor([5, 6, 1, 7, 8, 9, 1, 1, 4, 5])
     docs = find_docs(toks, 1)
