@@ -157,8 +157,8 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, se
     sums = torch.zeros(hi - lo, 3, dtype=torch.float64, device=device)  # per block: nll, tokens, bytes
     pos = torch.arange(seq_len, device=device)
     progress = Progress(label, hi - lo, log if rank == 0 else None)
-    modes = [(m, m.training) for m in (model, first_model) if m is not None]
-    for m, _ in modes:
+    was_training = [(m, m.training) for m in (model, first_model) if m is not None]
+    for m, _ in was_training:
         m.eval()
     with torch.inference_mode():
         for k, blk in enumerate(range(lo, hi)):
@@ -179,7 +179,7 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, se
             sums[k, 1] = mask.sum()
             sums[k, 2] = (yb.double() * mask).sum()
             progress.update(k + 1)
-    for m, training in reversed(modes):
+    for m, training in reversed(was_training):
         m.train(training)
     nll, n, nbytes = exact_total(sums, n_blocks)
     return EvalResult(nll, n, nbytes, time.perf_counter() - t0)
