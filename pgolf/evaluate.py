@@ -170,8 +170,9 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, se
             idx = (starts[:, None] + pos[None, :]).clamp_max(toks.numel() - 2)
             x, y, yb = toks[idx], toks[idx + 1], nbytes[idx + 1]
             tail = stride if stride < seq_len and batch[0][0] > 0 else 0  # every window scores its last positions
+            fwd = first_model if first_model is not None and not tail else model
             with _autocast(device):
-                nll = (model if tail or first_model is None else first_model)(x, y, reduction="none", last=tail).float()
+                nll = fwd(x, y, reduction="none", last=tail).float()
             mask = (pos[None, :] >= firsts[:, None]) & (pos[None, :] < lens[:, None])
             if tail:
                 mask, yb = mask[:, -tail:], yb[:, -tail:]

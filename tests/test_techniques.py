@@ -669,10 +669,9 @@ def test_ablation_rows_turn_one_technique_off_each():
     # a technique is on by its own keys, not by those of one it extends: with one parallel lane, no two-lane row
     # (its parallel_from is the GPT-J row's); a recipe with SmearGate v1 only has no v2 row
     assert not any("Two-lane" in name for name in ablations(apply_overrides(best, ["model.parallel_lanes=1"])))
-    lanes = rows  # `best` has two lanes
-    assert lanes["Two-lane parallel residuals (attention's and MLP's lanes, learned routing)"] == \
+    assert rows["Two-lane parallel residuals (attention's and MLP's lanes, learned routing)"] == \
         ["model.parallel_lanes=1"]
-    assert lanes["Parallel attention/MLP (GPT-J lane)"] == ["model.parallel_from=-1", "model.parallel_lanes=1"]
+    assert rows["Parallel attention/MLP (GPT-J lane)"] == ["model.parallel_from=-1", "model.parallel_lanes=1"]
     assert rows["SmearGate v1 (per-dim gate)"] == ["model.smear_gate=False", "model.smear_window=0"]  # no gate
     v1 = dict(ablations(get_recipe("record-0331")))
     assert "SmearGate v1 (per-dim gate)" in v1 and "SmearGate v2 (gate from 12 dims, BOS-safe)" not in v1
