@@ -392,7 +392,7 @@ def _ttt_forward(model, compile_: bool):
         return model(x, y, reduction="none", lora=lora, last=last)
     if not compile_:
         return fwd
-    compiled = torch.compile(fwd, dynamic=True, options=compile_options(model.cfg))
+    compiled = torch.compile(fwd, dynamic=True, options=compile_options())
 
     def call(x: Tensor, y: Tensor, lora: TTTAdapters, last: int) -> Tensor:
         with torch._dynamo.config.patch(specialize_float=True):

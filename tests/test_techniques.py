@@ -340,13 +340,13 @@ def test_two_lanes_are_the_gpt_j_stack_when_their_routing_is_plain_and_route_on_
         cfg(parallel_from=1, parallel_lanes=3)
 
 
-def test_two_lanes_compile_without_inductors_mix_order_reduction(monkeypatch):
-    """Two lanes crashed torch 2.11's inductor with mix-order reduction on (an assertion in its scheduler, session
-    13's H200 run of best-sp8192 with two lanes); every compile of a two-lane model -- training, scoring, TTT --
-    turns it off by an inductor option that exists, and one lane keeps inductor's defaults."""
+def test_every_compile_turns_inductors_mix_order_reduction_off(monkeypatch):
+    """Mix-order reduction crashed torch 2.11's inductor on two lanes (an assertion in its scheduler, session 13's
+    H200 run of best-sp8192) and made pr164-s64's step 5% slower (session 14): every compile of a model --
+    training, scoring, TTT, one lane or two -- turns it off by an inductor option that exists in this torch."""
     import torch._inductor.config as inductor_config
     from pgolf import evaluate
-    from pgolf.model import compile_model, compile_options
+    from pgolf.model import compile_model
 
     seen = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw.get("options")) or fn)
@@ -355,10 +355,9 @@ def test_two_lanes_compile_without_inductors_mix_order_reduction(monkeypatch):
     assert compile_model(two, False) is two and not seen
     compile_model(two, True)
     compile_model(one, True)
-    evaluate._ttt_forward(two, True)
-    assert seen == [{"triton.mix_order_reduction": False}, None, {"triton.mix_order_reduction": False}]
-    assert inductor_config.triton.mix_order_reduction is not None  # the option's key exists in this torch
-    assert compile_options(one.cfg) is None
+    evaluate._ttt_forward(one, True)
+    assert seen == [{"triton.mix_order_reduction": False}] * 3
+    assert isinstance(inductor_config.triton.mix_order_reduction, bool)  # the option's key exists in this torch
 
 
 def test_gated_skips_blend_the_skip_in_by_a_sigmoid_and_saturate_to_no_skip():
