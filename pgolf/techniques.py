@@ -61,9 +61,9 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("Two-lane parallel residuals (attention's and MLP's lanes, learned routing)",
               (("model.parallel_from", 8), ("model.parallel_lanes", 2)), "03-31 #1204 (from 7), 04-27 (from 8)",
               "~0.0022 (0.0037 nats)",
-              measured="proxy (H200): `best-sp8192` sliding 1.19770 vs 1.21061 (-0.0129; session 12's one-lane run, "
-                       "another lease; pre-quant plain 1.2154 vs 1.2272); with gated skips too: `best` 1.20878 vs "
-                       "1.21733 / 1.21934 (sessions 12 / 11), `best-sp8192` 1.19526 (session 13)"),
+              measured="proxy (H200), one lease: `best` final 1.21038 vs 1.21240 with one lane (-0.0020; pre-quant "
+                       "plain 1.2355 vs 1.2370) at 88.2 vs 85.7 ms a step (session 14). Across leases it looked 6x "
+                       "larger: `best-sp8192` 1.19770 vs 1.21061 (sessions 13 / 12)"),
     Technique("Depth recurrence", (("model.recur_from", 4), ("model.recur_to", 6), ("model.recur_loops", 2),
                                    ("schedule.recur_start_frac", 0.48)), "03-31 #1204; 3-5 x2 from 0.35 later",
               "~0.002-0.003",
