@@ -292,8 +292,8 @@ def _frontier_as_measured(name: str, embed: str) -> Config:
     8.7% a step, 109.4 vs 100.7 ms, session 10), no depth recurrence (below), SDClip on the matrices only with the
     tied embedding at ``embed`` with its row max (an SDClip'd embedding cost +0.095 on session 6's weights), scored by
     the sliding eval (TTT, compiled, is measured at sp8192 only: ``best-sp8192`` turns it on). The records' two lanes
-    from layer 8 and gated U-Net skips stay on: on the proxy, each against the other on in one lease, two lanes gave
-    -0.0020 at sp1024 (session 14) and the gates -0.0024 at sp8192 (session 13, BENCHMARKS)."""
+    from layer 8 and gated U-Net skips stay on: on the proxy, each against a run without it in the same lease, two
+    lanes gave -0.0020 at sp1024 (session 14) and the gates -0.0024 at sp8192 (session 13, BENCHMARKS)."""
     c = frontier_sp8192()
     c.name = name
     c.model.doc_mask = False
