@@ -38,3 +38,18 @@ def test_gpu_share_splits_the_share_over_the_processes(monkeypatch):
     assert two.validate().train.grad_accum(2) == 1
     with pytest.raises(ConfigError, match="on each of 3 process"):
         cfg(3, 4)
+
+
+def test_report_warns_when_the_profiled_steps_are_not_the_timed_ones():
+    """Session 14's bench read 102.2 ms profiled against 63.1 ms timed (44 ms idle in the profiled window only) and
+    printed that breakdown as the step's. The report now says so when the two differ by more than 10%."""
+    from pgolf.bench import report
+
+    r = {"recipe": "x", "device": "cpu", "world_size": 1, "attention": "sdpa", "batch_tokens": 98_304,
+         "ms_per_step": 63.1, "tokens_per_s": 1.56e6, "tokens_per_s_per_gpu": 1.56e6, "mfu": None,
+         "peak_mem_mib": None, "wall_ms": 102.2, "gpu_busy_ms": 58.4, "top_kernels": [],
+         "phases": {"forward": {"gpu_ms": 19.4, "host_ms": 0.0}}}
+    lines = report(r).splitlines()
+    assert lines[3].startswith("  WARNING: the profiled steps took +62% against the timed ones")
+    assert lines[4].split() == ["phase", "GPU", "ms", "host", "ms"]
+    assert "WARNING" not in report({**r, "wall_ms": 64.2})
