@@ -228,6 +228,17 @@ def gptq_many(jobs: list[tuple[Tensor, Tensor, Tensor, int]], max_batch_bytes: i
     return out
 
 
+def prime_gptq(device: torch.device) -> None:
+    """GPTQ's solve once on a toy matrix on ``device``, before the training clock: the first real solve runs inside
+    it, and on a fresh GPU process it also loads the solver (cuSOLVER's Cholesky, the float64 kernels). Session 14:
+    the export's quantization took 9.2 s on a fresh machine against 5.3 s on a warm one, and `best`'s run came to
+    241.1 s of 240 (a cause not proven: this removes the one that can be removed before the clock)."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(4, 16, generator=g)
+    x = torch.randn(64, 16, generator=g, dtype=torch.float64)
+    gptq_many([(w, (x.T @ x).to(device), w.abs().amax(dim=1) / 31, 6)])
+
+
 def quantize_tensor(w: Tensor, fmt: str, cfg: QuantConfig, group: str = "") -> tuple[Tensor, Tensor]:
     """The one quantizer: a 2-D float tensor to (q int8 (R, C), scale fp16 (R,)) in format ``fmt`` ("intN") with the
     policy's clip settings for its ``group`` (SDClip's k, else quantile or row max, clip search below int8), the

@@ -45,7 +45,7 @@ from .model import FLEX_MAX_TOKENS, GPT, apply_precision, compile_model
 from .optim import Optimizers, build_optimizers, newton_schulz
 from .pack import build_script, embedded_config
 from .predict import model_shapes, predict_fit
-from .quant import policy_of, qat_function, quantize_to_budget, read_artifact
+from .quant import policy_of, prime_gptq, qat_function, quantize_to_budget, read_artifact
 from .rundir import RunDir, environment, install_commit, plot_run
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -247,7 +247,8 @@ def build(cfg: Config, info: DistInfo, data: DataSet, code: str, log, predict: b
 
 
 def warm_up(b: Built, log) -> None:
-    """Compile and prime every path the loop takes (QAT too), then restore the initial state exactly."""
+    """Compile and prime every path the loop takes (QAT too) and GPTQ's solve, then restore the initial state
+    exactly."""
     cfg = b.cfg
     b.new_loader()
     if cfg.train.warmup_steps <= 0:
@@ -268,6 +269,8 @@ def warm_up(b: Built, log) -> None:
                     b.train_step(1.0, cfg.optim.muon_momentum_start, n)
     b.model.looped = False
     b.set_qat(False)
+    if cfg.quant.gptq:  # the solve runs inside the clock (the calibration's eager forward is the model's own)
+        prime_gptq(b.device)
     b.model.load_state_dict(init_model)
     b.optimizers.load_state_dict(init_opt)
     b.new_loader()

@@ -249,16 +249,23 @@ def test_pause_and_resume_under_two_gloo_processes(tmp_path, embedded_dir):
     assert b["val_bpb"] == pytest.approx(a["val_bpb"], abs=1e-6) and b["world_size"] == 2
 
 
-def test_gptq_export_counts_its_calibration_as_training(tmp_path, embedded_dir):
+def test_gptq_export_counts_its_calibration_as_training(tmp_path, embedded_dir, monkeypatch):
     """GPTQ calibrates on training tokens after the loop: that time is training time (the rules count it), taken
-    from the loop's share of the budget by train.reserve_s; the export then stores GPTQ's codes."""
+    from the loop's share of the budget by train.reserve_s; its solve is primed in the warm-up, outside the clock;
+    the export then stores GPTQ's codes."""
     from pgolf.config import ConfigError, apply_overrides
+    from pgolf.quant import prime_gptq
 
     c = tiny_config(eval__ttt="false", eval__sliding_stride=0, quant__gptq="true", quant__gptq_batches=3,
                     quant__mlp="int5", quant__attn="int5", train__iterations=100000, train__max_seconds=3,
                     train__reserve_s=1, quant__gptq_embed="true", quant__sdclip="attn:13,mlp:11.5",
                     quant__keep_float_max_numel=1024)
+    import pgolf.train as T
+
+    primed = []
+    monkeypatch.setattr(T, "prime_gptq", lambda device: primed.append(device) or prime_gptq(device))
     s = train(c, tmp_path / "g")
+    assert primed == [torch.device("cpu")]  # the solve primed in the warm-up, before the clock
     assert s["gptq_s"] > 0 and s["train_time_s"] == s["loop_time_s"] + s["gptq_s"]
     assert s["loop_time_s"] < 2.2  # the loop stopped inside its share (3 s - 1 s reserved), jitter aside
     header, _ = read_artifact(tmp_path / "g" / "model.pgz")
