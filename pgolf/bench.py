@@ -121,13 +121,14 @@ def report(r: dict) -> str:
              f"  {r['ms_per_step']:.1f} ms/step, {r['tokens_per_s']:,.0f} tokens/s "
              f"({r['tokens_per_s_per_gpu']:,.0f} per GPU){mfu}{mem}",
              f"  profiled: {r['wall_ms']:.1f} ms/step wall, GPU busy {r['gpu_busy_ms']:.1f} ms "
-             f"({100 * r['gpu_busy_ms'] / max(r['wall_ms'], 1e-9):.0f}%), idle {r['wall_ms'] - r['gpu_busy_ms']:.1f} ms",
-             f"  {'phase':16s} {'GPU ms':>8s} {'host ms':>8s}"]
+             f"({100 * r['gpu_busy_ms'] / max(r['wall_ms'], 1e-9):.0f}%), "
+             f"idle {r['wall_ms'] - r['gpu_busy_ms']:.1f} ms"]
     off = r["wall_ms"] / max(r["ms_per_step"], 1e-9) - 1
     if abs(off) > PROFILE_TOLERANCE:  # session 14: 102.2 ms profiled against 63.1 timed, 44 ms of it idle
-        lines.insert(3, f"  WARNING: the profiled steps took {100 * off:+.0f}% against the timed ones: something "
-                        "else ran in that window (a sync, the profiler's start, another process), so the phases "
-                        "below may not be the step's; run again, or with more --profile-steps")
+        lines.append(f"  WARNING: the profiled steps took {100 * off:+.0f}% against the timed ones: something else "
+                     "ran in that window (a sync, the profiler's start, another process), so the phases below may "
+                     "not be the step's; run again, or with more --profile-steps")
+    lines.append(f"  {'phase':16s} {'GPU ms':>8s} {'host ms':>8s}")
     for name in [p.split("/", 1)[1] for p in PHASES]:
         if name in r["phases"]:
             ph = r["phases"][name]

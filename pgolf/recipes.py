@@ -316,13 +316,14 @@ def best() -> Config:
     embedding at int8 with its row max, GPTQ'd too; LQER rank 4 on the top 3; rows in similarity order; brotli-11; final
     sliding s64. 32,645,272 parameters (two U-Net skip weights fewer than with the looped layers: 14 virtual layers made
     7).
-    Proxy (H200, BENCHMARKS session 13): 2,570 steps at 88.3 ms, pre-quant plain **1.2338**, final sliding s64
-    **1.20878** at 14,792,791 bytes. With one GPT-J lane and additive skips (sessions 11 and 12, two leases): 2,603 /
+    Proxy (H200, BENCHMARKS sessions 13 and 14, two leases): 2,570 / 2,573 steps at 88.3 / 88.2 ms, pre-quant plain
+    **1.2338** / 1.2355, final sliding s64 **1.20878** / 1.21038 at 14.79 MB; with one lane in session 14's lease
+    1.21240. With one GPT-J lane and additive skips (sessions 11 and 12, two leases): 2,603 /
     2,630 steps at 87.2 / 86.3 ms, pre-quant 1.2438 / 1.2419, final 1.21934 / 1.21733. With layers 3-5 looped from 35%
     (session 10, two runs in two leases): 2,255 / 2,250 steps at 100.7 / 100.9 ms, pre-quant 1.2486 / 1.2499, final
     1.22323 / 1.22465. With the document mask (FlexAttention) the step was 109.4 ms. Beside the 2026-03-31 record in one
-    lease (its post-EMA pre-quant plain 1.2566 at 2,415 steps): 1.2486 (session 10). `best-v1` (session 9, 11 layers, k
-    8 export): 1.23388."""
+    lease (its post-EMA pre-quant plain 1.2566 at 2,415 steps): 1.2486 (session 10); in session 14 its roundtrip plain
+    1.25804 against `best`'s 1.23905 (the lease before). `best-v1` (session 9, 11 layers, k 8 export): 1.23388."""
     c = _frontier_as_measured("best", embed="int8")
     c.model.vocab_size, c.model.bigram_buckets, c.model.bigram_dim = 1024, 2816, 112
     return c

@@ -253,6 +253,7 @@ def test_gptq_export_counts_its_calibration_as_training(tmp_path, embedded_dir, 
     """GPTQ calibrates on training tokens after the loop: that time is training time (the rules count it), taken
     from the loop's share of the budget by train.reserve_s; its solve is primed in the warm-up, outside the clock;
     the export then stores GPTQ's codes."""
+    import pgolf.train as T
     from pgolf.config import ConfigError, apply_overrides
     from pgolf.quant import prime_gptq
 
@@ -260,8 +261,6 @@ def test_gptq_export_counts_its_calibration_as_training(tmp_path, embedded_dir, 
                     quant__mlp="int5", quant__attn="int5", train__iterations=100000, train__max_seconds=3,
                     train__reserve_s=1, quant__gptq_embed="true", quant__sdclip="attn:13,mlp:11.5",
                     quant__keep_float_max_numel=1024)
-    import pgolf.train as T
-
     primed = []
     monkeypatch.setattr(T, "prime_gptq", lambda device: primed.append(device) or prime_gptq(device))
     s = train(c, tmp_path / "g")
