@@ -309,23 +309,30 @@ def _frontier_as_measured(name: str, embed: str) -> Config:
 def best() -> Config:
     """pgolf's strongest measured combination at sp1024: ``frontier-sp8192``'s model and optimizer (11L x 512 MLP 4x,
     XSA on all layers, partial RoPE, LN scale, QK gain 5, the sparse attention-output gate, SmearGate v2, two parallel
-    residual lanes from layer 8, sigmoid-gated U-Net skips; Muon with Polar Express and row normalisation, EMA 0.9965,
-    warm-down over 85% to a 0.1 floor; batch 786,432 at seq 2048) with the 2026-03-31 record's BigramHash 2816x112 for
-    the small vocabulary, without the document mask and without depth recurrence; the export that measured best on
-    pgolf's own weights: GPTQ with SDClip on the int6 matrices (attention 13, MLP 11.5, other 12.85) and the tied
-    embedding at int8 with its row max, GPTQ'd too; LQER rank 4 on the top 3; rows in similarity order; brotli-11; final
-    sliding s64. 32,645,272 parameters (two U-Net skip weights fewer than with the looped layers: 14 virtual layers made
-    7).
-    Proxy (H200, BENCHMARKS sessions 13 and 14, two leases): 2,570 / 2,573 steps at 88.3 / 88.2 ms, pre-quant plain
-    **1.2338** / 1.2355, final sliding s64 **1.20878** / 1.21038 at 14.79 MB; with one lane in session 14's lease
-    1.21240. With one GPT-J lane and additive skips (sessions 11 and 12, two leases): 2,603 /
-    2,630 steps at 87.2 / 86.3 ms, pre-quant 1.2438 / 1.2419, final 1.21934 / 1.21733. With layers 3-5 looped from 35%
-    (session 10, two runs in two leases): 2,255 / 2,250 steps at 100.7 / 100.9 ms, pre-quant 1.2486 / 1.2499, final
-    1.22323 / 1.22465. With the document mask (FlexAttention) the step was 109.4 ms. Beside the 2026-03-31 record in one
-    lease (its post-EMA pre-quant plain 1.2566 at 2,415 steps): 1.2486 (session 10); in session 14 its roundtrip plain
-    1.25804 against `best`'s 1.23905 (the lease before). `best-v1` (session 9, 11 layers, k 8 export): 1.23388."""
+    residual lanes from layer 8, sigmoid-gated U-Net skips; Muon with row normalisation, EMA 0.9965, warm-down over 85%
+    to a 0.1 floor; batch 786,432 at seq 2048) with the 2026-03-31 record's BigramHash 2816x112 for the small
+    vocabulary, without the document mask and without depth recurrence; Muon's classic Newton-Schulz 5 coefficients,
+    not Polar Express; the export that measured best on pgolf's own weights: GPTQ with SDClip on the int6 matrices
+    (attention 13, MLP 11.5, other 12.85) and the tied embedding at int8 with its row max, GPTQ'd too; LQER rank 4 on
+    the top 3; brotli-11, rows in their own order; final sliding s64. 32,645,272 parameters (two U-Net skip weights
+    fewer than with the looped layers: 14 virtual layers made 7).
+    Session 15 (H200, BENCHMARKS, one lease): with Polar Express 2,572 steps at 88.3 ms, pre-quant plain 1.2336, final
+    1.20847; with Newton-Schulz 5 (this recipe's Muon since) 2,560 at 88.7 ms, **1.2322** / **1.20688** -- -0.0016,
+    inside the spread of four runs of the old recipe (1.20847-1.21038), but Polar Express never measured a gain
+    against it. Rows in similarity order (the old recipe) cost 62 KB on the same weights (the uint16 permutation
+    outweighs what the sorted codes save) for bit-identical weights, so they are off: ~14.73 MB.
+    Earlier (with Polar Express and sorted rows; sessions 13 and 14, two leases): 2,570 / 2,573 steps at 88.3 / 88.2
+    ms, pre-quant plain 1.2338 / 1.2355, final 1.20878 / 1.21038 at 14.79 MB; with one lane in session 14's lease
+    1.21240. With one GPT-J lane and additive skips (sessions 11 and 12, two leases): 2,603 / 2,630 steps at 87.2 /
+    86.3 ms, pre-quant 1.2438 / 1.2419, final 1.21934 / 1.21733. With layers 3-5 looped from 35% (session 10, two
+    runs in two leases): 2,255 / 2,250 steps at 100.7 / 100.9 ms, pre-quant 1.2486 / 1.2499, final 1.22323 / 1.22465.
+    With the document mask (FlexAttention) the step was 109.4 ms. Beside the 2026-03-31 record in one lease (its
+    post-EMA pre-quant plain 1.2566 at 2,415 steps): 1.2486 (session 10); in session 14 its roundtrip plain 1.25804
+    against `best`'s 1.23905 (the lease before). `best-v1` (session 9, 11 layers, k 8 export): 1.23388."""
     c = _frontier_as_measured("best", embed="int8")
     c.model.vocab_size, c.model.bigram_buckets, c.model.bigram_dim = 1024, 2816, 112
+    c.optim.muon_ns = "ns5"  # Polar Express: +0.0016 against it in one lease (session 15)
+    c.quant.sort_rows = False  # +62 KB for the same weights (session 15)
     return c
 
 

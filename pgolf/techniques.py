@@ -37,9 +37,13 @@ TECHNIQUES: tuple[Technique, ...] = (
               "part of 1.1458"),
     Technique("OrthoInit", (("model.ortho_init", True),), "03-19 seed", "part of 1.1556"),
     Technique("XSA on every layer", (("model.xsa_last_n", "num_layers"),), "03-25 onward (last 3-4 before)",
-              "~0.002 (last 3); all layers in every later record", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
-    Technique("Partial RoPE 16/64", (("model.rope_dims", 16),), "#287 (03-21)", "-0.0023 with LN scale", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
-    Technique("LN scale 1/sqrt(layer+1)", (("model.ln_scale", True),), "#287 (03-21)", "with partial RoPE", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
+              "~0.002 (last 3); all layers in every later record",
+              measured="proxy (H200), one lease: `best` without XSA final 1.21214 vs 1.20847 (+0.0037; pre-quant plain "
+                       "1.2362 vs 1.2336) at 85.7 vs 88.3 ms a step (2,649 vs 2,572 steps) (BENCHMARKS, session 15)"),
+    Technique("Partial RoPE 16/64", (("model.rope_dims", 16),), "#287 (03-21)", "-0.0023 with LN scale",
+              measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
+    Technique("LN scale 1/sqrt(layer+1)", (("model.ln_scale", True),), "#287 (03-21)", "with partial RoPE",
+              measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
     Technique("QK-gain init", (("model.qk_gain_init", 5.0),), "04-01 (4.0), 04-04 (5.0), #1953 (5.25)",
               "monotonic 4.0 -> 5.25", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
     Technique("Sparse attention-output gate", (("model.attn_gate_window", 12),), "#1667 (04-16), #1787 (04-23)",
@@ -50,14 +54,16 @@ TECHNIQUES: tuple[Technique, ...] = (
               measured="+11.8% ms/step on `best-v1` (FlexAttention 51.0 vs cuDNN 45.6 ms, H200, side by side); "
                        "on `best` +8.7% (109.4 vs 100.7 ms, one lease); `best` pre-quant 1.2532 with it (session "
                        "9) vs 1.2486 / 1.2499 without (two runs, session 10): off in `best` (BENCHMARKS, 9-10)"),
-    Technique("LeakyReLU(0.5)^2", (("model.activation", "leaky_relu2"),), "#493", "-0.003", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
+    Technique("LeakyReLU(0.5)^2", (("model.activation", "leaky_relu2"),), "#493", "-0.003",
+              measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
     Technique("MLP 4x", (("model.mlp_mult", 4.0),), "04-01 onward (with WD 0.085)", "part of -0.017 (#1218)"),
     Technique("Parallel attention/MLP (GPT-J lane)", (("model.parallel_from", 7),), "04-06",
               "pre-quant barely moved, quant gap tighter", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
     Technique("Sigmoid-gated U-Net skips", (("model.skip_gates", True),), "04-01 (#1089) onward; 04-27 on",
               "part of 1.0634 onward (no figure of its own)",
               measured="proxy (H200), on two lanes: `best-sp8192` sliding 1.19526 vs 1.19770 (-0.0024), TTT 1.18676 "
-                       "vs 1.18911 (session 13, one lease)"),
+                       "vs 1.18911 (session 13, one lease); `best` without them 1.20952 vs 1.21019 (-0.0007 for "
+                       "additive skips, one lease, inside `best`'s spread of 0.0019; session 15)"),
     Technique("Two-lane parallel residuals (attention's and MLP's lanes, learned routing)",
               (("model.parallel_from", 8), ("model.parallel_lanes", 2)), "03-31 #1204 (from 7), 04-27 (from 8)",
               "~0.0022 (0.0037 nats)",
@@ -71,9 +77,14 @@ TECHNIQUES: tuple[Technique, ...] = (
                        "2,250 at 100.9 ms, 1.2486 / 1.2499, 1.22323 / 1.22465 with it (other leases; spread 0.0014); "
                        "`best-sp8192` 1.21200 vs 1.21186 (same session): off in both (BENCHMARKS, session 11)"),
     Technique("Muon Polar Express coefficients", (("optim.muon_ns", "polar_express"),), "#1344 (04-23)",
-              "part of 1.0634", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
+              "part of 1.0634",
+              measured="proxy (H200), one lease: `best` with Newton-Schulz 5 instead final 1.20688 vs 1.20847 "
+                       "(-0.0016 for NS5; pre-quant plain 1.2322 vs 1.2336), inside the spread of four runs of "
+                       "`best` (0.0019), never a gain: `best` uses NS5 since (BENCHMARKS, session 15)"),
     Technique("MuonEq-R (row-normalised update)", (("optim.muon_row_norm", True),), "arXiv:2603.28254, #1285",
-              "~0.001", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
+              "~0.001",
+              measured="proxy (H200), one lease: `best` without it final 1.22881 vs 1.20847 (+0.0203; pre-quant "
+                       "plain 1.2542 vs 1.2336) at the same step (BENCHMARKS, session 15)"),
     Technique("Muon momentum 0.97", (("optim.muon_momentum", 0.97),), "#1514 (04-09)", "~0.0005 vs 0.99"),
     Technique("Muon weight decay", (("optim.muon_wd", 0.095),), "seeds 0.04; frontier 0.085-0.095",
               "WD 0.04 swept optimal (03-20)"),
@@ -92,16 +103,20 @@ TECHNIQUES: tuple[Technique, ...] = (
               "03-25 / 03-29 onward", "-0.0046 (03-25, AR self-generated calibration)",
               measured="proxy, best weights (sp1024): plain gap +0.0017 -> +0.0007 (row max), +0.0064 -> +0.0025 "
                        "(SDClip k 8); 9.3 s at sp1024, 13.6 s at sp8192 before the solve ran in stacks (its loop 8x "
-                       "faster, H100) (BENCHMARKS, session 7)"),
+                       "faster, H100) (BENCHMARKS, session 7); on `best`'s weights (the export only, H200): sliding "
+                       "gap +0.00354 vs +0.00711 without, 8.2-10.1 s inside the clock (session 15)"),
     Technique("GPTQ of the tied embedding (head inputs' Hessian; with quant.gptq)", (("quant.gptq_embed", True),),
               "04-05 (\"GPTQ-quantize the embedding matrix\")", "part of 1.0856",
               measured="proxy, best-sp8192 weights: int8 embedding gap +0.0049 -> +0.0042; int7 SDClip k14 "
-                       "+0.099 -> +0.038 (BENCHMARKS, session 6)"),
+                       "+0.099 -> +0.038 (BENCHMARKS, session 6); `best`'s weights (int8 row max): sliding gap "
+                       "+0.00354 vs +0.00367 without, 67 bytes more (session 15)"),
     Technique("SDClip (clip = k std per row)", (("quant.sdclip", "attn:13,mlp:11.5,other:12.85"),),
               "04-05; per-class k 04-14, 9-hparam stack", "part of 1.0856; MLP 10->12 -0.00096",
               measured="proxy, with GPTQ: best-sp8192 -5.4 MB vs row max at the same gap (+0.0049 vs +0.0050); best "
                        "k 8 -3.35 MB for +0.0018, k 6 -2.26 MB for +0.0009; on the embedding (int7, k 14) +0.095 "
-                       "alone (BENCHMARKS, sessions 6-7)"),
+                       "alone (BENCHMARKS, sessions 6-7); on `best`'s weights without it the int6 matrices and int8 "
+                       "embedding do not fit: the fit falls to int4 MLP and embedding, 15.52 MB, sliding gap +0.0141 "
+                       "vs +0.0035 (session 15)"),
     Technique("Phased score-first TTT (global SGD on scored docs)",
               (("eval.ttt", True), ("eval.ttt_phases", 3), ("eval.ttt_prefix_frac", 0.05)),
               "#1610 (04-13), 3 phases #1626 (04-14)", "-0.00056 (1 phase); 3 phases -0.00081 more",
@@ -125,12 +140,15 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("LQER (rank-4 error correction, int2/int4 factors)", (("quant.lqer_top", 3), ("quant.lqer_rank", 4)),
               "#1797 (04-27)", "part of 1.0611 (#1855)",
               measured="proxy: top 4 -0.0002 (best, +9.7 KB) / -0.0004 (best-sp8192, +12 KB) (BENCHMARKS, "
-                       "sessions 6-7)"),
+                       "sessions 6-7); top 3 on `best`'s weights (H200): sliding gap +0.003544 vs +0.003549 "
+                       "without, +7.5 KB (session 15)"),
     Technique("AWQ-lite (64 salient columns at int8)", (("quant.awq", True), ("quant.awq_group", 64)), "#1945",
               "part of 1.05943", measured="CPU model only: +9% bytes at width 256 (BENCHMARKS, issue 13 session 4)"),
     Technique("Rows in L1 nearest-neighbour order", (("quant.sort_rows", True),), "per-group compression (04-27)",
-              "~280 KB with per-group lrzip", measured="CPU model only: +0.46% bytes net (BENCHMARKS, issue 13 "
-              "session 4)"),
+              "~280 KB with per-group lrzip",
+              measured="CPU model: +0.46% bytes net (BENCHMARKS, issue 13 session 4); `best`'s weights (brotli-11): "
+                       "+62,054 bytes net for bit-identical weights (the uint16 order outweighs what sorting saves): "
+                       "off in `best` since (session 15)"),
 )
 
 

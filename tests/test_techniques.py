@@ -679,3 +679,40 @@ def test_ablation_rows_turn_one_technique_off_each():
     ttt = dict(ablations(apply_overrides(best, ["eval.ttt=true"])))
     assert ttt["Phased score-first TTT (global SGD on scored docs)"] == ["eval.ttt_phases=0"]
     assert main(["techniques", "--ablate"]) == 2
+
+
+def test_ablate_script_finds_a_row_by_number_or_by_a_piece_of_its_name(tmp_path):
+    """bench/ablate.sh RECIPE N|NAME runs bench/proxy.sh as ablate-N with the row's --sets (here a stand-in proxy that
+    prints its arguments); a name piece that names two rows, or none, is one line and exit 2, before any run."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pgolf.recipes import get_recipe
+    from pgolf.techniques import ablations
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "bench").mkdir()
+    shutil.copy(repo / "bench" / "ablate.sh", tmp_path / "bench" / "ablate.sh")
+    (tmp_path / "bench" / "proxy.sh").write_text('#!/usr/bin/env bash\necho "PROXY $*"\n')
+    (tmp_path / "bench" / "proxy.sh").chmod(0o755)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python3").symlink_to(sys.executable)
+    env = dict(os.environ, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}", PYTHONPATH=str(repo))
+
+    def ablate(*args):
+        return subprocess.run(["bash", str(tmp_path / "bench" / "ablate.sh"), "best", *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    rows = ablations(get_recipe("best"))
+    n = next(i for i, (name, _) in enumerate(rows, 1) if name == "XSA on every layer")
+    want = f"PROXY ablate-{n} best --set train.val_every=0 " + " ".join(f"--set {s}" for s in rows[n - 1][1])
+    for which in (str(n), "xsa on"):
+        r = ablate(which, "--set", "eval.batch_tokens=65536")
+        assert r.returncode == 0 and r.stdout.strip() == want + " --set eval.batch_tokens=65536", r
+    assert ablate("0").stdout.strip() == "PROXY ablate-0 best --set train.val_every=0"
+    for which in ("SmearGate", "no such technique", str(len(rows) + 1)):
+        r = ablate(which)
+        assert r.returncode == 2 and "PROXY" not in r.stdout and len(r.stderr.strip().splitlines()) == 1, r
