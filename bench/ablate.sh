@@ -7,7 +7,9 @@
 #
 #   bench/ablate.sh RECIPE N [more proxy.sh args...]      e.g.  bench/ablate.sh best 3; bench/ablate.sh best XSA
 #
-# Environment as bench/proxy.sh (VOCAB, BUDGET, ...). Prints the row's name and overrides, then proxy.sh's SUMMARY.
+# The float weights are scored plain only (eval.prequant_sliding=false: the table reads pre-quant plain and the final;
+# ~40-60 s a row). Environment as bench/proxy.sh (VOCAB, BUDGET, ...). Prints the row's name and overrides, then
+# proxy.sh's SUMMARY.
 set -euo pipefail
 recipe=$1; n=$2; shift 2
 cd "$(dirname "$0")/.."
@@ -37,4 +39,4 @@ args=()
 while read -r s; do
   case $s in "#"*) n=${s#"#"} ;; ?*) args+=(--set "$s") ;; esac
 done <<< "$rows"
-bench/proxy.sh "ablate-$n" "$recipe" --set train.val_every=0 "${args[@]}" "$@"
+bench/proxy.sh "ablate-$n" "$recipe" --set train.val_every=0 --set eval.prequant_sliding=false "${args[@]}" "$@"

@@ -363,6 +363,8 @@ class EvalConfig:
     ttt_sgd_batch_seqs: int = 32  # phased TTT: sequences of eval.ttt_seq_len per SGD step
     ttt_sgd_clip: float = 1.0  # phased TTT: gradient-norm clip (0 = none)
     final: str = "plain"  # the scored number: plain | sliding | ttt
+    prequant_sliding: bool = True  # with final=sliding, score the float weights by it too (its quant gap; ~40-60 s
+    # on the proxy): off, the pre-quant score is plain only (the ablation rows, where minutes are rows)
     max_tokens: int = 0  # cap on val tokens (debugging only; 0 = all)
 
     def __post_init__(self) -> None:

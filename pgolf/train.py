@@ -470,7 +470,7 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
     b.model.looped = b.recurrent  # the model as it is scored: with its recurrence (pgolf eval does the same)
     if cfg.train.keep_float and info.is_main:  # the weights before the export, for pgolf requant
         rd.write("model_float.pt", _torch_bytes({k: v.detach().cpu() for k, v in b.model.state_dict().items()}))
-    final_modes = ["plain"] + ([cfg.eval.final] if cfg.eval.final == "sliding" else [])
+    final_modes = ["plain"] + (["sliding"] if cfg.eval.final == "sliding" and cfg.eval.prequant_sliding else [])
     pre = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.val_bytes, dev, final_modes, log)
     rd.metric(kind="val", step=steps, val_loss=pre["plain"].loss, val_bpb=pre["plain"].bpb, train_s=train_time)
     for m, r in pre.items():

@@ -708,11 +708,12 @@ def test_ablate_script_finds_a_row_by_number_or_by_a_piece_of_its_name(tmp_path)
 
     rows = ablations(get_recipe("best"))
     n = next(i for i, (name, _) in enumerate(rows, 1) if name == "XSA on every layer")
-    want = f"PROXY ablate-{n} best --set train.val_every=0 " + " ".join(f"--set {s}" for s in rows[n - 1][1])
+    fixed = "--set train.val_every=0 --set eval.prequant_sliding=false"
+    want = f"PROXY ablate-{n} best {fixed} " + " ".join(f"--set {s}" for s in rows[n - 1][1])
     for which in (str(n), "xsa on"):
         r = ablate(which, "--set", "eval.batch_tokens=65536")
         assert r.returncode == 0 and r.stdout.strip() == want + " --set eval.batch_tokens=65536", r
-    assert ablate("0").stdout.strip() == "PROXY ablate-0 best --set train.val_every=0"
+    assert ablate("0").stdout.strip() == f"PROXY ablate-0 best {fixed}"
     for which in ("SmearGate", "no such technique", str(len(rows) + 1)):
         r = ablate(which)
         assert r.returncode == 2 and "PROXY" not in r.stdout and len(r.stderr.strip().splitlines()) == 1, r

@@ -277,6 +277,22 @@ def test_gptq_export_counts_its_calibration_as_training(tmp_path, embedded_dir, 
         apply_overrides(c, ["schedule.qat_start_frac=0.5"])
 
 
+def test_skipping_the_prequant_sliding_eval_changes_no_score(tmp_path, embedded_dir):
+    """eval.prequant_sliding=false (the ablation rows' minutes): the float weights are scored plain only, and every
+    score the run reports -- pre-quant plain, roundtrip plain and sliding, the final -- is bit for bit the run's with
+    the pre-quant sliding eval."""
+    c = tiny_config(eval__ttt="false", eval__final="sliding")
+    full = train(c, tmp_path / "full")
+    short = train(tiny_config(eval__ttt="false", eval__final="sliding", eval__prequant_sliding="false"),
+                  tmp_path / "short")
+    assert set(full["prequant"]) == {"plain", "sliding"} and set(short["prequant"]) == {"plain"}
+    assert short["prequant"]["plain"]["val_bpb"] == full["prequant"]["plain"]["val_bpb"]
+    for mode in ("plain", "sliding"):
+        assert short["roundtrip"][mode]["val_bpb"] == full["roundtrip"][mode]["val_bpb"], mode
+    assert short["val_bpb"] == full["val_bpb"] == full["roundtrip"]["sliding"]["val_bpb"]
+    assert "pre-quant sliding" not in (tmp_path / "short" / "train.log").read_text()
+
+
 def test_requant_compares_export_policies_on_the_same_weights(tmp_path, embedded_dir):
     """A run that kept its float weights is exported again under other policies; each row gives bytes and the
     quant gap, and the run's own policy reproduces the run's roundtrip score exactly."""
