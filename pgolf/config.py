@@ -79,6 +79,9 @@ class ModelConfig:
     recur_loops: int = 1  # ... passed this many times (1 = the plain stack), from schedule.recur_start_frac
     bigram_buckets: int = 0  # BigramHash table size; 0 = off
     bigram_dim: int = 128  # BigramHash embedding width (projected to model_dim)
+    ve_dim: int = 0  # shared value embedding (03-22 #374 to 04-04): a token table of this width, projected to the
+    # K/V width and added to the attention's values on the layers of ve_layers (0 = off)
+    ve_layers: tuple[int, ...] = ()  # the layers whose values get it, each with its own learned scale (e.g. 9,10)
     ortho_init: bool = False  # orthogonal init of large matrices, ".proj" outputs scaled 1/sqrt(2L)
     xsa_last_n: int = 0  # exclusive self-attention on the last N layers (0 = off)
     ln_scale: bool = False  # scale block-norm outputs by 1/sqrt(layer+1)
@@ -108,7 +111,16 @@ class ModelConfig:
                f"not {self.attention!r}")
         _check(self.bigram_buckets == 0 or self.bigram_buckets >= 2, "model.bigram_buckets must be 0 or >= 2")
         _check(0 <= self.xsa_last_n <= self.num_layers, "model.xsa_last_n must be in [0, num_layers]")
-        _at_least(self, "model", 0, "smear_window", "attn_gate_window", "recur_from", "recur_to")
+        _at_least(self, "model", 0, "smear_window", "attn_gate_window", "recur_from", "recur_to", "ve_dim")
+        layers = self.ve_layers.split(",") if isinstance(self.ve_layers, str) else self.ve_layers
+        try:
+            self.ve_layers = tuple(int(v) for v in layers if str(v).strip())
+        except ValueError:
+            raise ConfigError(f"model.ve_layers={','.join(map(str, layers))!r}: expected layer numbers, e.g. 9,10")
+        _check(all(0 <= v < self.num_layers for v in self.ve_layers) and len(set(self.ve_layers)) ==
+               len(self.ve_layers), f"model.ve_layers: {self.ve_layers} must be distinct layers in [0, num_layers)")
+        _check((self.ve_dim > 0) == bool(self.ve_layers),
+               "model.ve_dim and model.ve_layers go together: a width > 0 and at least one layer, or neither")
         _at_least(self, "model", 1, "recur_loops")
         _check(self.smear_window <= self.model_dim and self.attn_gate_window <= self.model_dim,
                "model.smear_window and model.attn_gate_window must be <= model_dim")

@@ -19,7 +19,7 @@ from .config import ModelConfig
 
 # Small tensors that steer the residual stream: kept fp32 in the model and in the artifact.
 CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weights", "skip_gates", "smear",
-                    "bigram.scale", "attn_gate", "lane_post", "lane_resid")
+                    "bigram.scale", "attn_gate", "lane_post", "lane_resid", "value_embed.scale")
 
 
 def _fa3():
@@ -209,11 +209,14 @@ class Attention(nn.Module):
         k = cfg.attn_gate_window
         self.attn_gate = nn.Parameter(torch.zeros(cfg.num_heads, k)) if k else None
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, lora=None, layer: int = 0, mask=None) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, lora=None, layer: int = 0, mask=None,
+                ve: Tensor | None = None) -> Tensor:
         B, T, _ = x.shape
         q, k, v = self.c_q(x), self.c_k(x), self.c_v(x)
         if lora is not None:  # TTT's adapters (evaluate.TTTAdapters): each adds where it has one
             q, k, v = lora.add("q", layer, x, q), lora.add("k", layer, x, k), lora.add("v", layer, x, v)
+        if ve is not None:  # the shared value embedding of this layer (model.ve_layers)
+            v = v + ve.to(v.dtype)
         q = q.view(B, T, self.num_heads, self.head_dim)
         k = k.view(B, T, self.num_kv_heads, self.head_dim)
         v = v.view(B, T, self.num_kv_heads, self.head_dim)
@@ -286,14 +289,14 @@ class Block(nn.Module):
             self.lane_resid = nn.Parameter(torch.full((2,), cfg.lane_resid_init))  # each lane's carry-over
 
     def forward_lanes(self, lanes: tuple[Tensor, Tensor], x0: Tensor, cos: Tensor, sin: Tensor, lora=None,
-                      layer: int = 0, mask=None) -> tuple[Tensor, Tensor]:
+                      layer: int = 0, mask=None, ve: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The two-lane parallel block: attention reads lane 0 (mixed with x0), the MLP reads lane 1, and lane j
         becomes resid[j] lane_j + post[0, j] attention + post[1, j] MLP. With resid and post at 1, resid_mix at its
         init and equal lanes, this is the GPT-J block (``forward``) on either lane (tests/test_techniques.py)."""
         a_in, m_in = lanes
         mix = self.resid_mix.to(a_in.dtype)
         h = F.rms_norm(mix[0] * a_in + mix[1] * x0, (a_in.size(-1),)) * self.norm_scale
-        a = self.attn_scale.to(a_in.dtype) * self.attn(h, cos, sin, lora, layer, mask)
+        a = self.attn_scale.to(a_in.dtype) * self.attn(h, cos, sin, lora, layer, mask, ve)
         g = F.rms_norm(m_in, (m_in.size(-1),)) * self.norm_scale
         m = self.mlp(g) if lora is None else lora.add("mlp", layer, g, self.mlp(g))
         m = self.mlp_scale.to(a_in.dtype) * m
@@ -301,11 +304,11 @@ class Block(nn.Module):
         return r[0] * a_in + post[0, 0] * a + post[1, 0] * m, r[1] * m_in + post[0, 1] * a + post[1, 1] * m
 
     def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, lora=None, layer: int = 0,
-                mask=None) -> Tensor:
+                mask=None, ve: Tensor | None = None) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
         h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
-        x = x + self.attn_scale.to(x.dtype) * self.attn(h, cos, sin, lora, layer, mask)
+        x = x + self.attn_scale.to(x.dtype) * self.attn(h, cos, sin, lora, layer, mask, ve)
         if not self.parallel:  # the MLP reads the attention's output (parallel: the same normed input)
             h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
         m = self.mlp(h) if lora is None else lora.add("mlp", layer, h, self.mlp(h))
@@ -365,6 +368,29 @@ class BigramHash(nn.Module):
         return self.proj(self.embed(self.bucket(ids))) * self.scale
 
 
+class ValueEmbedding(nn.Module):
+    """The shared value embedding (VE128, 2026-03-22 PR #374 to 04-04): one token table (V, ve_dim), projected to the
+    attention's K/V width and scaled, added to the values of each layer in ``ve_layers`` with that layer's own
+    learned scale: v_i = c_v(x) + s_i (scale proj(embed(ids))). The projection is zero at init, so a model with it
+    starts as the model without it (tests/test_techniques.py)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.layers = {layer: j for j, layer in enumerate(cfg.ve_layers)}
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.ve_dim)
+        self.proj = CastedLinear(cfg.ve_dim, cfg.num_kv_heads * cfg.head_dim, zero_init=True)
+        self.scale = nn.Parameter(torch.tensor(0.1))
+        self.scales = nn.Parameter(torch.ones(len(cfg.ve_layers)))  # one per layer of ve_layers, in its order
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """The shared part, once per forward: (B, T, kv width)."""
+        return self.proj(self.embed(ids)) * self.scale
+
+    def for_layer(self, shared: Tensor | None, layer: int) -> Tensor | None:
+        j = self.layers.get(layer)
+        return None if shared is None or j is None else shared * self.scales[j].to(shared.dtype)
+
+
 def _last_positions(x: Tensor, last: int) -> Tensor:
     """``x[:, -last:]`` as a new contiguous tensor (a view is contiguous only when last == T: code after it would
     branch on that, and a compiled graph with dynamic shapes would keep a guard on it)."""
@@ -381,6 +407,7 @@ class GPT(nn.Module):
         L, d = cfg.num_layers, cfg.model_dim
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
         self.bigram = BigramHash(cfg) if cfg.bigram_buckets else None
+        self.value_embed = ValueEmbedding(cfg) if cfg.ve_dim else None
         self.smear = SmearGate(cfg) if cfg.smear_gate else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(L))
         # depth recurrence: the layer order, plain or with the span recur_from..recur_to-1 passed recur_loops times;
@@ -409,7 +436,8 @@ class GPT(nn.Module):
           lm_head, bigram.proj). With ortho_init: every non-zero-init matrix with both dims >= 64 is orthogonal,
           and a module whose name contains ".proj" is scaled by 1/sqrt(2 L). As in the seed records, the residual
           output projections stay zero and bigram.proj's zeros are overwritten by the orthogonal init.
-        bigram.embed: N(0, 0.01); bigram.scale: 0.05. Vectors: attn/mlp scales 1, resid_mix (1, 0), q_gain
+        bigram.embed and value_embed.embed: N(0, 0.01); bigram.scale 0.05, value_embed.scale 0.1 (its per-layer
+          scales 1; its proj zero, kept zero with ortho_init). Vectors: attn/mlp scales 1, resid_mix (1, 0), q_gain
           qk_gain_init, skip_weights 1, skip_gates 0, smear logit smear_init, two lanes' post 1 and resid
           lane_resid_init.
         """
@@ -418,6 +446,8 @@ class GPT(nn.Module):
             nn.init.normal_(self.tok_emb.weight, 0.0, cfg.tied_embed_init_std)
         if self.bigram is not None:
             nn.init.normal_(self.bigram.embed.weight, 0.0, 0.01)
+        if self.value_embed is not None:
+            nn.init.normal_(self.value_embed.embed.weight, 0.0, 0.01)
         for name, m in self.named_modules():
             if not isinstance(m, CastedLinear):
                 continue
@@ -490,6 +520,7 @@ class GPT(nn.Module):
         cos, sin = rotary_cos_sin(T, self.rope_dims, c.rope_base, ids.device, ref, c.train_seq_len)
         x = self.embed(ids)
         x0 = x
+        ve = self.value_embed(ids) if self.value_embed is not None else None  # shared by its layers
         mask = document_mask(ids, c.bos_id, self.blocks[0].attn.backend) if c.doc_mask and not \
             self.one_document_rows else None
         order = self.layer_order(self.looped)
@@ -507,10 +538,11 @@ class GPT(nn.Module):
                 into = into + s if self.skip_gates is None else \
                     torch.lerp(s, into, torch.sigmoid(self.skip_gates[j]).to(x.dtype))
                 x, lanes = (into, None) if lanes is None else (x, (into, lanes[1]))
+            ve_i = self.value_embed.for_layer(ve, i) if ve is not None else None
             if block.lanes == 2:
-                lanes = block.forward_lanes(lanes or (x, x), x0, cos, sin, lora, i, mask)
+                lanes = block.forward_lanes(lanes or (x, x), x0, cos, sin, lora, i, mask, ve_i)
             else:
-                x = block(x, x0, cos, sin, lora, i, mask)
+                x = block(x, x0, cos, sin, lora, i, mask, ve_i)
             if v < n_enc:
                 skips.append(x if lanes is None else 0.5 * (lanes[0] + lanes[1]))
         if lanes is not None:  # the lanes' mean (04-27's default final lane)
@@ -552,7 +584,8 @@ class GPT(nn.Module):
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token: 6 x matmul params + causal attention (fwd+bwd)."""
-        n = sum(p.numel() for n_, p in self.named_parameters() if p.ndim == 2 and "tok_emb" not in n_ and "bigram.embed" not in n_)
+        tables = ("tok_emb", "bigram.embed", "value_embed.embed")  # lookups, not matmuls
+        n = sum(p.numel() for n_, p in self.named_parameters() if p.ndim == 2 and not any(t in n_ for t in tables))
         n += self.tok_emb.weight.numel()  # the output head
         attn = 6 * self.cfg.num_layers * seq_len * self.cfg.model_dim  # 12*L*T*d halved for causality
         return 6.0 * n + attn

@@ -277,12 +277,15 @@ def param_table(cfg: OptimConfig, tie_embeddings: bool) -> list[Row]:
     return [
         Row("embed", "adam", cfg.tied_embed_lr if tie_embeddings else cfg.embed_lr, cfg.embed_wd,
             lambda n, p: n == "tok_emb.weight"),
-        Row("bigram_table", "adam", cfg.tied_embed_lr, cfg.embed_wd, lambda n, p: n == "bigram.embed.weight"),
+        Row("bigram_table", "adam", cfg.tied_embed_lr, cfg.embed_wd,
+            lambda n, p: n in ("bigram.embed.weight", "value_embed.embed.weight")),
         Row("head", "adam", cfg.head_lr, 0.0, lambda n, p: n == "lm_head.weight"),
         Row("matrix", "muon", cfg.matrix_lr, cfg.muon_wd,
-            lambda n, p: (n.startswith("blocks.") or n == "bigram.proj.weight") and not _is_control(n, p)),
+            lambda n, p: (n.startswith("blocks.") or n in ("bigram.proj.weight", "value_embed.proj.weight"))
+            and not _is_control(n, p)),
         Row("scalar", "adam", cfg.scalar_lr, cfg.adam_wd,
-            lambda n, p: _is_control(n, p) and n not in ("tok_emb.weight", "bigram.embed.weight", "lm_head.weight")),
+            lambda n, p: _is_control(n, p) and n not in ("tok_emb.weight", "bigram.embed.weight", "lm_head.weight",
+                                                         "value_embed.embed.weight")),
     ]
 
 

@@ -4,7 +4,7 @@ size prediction."""
 import pytest
 import torch
 
-from pgolf.config import ModelConfig, QuantConfig, ScheduleConfig
+from pgolf.config import ModelConfig, OptimConfig, QuantConfig, ScheduleConfig
 from pgolf.model import GPT, BigramHash, SmearGate, resolve_attention, rotary_cos_sin
 from pgolf.predict import model_shapes, predict_bytes, simulated_rows
 from pgolf.quant import encode, qat_function, quantize_state, read_artifact, save_artifact
@@ -486,6 +486,8 @@ def test_techniques_table_names_real_switches():
         sets = [f"{k}={v}" for k, v in t.keys if v != "num_layers"]
         if any(k == "schedule.seq_schedule" for k, _ in t.keys):  # lengths up to 3072 in the frontier's batch
             sets += ["train.seq_len=3072", "train.batch_tokens=786432", "train.micro_batch_tokens=98304"]
+        if any(k == "model.ve_layers" for k, _ in t.keys):  # layers 9-10 of the 03-31 record's 11
+            sets.append("model.num_layers=11")
         apply_overrides(Config(), sets)
     r = {x["technique"]: x for x in rows(get_recipe("best-v1"))}
     assert r["XSA on every layer"]["recipe"] == "9" and r["EMA of the weights"]["recipe"] == "0.997"
@@ -717,3 +719,48 @@ def test_ablate_script_finds_a_row_by_number_or_by_a_piece_of_its_name(tmp_path)
     for which in ("SmearGate", "no such technique", str(len(rows) + 1)):
         r = ablate(which)
         assert r.returncode == 2 and "PROXY" not in r.stdout and len(r.stderr.strip().splitlines()) == 1, r
+
+
+def test_value_embedding_starts_transparent_reaches_only_its_layers_and_trains():
+    """model.ve_dim / ve_layers (VE128): zero projection at init, so the model equals itself without the value
+    embedding, bit for bit; with a trained projection, layers before the first listed one see nothing of it and zero
+    per-layer scales take it out exactly; every one of its tensors gets a gradient, and the optimizer puts the table
+    with the embeddings, the projection with Muon's matrices and the scales with the scalars."""
+    from pgolf.optim import assign_params, param_table
+
+    torch.manual_seed(0)
+    m = GPT(cfg(ve_dim=16, ve_layers=(2, 3), ortho_init=True, parallel_from=3, parallel_lanes=2))
+    ids = torch.randint(0, 96, (2, 24))
+    tgt = torch.randint(0, 96, (2, 24))
+
+    def without(model):
+        ve, model.value_embed = model.value_embed, None
+        try:
+            return model(ids, tgt)
+        finally:
+            model.value_embed = ve
+
+    assert torch.equal(m(ids, tgt), without(m))  # proj zero at init (ortho_init keeps it zero)
+    assert float(m.value_embed.scale.detach()) == pytest.approx(0.1)
+    assert torch.equal(m.value_embed.scales.detach(), torch.ones(2))
+    with torch.no_grad():  # a trained model: nothing zero any more
+        for n, p in m.named_parameters():
+            if p.ndim == 2 and not p.abs().sum():
+                p.normal_(0.0, 0.05)
+    seen = {}
+    hook = m.blocks[1].register_forward_hook(lambda mod, a, out: seen.__setitem__(len(seen), out.detach()))
+    with_ve = m(ids, tgt)
+    base = without(m)
+    hook.remove()
+    assert not torch.equal(with_ve, base) and torch.equal(seen[0], seen[1])  # layer 1 is before layers 2-3
+    with torch.no_grad():
+        m.value_embed.scales.zero_()
+    assert torch.equal(m(ids, tgt), base)
+    with torch.no_grad():
+        m.value_embed.scales.fill_(0.5)
+    m(ids, tgt).backward()
+    for n, p in m.value_embed.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, n
+    groups = {g: {n for n, _ in ps} for g, ps in assign_params(m, param_table(OptimConfig(), True)).items()}
+    assert "value_embed.embed.weight" in groups["bigram_table"] and "value_embed.proj.weight" in groups["matrix"]
+    assert {"value_embed.scale", "value_embed.scales"} <= groups["scalar"]

@@ -117,6 +117,8 @@ def test_every_recipe_runs_end_to_end_tiny(recipe, tmp_path, embedded_dir):
         shrink += ["model.recur_from=1", "model.recur_to=2", "schedule.recur_start_frac=0.5"]
     if c.model.parallel_from >= 0:
         shrink.append("model.parallel_from=2")
+    if c.model.ve_dim:
+        shrink += ["model.ve_dim=16", "model.ve_layers=1,2"]
     if c.eval.sliding_stride:
         shrink.append("eval.sliding_stride=16")
     if c.schedule.warmdown_iters:
@@ -144,6 +146,7 @@ def test_every_recipe_runs_end_to_end_tiny(recipe, tmp_path, embedded_dir):
     # its model: the switches are in the artifact
     header, state = read_artifact(run / "model.pgz")
     assert ("bigram.embed.weight" in state) == bool(c.model.bigram_buckets)
+    assert ("value_embed.embed.weight" in state) == bool(c.model.ve_dim)
     assert any(k.startswith("smear.") for k in state) == c.model.smear_gate  # v1: smear.smear; v2: smear_w, smear_lam
     assert state["blocks.0.mlp.fc.weight"].shape[0] == c.model.hidden_dim
     # its storage policy: every block matrix in the format the export settled on, compressed as configured
