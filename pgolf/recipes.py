@@ -185,10 +185,11 @@ def record_0331() -> Config:
     LN scale, BigramHash 2816x112, SmearGate, depth recurrence of layers 4-5 (two passes) from 48% of the budget,
     parallel attention/MLP from layer 7, Muon 0.03 momentum 0.92->0.99 over 24% WD 0.04, AdamW WD 0.04, clip 0.3,
     warm-down over the last 56%, SWA every 0.8% of the budget, late QAT from 92%, int6 attention / int5 MLP with clip
-    search + zstd-22, sliding s64, batch 786,432, seq 2048; its parallel residuals are two lanes with learned routing
+    search + brotli-11, sliding s64, batch 786,432, seq 2048; its parallel residuals are two lanes with learned routing
     (carry-over init sqrt 1.1). Differences, named: its MLP reads lane 1 mixed with x0 (pgolf's lanes are 04-27's:
-    only the attention's read is mixed), its repeated layers have untied MLPs, layer 0 has no attention, AR
-    self-generated GPTQ and brotli -- not in pgolf yet. Its shared value embedding (VE128 on layers 9 and 10) is."""
+    only the attention's read is mixed), its repeated layers have untied MLPs, layer 0 has no attention, its GPTQ
+    calibrates on self-generated sequences and its codes are byte-shuffled before brotli -- not in pgolf yet. Its
+    shared value embedding (VE128 on layers 9 and 10) and brotli-11 are."""
     c = _seed_common(Config(name="record-0331"))
     m = c.model
     m.num_layers, m.activation, m.xsa_last_n, m.rope_dims, m.ln_scale = 11, "leaky_relu2", 11, 16, True
@@ -205,6 +206,7 @@ def record_0331() -> Config:
     s.warmdown_frac, s.swa_every_frac, s.qat_start_frac = frac(3500, 96.1), frac(50, 96.1), 0.92
     s.recur_start_frac = frac(3000, 96.1)
     c.quant.mlp, c.quant.attn, c.quant.clip_search = "int5", "int6", True
+    c.quant.compressor, c.quant.level = "brotli", 11
     c.eval.sliding_stride = 64
     return c
 
