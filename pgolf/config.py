@@ -34,6 +34,19 @@ class Interrupted(Exception):
     """A run stopped by SIGINT/SIGTERM; its summary.json says ``status: interrupted``."""
 
 
+def _layers(cfg, name: str) -> tuple[int, ...]:
+    """A tuple of layer numbers (from ``--set`` text, a config file's list, or a tuple): distinct, in range."""
+    raw = getattr(cfg, name)
+    parts = raw.split(",") if isinstance(raw, str) else raw
+    try:
+        layers = tuple(int(v) for v in parts if str(v).strip())
+    except ValueError:
+        raise ConfigError(f"model.{name}={','.join(map(str, parts))!r}: expected layer numbers, e.g. 0 or 9,10")
+    _check(all(0 <= v < cfg.num_layers for v in layers) and len(set(layers)) == len(layers),
+           f"model.{name}: {layers} must be distinct layers in [0, num_layers)")
+    return layers
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
@@ -82,6 +95,7 @@ class ModelConfig:
     ve_dim: int = 0  # shared value embedding (03-22 #374 to 04-04): a token table of this width, projected to the
     # K/V width and added to the attention's values on the layers of ve_layers (0 = off)
     ve_layers: tuple[int, ...] = ()  # the layers whose values get it, each with its own learned scale (e.g. 9,10)
+    no_attn_layers: tuple[int, ...] = ()  # layers that are an MLP only, no attention (the 03-31 record ran layer 0 so)
     ortho_init: bool = False  # orthogonal init of large matrices, ".proj" outputs scaled 1/sqrt(2L)
     xsa_last_n: int = 0  # exclusive self-attention on the last N layers (0 = off)
     ln_scale: bool = False  # scale block-norm outputs by 1/sqrt(layer+1)
@@ -112,13 +126,14 @@ class ModelConfig:
         _check(self.bigram_buckets == 0 or self.bigram_buckets >= 2, "model.bigram_buckets must be 0 or >= 2")
         _check(0 <= self.xsa_last_n <= self.num_layers, "model.xsa_last_n must be in [0, num_layers]")
         _at_least(self, "model", 0, "smear_window", "attn_gate_window", "recur_from", "recur_to", "ve_dim")
-        layers = self.ve_layers.split(",") if isinstance(self.ve_layers, str) else self.ve_layers
-        try:
-            self.ve_layers = tuple(int(v) for v in layers if str(v).strip())
-        except ValueError:
-            raise ConfigError(f"model.ve_layers={','.join(map(str, layers))!r}: expected layer numbers, e.g. 9,10")
-        _check(all(0 <= v < self.num_layers for v in self.ve_layers) and len(set(self.ve_layers)) ==
-               len(self.ve_layers), f"model.ve_layers: {self.ve_layers} must be distinct layers in [0, num_layers)")
+        self.ve_layers = _layers(self, "ve_layers")
+        self.no_attn_layers = _layers(self, "no_attn_layers")
+        _check(not set(self.ve_layers) & set(self.no_attn_layers),
+               f"model.ve_layers {self.ve_layers} and model.no_attn_layers {self.no_attn_layers} overlap: a value "
+               "embedding needs the layer's attention")
+        _check(self.parallel_from < 0 or all(v < self.parallel_from for v in self.no_attn_layers),
+               f"model.no_attn_layers: {self.no_attn_layers} must come before model.parallel_from="
+               f"{self.parallel_from} (a parallel block has its attention)")
         _check((self.ve_dim > 0) == bool(self.ve_layers),
                "model.ve_dim and model.ve_layers go together: a width > 0 and at least one layer, or neither")
         _at_least(self, "model", 1, "recur_loops")

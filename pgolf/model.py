@@ -274,9 +274,10 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
         d = cfg.model_dim
-        self.attn = Attention(cfg, layer)
+        # model.no_attn_layers: an MLP-only block (the 03-31 record's layer 0), without the attention's tensors
+        self.attn = Attention(cfg, layer) if layer not in cfg.no_attn_layers else None
         self.mlp = MLP(cfg)
-        self.attn_scale = nn.Parameter(torch.ones(d))
+        self.attn_scale = nn.Parameter(torch.ones(d)) if self.attn is not None else None
         self.mlp_scale = nn.Parameter(torch.ones(d))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))))
         self.norm_scale = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
@@ -308,9 +309,10 @@ class Block(nn.Module):
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
         h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
-        x = x + self.attn_scale.to(x.dtype) * self.attn(h, cos, sin, lora, layer, mask, ve)
-        if not self.parallel:  # the MLP reads the attention's output (parallel: the same normed input)
-            h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
+        if self.attn is not None:
+            x = x + self.attn_scale.to(x.dtype) * self.attn(h, cos, sin, lora, layer, mask, ve)
+            if not self.parallel:  # the MLP reads the attention's output (parallel: the same normed input)
+                h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
         m = self.mlp(h) if lora is None else lora.add("mlp", layer, h, self.mlp(h))
         return x + self.mlp_scale.to(x.dtype) * m
 
@@ -410,6 +412,7 @@ class GPT(nn.Module):
         self.value_embed = ValueEmbedding(cfg) if cfg.ve_dim else None
         self.smear = SmearGate(cfg) if cfg.smear_gate else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(L))
+        self.attn_backend = "sdpa"  # every attention's kernel (set_attention_backend)
         # depth recurrence: the layer order, plain or with the span recur_from..recur_to-1 passed recur_loops times;
         # ``looped`` switches between them (a Python flag: torch.compile keeps one graph for each)
         self.looped = False
@@ -459,8 +462,10 @@ class GPT(nn.Module):
                     m.weight.mul_(1.0 / math.sqrt(2 * cfg.num_layers))
 
     def set_attention_backend(self, backend: str) -> None:
+        self.attn_backend = backend
         for b in self.blocks:
-            b.attn.backend = backend
+            if b.attn is not None:
+                b.attn.backend = backend
 
     def use_attention(self, device: torch.device) -> str:
         """The kernel this model's config asks for on ``device`` (``resolve_attention`` of model.attention and
@@ -521,7 +526,7 @@ class GPT(nn.Module):
         x = self.embed(ids)
         x0 = x
         ve = self.value_embed(ids) if self.value_embed is not None else None  # shared by its layers
-        mask = document_mask(ids, c.bos_id, self.blocks[0].attn.backend) if c.doc_mask and not \
+        mask = document_mask(ids, c.bos_id, self.attn_backend) if c.doc_mask and not \
             self.one_document_rows else None
         order = self.layer_order(self.looped)
         n_enc = len(order) // 2 if c.unet_skips else 0
@@ -587,7 +592,8 @@ class GPT(nn.Module):
         tables = ("tok_emb", "bigram.embed", "value_embed.embed")  # lookups, not matmuls
         n = sum(p.numel() for n_, p in self.named_parameters() if p.ndim == 2 and not any(t in n_ for t in tables))
         n += self.tok_emb.weight.numel()  # the output head
-        attn = 6 * self.cfg.num_layers * seq_len * self.cfg.model_dim  # 12*L*T*d halved for causality
+        layers = sum(b.attn is not None for b in self.blocks)
+        attn = 6 * layers * seq_len * self.cfg.model_dim  # 12*L*T*d halved for causality
         return 6.0 * n + attn
 
     # ---- sampling ----

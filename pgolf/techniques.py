@@ -38,6 +38,8 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("Shared value embedding (VE128)", (("model.ve_dim", 128), ("model.ve_layers", "9,10")),
               "03-22 #374 to 04-04 (03-31 on layers 9-10); removed 04-05",
               "part of 1.1228 onward (no figure of its own)"),
+    Technique("Layer 0 without attention", (("model.no_attn_layers", "0"),), "03-31 #1204 (DISABLE_LAYER0_ATTN=1)",
+              "part of 1.1063 (no figure of its own)"),
     Technique("OrthoInit", (("model.ortho_init", True),), "03-19 seed", "part of 1.1556"),
     Technique("XSA on every layer", (("model.xsa_last_n", "num_layers"),), "03-25 onward (last 3-4 before)",
               "~0.002 (last 3); all layers in every later record",

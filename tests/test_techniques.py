@@ -764,3 +764,36 @@ def test_value_embedding_starts_transparent_reaches_only_its_layers_and_trains()
     groups = {g: {n for n, _ in ps} for g, ps in assign_params(m, param_table(OptimConfig(), True)).items()}
     assert "value_embed.embed.weight" in groups["bigram_table"] and "value_embed.proj.weight" in groups["matrix"]
     assert {"value_embed.scale", "value_embed.scales"} <= groups["scalar"]
+
+
+def test_a_layer_without_attention_is_the_block_whose_attention_adds_nothing(tmp_path, embedded_dir):
+    """model.no_attn_layers (the 03-31 record's layer 0): the block has no attention tensors at all, and the model
+    equals, bit for bit, the model with that attention whose output projection is zero (so it adds exactly nothing),
+    all other weights the same and none of them zero; a run with it trains, exports and scores every mode (TTT's
+    adapters of the missing attention stay unused); a layer in the parallel region or with a value embedding, or
+    out of range, is a config error."""
+    from conftest import tiny_config
+    from pgolf.config import ConfigError
+    from pgolf.train import train
+
+    torch.manual_seed(0)
+    kw = dict(xsa_last_n=2, ln_scale=True, rope_dims=8, parallel_from=3)
+    full, cut = GPT(cfg(**kw)), GPT(cfg(no_attn_layers=(0,), **kw))
+    assert not any(n.startswith("blocks.0.attn") or n == "blocks.0.attn_scale" for n, _ in cut.named_parameters())
+    assert any(n.startswith("blocks.1.attn.") for n, _ in cut.named_parameters())
+    with torch.no_grad():
+        for n, p in full.named_parameters():
+            if p.ndim == 2 and not p.abs().sum() and n != "blocks.0.attn.proj.weight":
+                p.normal_(0.0, 0.05)
+    missing, unexpected = cut.load_state_dict(full.state_dict(), strict=False)
+    assert not missing and set(unexpected) == {n for n in full.state_dict() if n.startswith("blocks.0.attn")}
+    ids = torch.randint(0, 96, (2, 24))
+    assert torch.equal(cut(ids, ids), full(ids, ids))
+    cut(ids, ids).backward()  # every tensor it has takes part
+    assert all(p.grad is not None for p in cut.parameters())
+    run = train(tiny_config(model__no_attn_layers="0", eval__ttt_phases=1), tmp_path / "r")
+    assert run["status"] == "complete" and set(run["roundtrip"]) == {"plain", "sliding", "ttt"}
+    for bad in (dict(no_attn_layers=(3,), parallel_from=2), dict(no_attn_layers=(1,), ve_dim=8, ve_layers=(1,)),
+                dict(no_attn_layers=(4,)), dict(no_attn_layers=(0, 0))):
+        with pytest.raises(ConfigError):
+            cfg(**bad)
