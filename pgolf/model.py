@@ -20,6 +20,8 @@ from .config import ModelConfig
 # Small tensors that steer the residual stream: kept fp32 in the model and in the artifact.
 CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weights", "skip_gates", "smear",
                     "bigram.scale", "attn_gate", "lane_post", "lane_resid", "value_embed.scale")
+# Token tables besides the tied embedding: lookups (no matmul FLOPs), with the embeddings in the optimizer.
+LOOKUP_TABLES = ("bigram.embed.weight", "value_embed.embed.weight")
 
 
 def _fa3():
@@ -388,9 +390,10 @@ class ValueEmbedding(nn.Module):
         """The shared part, once per forward: (B, T, kv width)."""
         return self.proj(self.embed(ids)) * self.scale
 
-    def for_layer(self, shared: Tensor | None, layer: int) -> Tensor | None:
+    def for_layer(self, shared: Tensor, layer: int) -> Tensor | None:
+        """Layer ``layer``'s share of ``forward``'s output, or None for a layer not in ve_layers."""
         j = self.layers.get(layer)
-        return None if shared is None or j is None else shared * self.scales[j].to(shared.dtype)
+        return None if j is None else shared * self.scales[j].to(shared.dtype)
 
 
 def _last_positions(x: Tensor, last: int) -> Tensor:
@@ -589,8 +592,8 @@ class GPT(nn.Module):
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token: 6 x matmul params + causal attention (fwd+bwd)."""
-        tables = ("tok_emb", "bigram.embed", "value_embed.embed")  # lookups, not matmuls
-        n = sum(p.numel() for n_, p in self.named_parameters() if p.ndim == 2 and not any(t in n_ for t in tables))
+        n = sum(p.numel() for n_, p in self.named_parameters()
+                if p.ndim == 2 and n_ != "tok_emb.weight" and n_ not in LOOKUP_TABLES)
         n += self.tok_emb.weight.numel()  # the output head
         layers = sum(b.attn is not None for b in self.blocks)
         attn = 6 * layers * seq_len * self.cfg.model_dim  # 12*L*T*d halved for causality

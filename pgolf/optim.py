@@ -28,7 +28,7 @@ from torch.profiler import record_function
 
 from .config import OptimConfig
 from .dist import rank_world
-from .model import CONTROL_PATTERNS
+from .model import CONTROL_PATTERNS, LOOKUP_TABLES
 
 NS5 = ((3.4445, -4.7750, 2.0315),) * 5
 # Polar Express (Amsel et al., arXiv:2505.16932), as the 2026-04-23 record uses them: one (a, b, c) per step.
@@ -277,15 +277,13 @@ def param_table(cfg: OptimConfig, tie_embeddings: bool) -> list[Row]:
     return [
         Row("embed", "adam", cfg.tied_embed_lr if tie_embeddings else cfg.embed_lr, cfg.embed_wd,
             lambda n, p: n == "tok_emb.weight"),
-        Row("bigram_table", "adam", cfg.tied_embed_lr, cfg.embed_wd,
-            lambda n, p: n in ("bigram.embed.weight", "value_embed.embed.weight")),
+        Row("bigram_table", "adam", cfg.tied_embed_lr, cfg.embed_wd, lambda n, p: n in LOOKUP_TABLES),
         Row("head", "adam", cfg.head_lr, 0.0, lambda n, p: n == "lm_head.weight"),
         Row("matrix", "muon", cfg.matrix_lr, cfg.muon_wd,
             lambda n, p: (n.startswith("blocks.") or n in ("bigram.proj.weight", "value_embed.proj.weight"))
             and not _is_control(n, p)),
         Row("scalar", "adam", cfg.scalar_lr, cfg.adam_wd,
-            lambda n, p: _is_control(n, p) and n not in ("tok_emb.weight", "bigram.embed.weight", "lm_head.weight",
-                                                         "value_embed.embed.weight")),
+            lambda n, p: _is_control(n, p) and n not in ("tok_emb.weight", "lm_head.weight", *LOOKUP_TABLES)),
     ]
 
 
