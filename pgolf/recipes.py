@@ -324,7 +324,9 @@ def best() -> Config:
     1.20847; with Newton-Schulz 5 (this recipe's Muon since) 2,560 at 88.7 ms, **1.2322** / **1.20688** -- -0.0016,
     inside the spread of four runs of the old recipe (1.20847-1.21038), but Polar Express never measured a gain
     against it. Rows in similarity order (the old recipe) cost 62 KB on the same weights (the uint16 permutation
-    outweighs what the sorted codes save) for bit-identical weights, so they are off: ~14.73 MB.
+    outweighs what the sorted codes save) for bit-identical weights, so they are off. Session 16 (the recipe as it is,
+    another lease): 2,531 steps at 89.7 ms, pre-quant plain 1.2329, final **1.20752** at 14,732,614 bytes; its
+    ablation rows (warm-down +0.0586, EMA +0.0123, MLP 2x +0.0156, no Muon WD +0.0155, ...) are in BENCHMARKS.
     Earlier (with Polar Express and sorted rows; sessions 13 and 14, two leases): 2,570 / 2,573 steps at 88.3 / 88.2
     ms, pre-quant plain 1.2338 / 1.2355, final 1.20878 / 1.21038 at 14.79 MB; with one lane in session 14's lease
     1.21240. With one GPT-J lane and additive skips (sessions 11 and 12, two leases): 2,603 / 2,630 steps at 87.2 /

@@ -34,7 +34,11 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("SmearGate v2 (gate from 12 dims, BOS-safe)", (("model.smear_gate", True), ("model.smear_window", 12)),
               "#1667 (04-16), BOS fix #1855", "part of 1.0714"),
     Technique("BigramHash", (("model.bigram_buckets", 4096), ("model.bigram_dim", 128)), "03-19/03-20 seeds",
-              "part of 1.1458"),
+              "part of 1.1458",
+              measured="proxy (H200): `best` without it final 1.20484 vs 1.20752 (-0.0027 against the row 0 of the "
+                       "session's other lease; across leases row 0 spreads 0.0019), pre-quant plain 1.2302 vs 1.2329, "
+                       "237 KB fewer, 0.6% faster a step; to repeat in one lease before `best` drops it (BENCHMARKS, "
+                       "session 16)"),
     Technique("Shared value embedding (VE128)", (("model.ve_dim", 128), ("model.ve_layers", "9,10")),
               "03-22 #374 to 04-04 (03-31 on layers 9-10); removed 04-05",
               "part of 1.1228 onward (no figure of its own)"),
@@ -50,7 +54,10 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("LN scale 1/sqrt(layer+1)", (("model.ln_scale", True),), "#287 (03-21)", "with partial RoPE",
               measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
     Technique("QK-gain init", (("model.qk_gain_init", 5.0),), "04-01 (4.0), 04-04 (5.0), #1953 (5.25)",
-              "monotonic 4.0 -> 5.25", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
+              "monotonic 4.0 -> 5.25",
+              measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12); proxy (H200): `best` at 1.5 final 1.20724 vs "
+                       "1.20752 (-0.0003 against the other lease's row 0; pre-quant plain 1.2328 vs 1.2329): no "
+                       "effect (session 16)"),
     Technique("Sparse attention-output gate", (("model.attn_gate_window", 12),), "#1667 (04-16), #1787 (04-23)",
               "no measurable bpb cost, ~44 KB"),
     Technique("Document-masked attention (FlexAttention; the records' varlen)", (("model.doc_mask", True),),
@@ -60,8 +67,13 @@ TECHNIQUES: tuple[Technique, ...] = (
                        "on `best` +8.7% (109.4 vs 100.7 ms, one lease); `best` pre-quant 1.2532 with it (session "
                        "9) vs 1.2486 / 1.2499 without (two runs, session 10): off in `best` (BENCHMARKS, 9-10)"),
     Technique("LeakyReLU(0.5)^2", (("model.activation", "leaky_relu2"),), "#493", "-0.003",
-              measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
-    Technique("MLP 4x", (("model.mlp_mult", 4.0),), "04-01 onward (with WD 0.085)", "part of -0.017 (#1218)"),
+              measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12); proxy (H200): `best` with relu^2 final "
+                       "1.20574 vs 1.20752 (-0.0018 against the other lease's row 0, inside the spread 0.0019; "
+                       "pre-quant plain 1.2316 vs 1.2329), 1.9% faster a step (88.0 vs 89.7 ms) (session 16)"),
+    Technique("MLP 4x", (("model.mlp_mult", 4.0),), "04-01 onward (with WD 0.085)", "part of -0.017 (#1218)",
+              measured="proxy (H200), one lease: `best` at MLP 2x final 1.22314 vs 1.20752 (+0.0156; pre-quant "
+                       "plain 1.2481 vs 1.2329) though 15% faster a step (76.0 vs 89.7 ms, 2,987 vs 2,531 steps), "
+                       "9.65 vs 14.73 MB (BENCHMARKS, session 16)"),
     Technique("Parallel attention/MLP (GPT-J lane)", (("model.parallel_from", 7),), "04-06",
               "pre-quant barely moved, quant gap tighter", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
     Technique("Sigmoid-gated U-Net skips", (("model.skip_gates", True),), "04-01 (#1089) onward; 04-27 on",
@@ -92,13 +104,20 @@ TECHNIQUES: tuple[Technique, ...] = (
                        "plain 1.2542 vs 1.2336) at the same step (BENCHMARKS, session 15)"),
     Technique("Muon momentum 0.97", (("optim.muon_momentum", 0.97),), "#1514 (04-09)", "~0.0005 vs 0.99"),
     Technique("Muon weight decay", (("optim.muon_wd", 0.095),), "seeds 0.04; frontier 0.085-0.095",
-              "WD 0.04 swept optimal (03-20)"),
+              "WD 0.04 swept optimal (03-20)",
+              measured="proxy (H200): `best` without it final 1.22299 vs 1.20752 (+0.0155 against the other lease's "
+                       "row 0; pre-quant plain 1.2456 vs 1.2329, roundtrip plain gap +0.0065 vs +0.0037), the same "
+                       "bytes to 2 KB: SDClip's clip and grid follow each row's std (BENCHMARKS, session 16)"),
     Technique("AdamW beta2 0.99", (("optim.beta2", 0.99),), "9-hparam stack (#1855)", "part of 1.0611"),
     Technique("EMA of the weights", (("schedule.ema_decay", 0.997),), "03-20 XSA4 record; 0.9965 later",
-              "-0.0006 vs SWA", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
+              "-0.0006 vs SWA",
+              measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12); proxy (H200), one lease: `best` without it "
+                       "final 1.21979 vs 1.20752 (+0.0123; pre-quant plain 1.2434 vs 1.2329) (session 16)"),
     Technique("SWA (budget fraction)", (("schedule.swa_every_frac", 0.008),), "03-20 seed family", "part of 1.1458"),
     Technique("Warm-down with a floor", (("schedule.warmdown_frac", 0.85), ("schedule.min_lr_scale", 0.1)),
-              "04-05 onward (MIN_LR 0.1)", "part of 1.0634"),
+              "04-05 onward (MIN_LR 0.1)", "part of 1.0634",
+              measured="proxy (H200), one lease: `best` at its peak LR to the end (EMA kept) final 1.26613 vs 1.20752 "
+                       "(+0.0586; pre-quant plain 1.2942 vs 1.2329) (BENCHMARKS, session 16)"),
     Technique("Training-context growth", (("schedule.seq_schedule", "0:1024,0.33:2048,0.67:3072"),),
               "#2014", "part of 1.05759"),
     Technique("Delayed QAT (export's grid)", (("schedule.qat_start_frac", 0.85),), "03-22 (late QAT)",
