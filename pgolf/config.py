@@ -86,7 +86,10 @@ class ModelConfig:
     attn_gate_window: int = 0  # sparse attention-output gate per head from the first k input dims (0 = off)
     parallel_from: int = -1  # GPT-J-style parallel attention/MLP from this layer on (-1 = off)
     parallel_lanes: int = 1  # 1: both read one stream; 2: attention's and MLP's own residual lanes (03-31, 04-27)
-    lane_resid_init: float = 1.1  # two lanes: each lane's learned carry-over at init (04-27: 1.1; 03-31: sqrt 1.1)
+    lane_resid_init: float = 1.1  # two lanes: the learned carry-over at init (04-27: 1.1 a lane; 03-31: sqrt 1.1 a sublayer)
+    lane_form: str = "0427"  # two lanes: "0427" (the MLP reads lane 1 as the block found it, un-mixed; U-Net skips
+    # into lane 0; a carry-over per lane) or "0331" (the MLP reads lane 1 after the attention wrote to it, mixed with
+    # x0 like the attention's read; skips into both lanes; a carry-over per sublayer, applied to both lanes)
     recur_from: int = 0  # depth recurrence: layers recur_from..recur_to-1 ...
     recur_to: int = 0  # ... (recur_to > recur_from turns it on) ...
     recur_loops: int = 1  # ... passed this many times (1 = the plain stack), from schedule.recur_start_frac
@@ -143,6 +146,9 @@ class ModelConfig:
         _check(self.parallel_lanes in (1, 2), "model.parallel_lanes must be 1 or 2")
         _check(self.parallel_lanes == 1 or self.parallel_from >= 0,
                "model.parallel_lanes=2 needs the parallel blocks: set model.parallel_from to a layer")
+        _check(self.lane_form in ("0427", "0331"), f"model.lane_form must be 0427 or 0331, not {self.lane_form!r}")
+        _check(self.lane_form == "0427" or self.parallel_lanes == 2,
+               "model.lane_form=0331 is a form of the two lanes: set model.parallel_lanes=2")
         _check(self.recur_to <= self.num_layers and (self.recur_to == 0 or self.recur_from < self.recur_to),
                "model.recur_from..recur_to must be a span of layers (recur_to <= num_layers)")
 

@@ -287,23 +287,34 @@ class Block(nn.Module):
         self.parallel = 0 <= cfg.parallel_from <= layer
         # two lanes (2026-03-31 #1204, 04-27): attention reads lane 0, the MLP lane 1, and each writes into both
         self.lanes = cfg.parallel_lanes if self.parallel else 1
+        self.lane_form = cfg.lane_form
         if self.lanes == 2:
             self.lane_post = nn.Parameter(torch.ones(2, 2))  # [attention, MLP] output -> [lane 0, lane 1]
-            self.lane_resid = nn.Parameter(torch.full((2,), cfg.lane_resid_init))  # each lane's carry-over
+            # the carry-over: each lane's (04-27), or each sublayer's on both lanes (03-31, ``model.lane_form``)
+            self.lane_resid = nn.Parameter(torch.full((2,), cfg.lane_resid_init))
 
     def forward_lanes(self, lanes: tuple[Tensor, Tensor], x0: Tensor, cos: Tensor, sin: Tensor, lora=None,
                       layer: int = 0, mask=None, ve: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The two-lane parallel block: attention reads lane 0 (mixed with x0), the MLP reads lane 1, and lane j
         becomes resid[j] lane_j + post[0, j] attention + post[1, j] MLP. With resid and post at 1, resid_mix at its
-        init and equal lanes, this is the GPT-J block (``forward``) on either lane (tests/test_techniques.py)."""
+        init and equal lanes, this is the GPT-J block (``forward``) on either lane (tests/test_techniques.py).
+        ``model.lane_form=0331`` (the 2026-03-31 record's lanes): each lane first becomes resid[0] lane_j + post[0, j]
+        attention, then the MLP reads lane 1 mixed with x0, and lane j becomes resid[1] lane_j + post[1, j] MLP; at
+        the same init this is the sequential block."""
         a_in, m_in = lanes
         mix = self.resid_mix.to(a_in.dtype)
+        post, r = self.lane_post.to(a_in.dtype), self.lane_resid.to(a_in.dtype)
         h = F.rms_norm(mix[0] * a_in + mix[1] * x0, (a_in.size(-1),)) * self.norm_scale
         a = self.attn_scale.to(a_in.dtype) * self.attn(h, cos, sin, lora, layer, mask, ve)
-        g = F.rms_norm(m_in, (m_in.size(-1),)) * self.norm_scale
+        if self.lane_form == "0331":  # sequential: the MLP reads lane 1 with the attention's output in it
+            a_in, m_in = r[0] * a_in + post[0, 0] * a, r[0] * m_in + post[0, 1] * a
+            g = F.rms_norm(mix[0] * m_in + mix[1] * x0, (m_in.size(-1),)) * self.norm_scale
+        else:
+            g = F.rms_norm(m_in, (m_in.size(-1),)) * self.norm_scale
         m = self.mlp(g) if lora is None else lora.add("mlp", layer, g, self.mlp(g))
         m = self.mlp_scale.to(a_in.dtype) * m
-        post, r = self.lane_post.to(a_in.dtype), self.lane_resid.to(a_in.dtype)
+        if self.lane_form == "0331":
+            return r[1] * a_in + post[1, 0] * m, r[1] * m_in + post[1, 1] * m
         return r[0] * a_in + post[0, 0] * a + post[1, 0] * m, r[1] * m_in + post[0, 1] * a + post[1, 1] * m
 
     def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, lora=None, layer: int = 0,
@@ -317,6 +328,11 @@ class Block(nn.Module):
                 h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
         m = self.mlp(h) if lora is None else lora.add("mlp", layer, h, self.mlp(h))
         return x + self.mlp_scale.to(x.dtype) * m
+
+
+def _add_skip(x: Tensor, s: Tensor, gate: Tensor | None) -> Tensor:
+    """A U-Net skip joins the stream: added, or with sigmoid-gated skips ``lerp(s, x, gate)``."""
+    return x + s if gate is None else torch.lerp(s, x, gate)
 
 
 class SmearGate(nn.Module):
@@ -542,10 +558,12 @@ class GPT(nn.Module):
             if v >= n_enc and skips:
                 j = v - n_enc
                 s = self.skip_weights[j].to(x.dtype) * skips.pop()
-                into = x if lanes is None else lanes[0]
-                into = into + s if self.skip_gates is None else \
-                    torch.lerp(s, into, torch.sigmoid(self.skip_gates[j]).to(x.dtype))
-                x, lanes = (into, None) if lanes is None else (x, (into, lanes[1]))
+                gate = None if self.skip_gates is None else torch.sigmoid(self.skip_gates[j]).to(x.dtype)
+                if lanes is None:
+                    x = _add_skip(x, s, gate)
+                else:  # into lane 0 (04-27), or into both lanes (03-31)
+                    lanes = (_add_skip(lanes[0], s, gate),
+                             _add_skip(lanes[1], s, gate) if block.lane_form == "0331" else lanes[1])
             ve_i = self.value_embed.for_layer(ve, i) if ve is not None else None
             if block.lanes == 2:
                 lanes = block.forward_lanes(lanes or (x, x), x0, cos, sin, lora, i, mask, ve_i)

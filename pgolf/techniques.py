@@ -87,6 +87,9 @@ TECHNIQUES: tuple[Technique, ...] = (
               measured="proxy (H200), one lease: `best` final 1.21038 vs 1.21240 with one lane (-0.0020; pre-quant "
                        "plain 1.2355 vs 1.2370) at 88.2 vs 85.7 ms a step (session 14). Across leases it looked 6x "
                        "larger: `best-sp8192` 1.19770 vs 1.21061 (sessions 13 / 12)"),
+    Technique("Two lanes in the 03-31 form (the MLP reads the attention's write, mixed with x0; skips into both)",
+              (("model.parallel_from", 7), ("model.parallel_lanes", 2), ("model.lane_form", "0331")), "03-31 #1204",
+              "its lanes' ~0.0022 (no figure for the form against 04-27's)"),
     Technique("Depth recurrence", (("model.recur_from", 4), ("model.recur_to", 6), ("model.recur_loops", 2),
                                    ("schedule.recur_start_frac", 0.48)), "03-31 #1204; 3-5 x2 from 0.35 later",
               "~0.002-0.003",

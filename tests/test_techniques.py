@@ -457,6 +457,50 @@ def test_context_growth_schedule():
             ScheduleConfig(seq_schedule=bad)
 
 
+def test_the_03_31_lanes_are_the_sequential_stack_when_their_routing_is_plain():
+    """model.lane_form=0331 (the 2026-03-31 record's two lanes): the MLP reads lane 1 after the attention wrote to
+    it, mixed with x0, each sublayer's carry-over applies to both lanes, and the U-Net skips (gated here) join both
+    lanes. With every carry-over and write weight at 1 and resid_mix at its init the lanes stay equal and the stack
+    is the sequential one, skips included, bit for bit (04-27's lanes give the GPT-J stack and feed skips to lane 0
+    only); the block's rule by hand on unequal lanes and routing; the form needs two lanes."""
+    from pgolf.config import ConfigError
+
+    torch.manual_seed(0)
+    kw = dict(num_layers=6, skip_gates=True)
+    seq = _nonzero(GPT(cfg(**kw)))
+    two = GPT(cfg(**kw, parallel_from=2, parallel_lanes=2, lane_form="0331", lane_resid_init=1.0))
+    missing = two.load_state_dict(seq.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == [f"blocks.{i}.lane_{k}" for i in (2, 3, 4, 5) for k in ("post", "resid")]
+    ids = torch.randint(0, 96, (2, 12))
+    ids[:, 5] = 1
+    assert torch.equal(two(ids, ids, reduction="none"), seq(ids, ids, reduction="none"))
+    late = GPT(cfg(**kw, parallel_from=2, parallel_lanes=2, lane_resid_init=1.0))  # 04-27's form
+    late.load_state_dict(seq.state_dict(), strict=False)
+    assert not torch.equal(late(ids, ids, reduction="none"), seq(ids, ids, reduction="none"))
+    with torch.no_grad():
+        two.blocks[4].lane_post[0, 1] = 0.0  # the attention no longer writes into the MLP's lane
+    assert not torch.equal(two(ids, ids, reduction="none"), seq(ids, ids, reduction="none"))
+
+    blk = two.blocks[5]
+    with torch.no_grad():
+        blk.lane_post.copy_(torch.tensor([[0.7, -0.2], [0.3, 1.4]]))
+        blk.lane_resid.copy_(torch.tensor([1.1, 0.9]))
+        blk.resid_mix.copy_(torch.stack((torch.full((64,), 0.8), torch.full((64,), 0.3))))
+    l0, l1, x0 = torch.randn(2, 8, 64), torch.randn(2, 8, 64), torch.randn(2, 8, 64)
+    cos, sin = rotary_cos_sin(8, 16, 10000.0, "cpu")
+    rms = torch.nn.functional.rms_norm
+    a = blk.attn_scale * blk.attn(rms(0.8 * l0 + 0.3 * x0, (64,)), cos, sin)
+    l0a, l1a = 1.1 * l0 + 0.7 * a, 1.1 * l1 - 0.2 * a
+    m = blk.mlp_scale * blk.mlp(rms(0.8 * l1a + 0.3 * x0, (64,)))
+    got0, got1 = blk.forward_lanes((l0, l1), x0, cos, sin)
+    assert torch.allclose(got0, 0.9 * l0a + 0.3 * m, atol=1e-5)
+    assert torch.allclose(got1, 0.9 * l1a + 1.4 * m, atol=1e-5)
+    with pytest.raises(ConfigError, match="lane_form"):
+        cfg(parallel_from=1, lane_form="0331")
+    with pytest.raises(ConfigError, match="lane_form"):
+        cfg(parallel_from=1, parallel_lanes=2, lane_form="0401")
+
+
 @pytest.mark.parametrize("lanes", [1, 2])
 def test_every_parameter_learns_with_the_later_switches(lanes):
     """... with two lanes too: the looped order 0 1 2 1 2 3 leaves the lanes for the one-stream block 1 (their
