@@ -289,6 +289,17 @@ def test_parallel_block_is_attention_and_mlp_on_one_normed_input():
     assert torch.allclose(blk(x, x0, cos, sin), want, atol=1e-6)
 
 
+def _routed(blk):
+    """Set a two-lane block's routing (post [[0.7, -0.2], [0.3, 1.4]], carry-over [1.1, 0.9], resid_mix (0.8, 0.3))
+    and return two unequal lanes, x0 and the rotary tables for it."""
+    with torch.no_grad():
+        blk.lane_post.copy_(torch.tensor([[0.7, -0.2], [0.3, 1.4]]))
+        blk.lane_resid.copy_(torch.tensor([1.1, 0.9]))
+        blk.resid_mix.copy_(torch.stack((torch.full((64,), 0.8), torch.full((64,), 0.3))))
+    cos, sin = rotary_cos_sin(8, 16, 10000.0, "cpu")
+    return torch.randn(2, 8, 64), torch.randn(2, 8, 64), torch.randn(2, 8, 64), cos, sin
+
+
 def test_two_lanes_are_the_gpt_j_stack_when_their_routing_is_plain_and_route_on_their_own_otherwise():
     """model.parallel_lanes=2 (03-31 #1204, 04-27): with every carry-over and write weight at 1, resid_mix at its
     init and no U-Net skips (which feed lane 0 only), both lanes stay equal and the stack is the GPT-J one, bit for
@@ -319,12 +330,7 @@ def test_two_lanes_are_the_gpt_j_stack_when_their_routing_is_plain_and_route_on_
 
     # the block's rule, by hand, on unequal lanes and routing
     blk = two.blocks[3]
-    with torch.no_grad():
-        blk.lane_post.copy_(torch.tensor([[0.7, -0.2], [0.3, 1.4]]))
-        blk.lane_resid.copy_(torch.tensor([1.1, 0.9]))
-        blk.resid_mix.copy_(torch.stack((torch.full((64,), 0.8), torch.full((64,), 0.3))))
-    l0, l1, x0 = torch.randn(2, 8, 64), torch.randn(2, 8, 64), torch.randn(2, 8, 64)
-    cos, sin = rotary_cos_sin(8, 16, 10000.0, "cpu")
+    l0, l1, x0, cos, sin = _routed(blk)
     rms = torch.nn.functional.rms_norm
     a = blk.attn_scale * blk.attn(rms(0.8 * l0 + 0.3 * x0, (64,)), cos, sin)
     m = blk.mlp_scale * blk.mlp(rms(l1, (64,)))
@@ -482,12 +488,7 @@ def test_the_03_31_lanes_are_the_sequential_stack_when_their_routing_is_plain():
     assert not torch.equal(two(ids, ids, reduction="none"), seq(ids, ids, reduction="none"))
 
     blk = two.blocks[5]
-    with torch.no_grad():
-        blk.lane_post.copy_(torch.tensor([[0.7, -0.2], [0.3, 1.4]]))
-        blk.lane_resid.copy_(torch.tensor([1.1, 0.9]))
-        blk.resid_mix.copy_(torch.stack((torch.full((64,), 0.8), torch.full((64,), 0.3))))
-    l0, l1, x0 = torch.randn(2, 8, 64), torch.randn(2, 8, 64), torch.randn(2, 8, 64)
-    cos, sin = rotary_cos_sin(8, 16, 10000.0, "cpu")
+    l0, l1, x0, cos, sin = _routed(blk)
     rms = torch.nn.functional.rms_norm
     a = blk.attn_scale * blk.attn(rms(0.8 * l0 + 0.3 * x0, (64,)), cos, sin)
     l0a, l1a = 1.1 * l0 + 0.7 * a, 1.1 * l1 - 0.2 * a
