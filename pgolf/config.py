@@ -93,6 +93,8 @@ class ModelConfig:
     recur_from: int = 0  # depth recurrence: layers recur_from..recur_to-1 ...
     recur_to: int = 0  # ... (recur_to > recur_from turns it on) ...
     recur_loops: int = 1  # ... passed this many times (1 = the plain stack), from schedule.recur_start_frac
+    recur_untie_mlp: bool = False  # each extra pass of a looped layer has its own MLP, a copy of the layer's when
+    # the recurrence starts (the 03-31 record's REPEAT_UNTIE_MLP=full)
     bigram_buckets: int = 0  # BigramHash table size; 0 = off
     bigram_dim: int = 128  # BigramHash embedding width (projected to model_dim)
     ve_dim: int = 0  # shared value embedding (03-22 #374 to 04-04): a token table of this width, projected to the
@@ -151,6 +153,8 @@ class ModelConfig:
                "model.lane_form=0331 is a form of the two lanes: set model.parallel_lanes=2")
         _check(self.recur_to <= self.num_layers and (self.recur_to == 0 or self.recur_from < self.recur_to),
                "model.recur_from..recur_to must be a span of layers (recur_to <= num_layers)")
+        _check(not self.recur_untie_mlp or (self.recur_to > self.recur_from and self.recur_loops > 1),
+               "model.recur_untie_mlp needs depth recurrence: model.recur_from < recur_to and recur_loops > 1")
 
     @property
     def head_dim(self) -> int:

@@ -279,6 +279,9 @@ class Block(nn.Module):
         # model.no_attn_layers: an MLP-only block (the 03-31 record's layer 0), without the attention's tensors
         self.attn = Attention(cfg, layer) if layer not in cfg.no_attn_layers else None
         self.mlp = MLP(cfg)
+        # model.recur_untie_mlp: the MLPs of this looped layer's extra passes (zero until the recurrence starts)
+        untied = cfg.recur_untie_mlp and cfg.recur_from <= layer < cfg.recur_to
+        self.mlp_repeats = nn.ModuleList(MLP(cfg) for _ in range(cfg.recur_loops - 1)) if untied else None
         self.attn_scale = nn.Parameter(torch.ones(d)) if self.attn is not None else None
         self.mlp_scale = nn.Parameter(torch.ones(d))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))))
@@ -293,8 +296,12 @@ class Block(nn.Module):
             # the carry-over: each lane's (04-27), or each sublayer's on both lanes (03-31, ``model.lane_form``)
             self.lane_resid = nn.Parameter(torch.full((2,), cfg.lane_resid_init))
 
+    def mlp_of_pass(self, rep: int) -> nn.Module:
+        """The MLP of this layer's pass ``rep`` (0 the first; later ones differ only with model.recur_untie_mlp)."""
+        return self.mlp if not rep or self.mlp_repeats is None else self.mlp_repeats[rep - 1]
+
     def forward_lanes(self, lanes: tuple[Tensor, Tensor], x0: Tensor, cos: Tensor, sin: Tensor, lora=None,
-                      layer: int = 0, mask=None, ve: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                      layer: int = 0, mask=None, ve: Tensor | None = None, rep: int = 0) -> tuple[Tensor, Tensor]:
         """The two-lane parallel block: attention reads lane 0 (mixed with x0), the MLP reads lane 1, and lane j
         becomes resid[j] lane_j + post[0, j] attention + post[1, j] MLP. With resid and post at 1, resid_mix at its
         init and equal lanes, this is the GPT-J block (``forward``) on either lane (tests/test_techniques.py).
@@ -311,14 +318,15 @@ class Block(nn.Module):
             g = F.rms_norm(mix[0] * m_in + mix[1] * x0, (m_in.size(-1),)) * self.norm_scale
         else:
             g = F.rms_norm(m_in, (m_in.size(-1),)) * self.norm_scale
-        m = self.mlp(g) if lora is None else lora.add("mlp", layer, g, self.mlp(g))
+        mlp = self.mlp_of_pass(rep)
+        m = mlp(g) if lora is None else lora.add("mlp", layer, g, mlp(g))
         m = self.mlp_scale.to(a_in.dtype) * m
         if self.lane_form == "0331":
             return r[1] * a_in + post[1, 0] * m, r[1] * m_in + post[1, 1] * m
         return r[0] * a_in + post[0, 0] * a + post[1, 0] * m, r[1] * m_in + post[0, 1] * a + post[1, 1] * m
 
     def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, lora=None, layer: int = 0,
-                mask=None, ve: Tensor | None = None) -> Tensor:
+                mask=None, ve: Tensor | None = None, rep: int = 0) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
         h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
@@ -326,7 +334,8 @@ class Block(nn.Module):
             x = x + self.attn_scale.to(x.dtype) * self.attn(h, cos, sin, lora, layer, mask, ve)
             if not self.parallel:  # the MLP reads the attention's output (parallel: the same normed input)
                 h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
-        m = self.mlp(h) if lora is None else lora.add("mlp", layer, h, self.mlp(h))
+        mlp = self.mlp_of_pass(rep)
+        m = mlp(h) if lora is None else lora.add("mlp", layer, h, mlp(h))
         return x + self.mlp_scale.to(x.dtype) * m
 
 
@@ -479,6 +488,22 @@ class GPT(nn.Module):
                 nn.init.orthogonal_(m.weight, gain=1.0)
                 if ".proj" in f".{name}":
                     m.weight.mul_(1.0 / math.sqrt(2 * cfg.num_layers))
+        for b in self.blocks:  # untied repeats are unused until ``start_recurrence`` copies their layer's MLP
+            for r in b.mlp_repeats or ():
+                nn.init.zeros_(r.fc.weight)
+                nn.init.zeros_(r.proj.weight)
+
+    @torch.no_grad()
+    def start_recurrence(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        """The looped order from now on; with model.recur_untie_mlp each extra pass's MLP starts as a copy of its
+        layer's (the model computes the same function at that step, then the copies train on their own). Returns
+        the (copy, original) pairs, for whoever keeps state per parameter (the weight average)."""
+        self.looped = True
+        pairs = [(r_lin.weight, b_lin.weight) for b in self.blocks for r in b.mlp_repeats or ()
+                 for r_lin, b_lin in ((r.fc, b.mlp.fc), (r.proj, b.mlp.proj))]
+        for dst, src in pairs:
+            dst.copy_(src)
+        return pairs
 
     def set_attention_backend(self, backend: str) -> None:
         self.attn_backend = backend
@@ -551,8 +576,10 @@ class GPT(nn.Module):
         n_enc = len(order) // 2 if c.unet_skips else 0
         skips: list[Tensor] = []
         lanes: tuple[Tensor, Tensor] | None = None  # two-lane blocks (model.parallel_lanes=2): skips go to lane 0
+        passes: dict[int, int] = {}  # how often each layer ran so far (its pass picks its MLP when untied)
         for v, i in enumerate(order):
             block = self.blocks[i]
+            rep = passes[i] = passes.get(i, -1) + 1
             if lanes is not None and block.lanes == 1:  # back to one stream (a looped span may return to one)
                 x, lanes = 0.5 * (lanes[0] + lanes[1]), None
             if v >= n_enc and skips:
@@ -566,9 +593,9 @@ class GPT(nn.Module):
                              _add_skip(lanes[1], s, gate) if block.lane_form == "0331" else lanes[1])
             ve_i = self.value_embed.for_layer(ve, i) if ve is not None else None
             if block.lanes == 2:
-                lanes = block.forward_lanes(lanes or (x, x), x0, cos, sin, lora, i, mask, ve_i)
+                lanes = block.forward_lanes(lanes or (x, x), x0, cos, sin, lora, i, mask, ve_i, rep)
             else:
-                x = block(x, x0, cos, sin, lora, i, mask, ve_i)
+                x = block(x, x0, cos, sin, lora, i, mask, ve_i, rep)
             if v < n_enc:
                 skips.append(x if lanes is None else 0.5 * (lanes[0] + lanes[1]))
         if lanes is not None:  # the lanes' mean (04-27's default final lane)

@@ -66,7 +66,7 @@ def storage_group(name: str) -> str:
     """The policy group of a large matrix: embed, mlp, attn or other."""
     if "tok_emb" in name or "lm_head" in name:
         return "embed"
-    if ".mlp." in name:
+    if ".mlp." in name or ".mlp_repeats." in name:  # model.recur_untie_mlp's MLPs too
         return "mlp"
     if ".attn." in name:
         return "attn"

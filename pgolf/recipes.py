@@ -182,20 +182,21 @@ def pr164_s64() -> Config:
 def record_0331() -> Config:
     """The 2026-03-31 record (PR #1204, msisovic, 1.1063 on 8xH100, best sp1024) in pgolf's switches, schedules as
     fractions of its 6,242 steps at 96.1 ms: 11L x 512 MLP3x LeakyReLU(0.5)^2, XSA on all layers, partial RoPE 16/64,
-    LN scale, BigramHash 2816x112, SmearGate, depth recurrence of layers 4-5 (two passes) from 48% of the budget,
+    LN scale, BigramHash 2816x112, SmearGate, depth recurrence of layers 4-5 (two passes, the second with its own
+    MLP, a copy of the layer's when the loop starts: ``REPEAT_UNTIE_MLP=full``) from 48% of the budget,
     parallel attention/MLP from layer 7, Muon 0.03 momentum 0.92->0.99 over 24% WD 0.04, AdamW WD 0.04, clip 0.3,
     warm-down over the last 56%, SWA every 0.8% of the budget, late QAT from 92%, int6 attention / int5 MLP with clip
     search + brotli-11, sliding s64, batch 786,432, seq 2048, sigmoid-gated U-Net skips; its parallel residuals are
     two lanes with learned routing in its own form (``model.lane_form=0331``: the MLP reads lane 1 after the
     attention wrote to it, mixed with x0; a carry-over per sublayer, init sqrt 1.1; the skips join both lanes).
-    Differences, named: its repeated layers have untied MLPs, its GPTQ calibrates on self-generated sequences and its
-    codes are byte-shuffled before brotli -- not in pgolf yet. Its shared value embedding (VE128 on layers 9 and
-    10), its layer 0 without attention (``DISABLE_LAYER0_ATTN=1`` in its README's command) and brotli-11 are."""
+    Its shared value embedding (VE128 on layers 9 and 10), its layer 0 without attention (``DISABLE_LAYER0_ATTN=1``
+    in its README's command) and brotli-11 are pgolf's too. Differences, named: its GPTQ calibrates on
+    self-generated sequences and its codes are byte-shuffled before brotli -- not in pgolf yet."""
     c = _seed_common(Config(name="record-0331"))
     m = c.model
     m.num_layers, m.activation, m.xsa_last_n, m.rope_dims, m.ln_scale = 11, "leaky_relu2", 11, 16, True
     m.bigram_buckets, m.bigram_dim, m.ortho_init = 2816, 112, True
-    m.recur_from, m.recur_to, m.recur_loops = 4, 6, 2
+    m.recur_from, m.recur_to, m.recur_loops, m.recur_untie_mlp = 4, 6, 2, True
     m.parallel_from, m.parallel_lanes, m.lane_resid_init, m.lane_form = 7, 2, math.sqrt(1.1), "0331"
     m.skip_gates = True  # its skips are always gated (lerp by a sigmoid of a zero-init per-dim logit)
     m.ve_dim, m.ve_layers, m.no_attn_layers = 128, (9, 10), (0,)

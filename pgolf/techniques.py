@@ -96,6 +96,10 @@ TECHNIQUES: tuple[Technique, ...] = (
               measured="off on the proxy (H200): `best` 2,603 steps at 87.2 ms, pre-quant 1.2438, final 1.21934 vs "
                        "2,250 at 100.9 ms, 1.2486 / 1.2499, 1.22323 / 1.22465 with it (other leases; spread 0.0014); "
                        "`best-sp8192` 1.21200 vs 1.21186 (same session): off in both (BENCHMARKS, session 11)"),
+    Technique("Untied MLPs in the looped layers' extra passes (copies of the layer's MLP when the loop starts)",
+              (("model.recur_from", 4), ("model.recur_to", 6), ("model.recur_loops", 2),
+               ("schedule.recur_start_frac", 0.48), ("model.recur_untie_mlp", True)),
+              "03-31 #1204 (REPEAT_UNTIE_MLP=full on layers 4-5)", "part of 1.1063 (no figure of its own)"),
     Technique("Muon Polar Express coefficients", (("optim.muon_ns", "polar_express"),), "#1344 (04-23)",
               "part of 1.0634",
               measured="proxy (H200), one lease: `best` with Newton-Schulz 5 instead final 1.20688 vs 1.20847 "

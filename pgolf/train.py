@@ -101,6 +101,15 @@ class WeightAverager:
         self.count += 1
 
     @torch.no_grad()
+    def copy(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Parameters that became copies of others (untied MLPs when the recurrence starts): their average becomes
+        the others', as if they had been one tensor until now (which they were, in the function computed)."""
+        if self.avg is not None:
+            at = {id(p): i for i, p in enumerate(self.params)}
+            for dst, src in pairs:
+                self.avg[at[id(dst)]].copy_(self.avg[at[id(src)]])
+
+    @torch.no_grad()
     def apply(self) -> None:
         if self.avg is not None:
             for p, a in zip(self.params, self.avg):
@@ -343,6 +352,7 @@ def loop(b: Built, rd: RunDir, log, clock: TrainClock, signals: StopSignals, res
         step, qat_step, prev_prog = resume["step"], resume["qat_step"], resume["prev_prog"]
         if qat_step is not None:
             b.set_qat(True)
+        b.model.looped = resume.get("looped", False)  # already looping: untied MLPs are trained, not copied again
     seg_step0, seg_s0 = step, clock.train_s
     sync = torch.cuda.synchronize if dev.type == "cuda" else None
     steps_log = StepLog(b, rd, log)
@@ -379,7 +389,9 @@ def loop(b: Built, rd: RunDir, log, clock: TrainClock, signals: StopSignals, res
             qat_step = step
             log(f"qat: fake quantization on from step {step} (progress {prog:.3f}) with {policy_of(b.qat_policy)}")
         if b.recurrent and not b.model.looped and prog >= cfg.schedule.recur_start_frac:
-            b.model.looped = True
+            copies = b.model.start_recurrence()
+            if b.averager is not None:
+                b.averager.copy(copies)
             log(f"recurrence: layers {cfg.model.recur_from}..{cfg.model.recur_to - 1} x{cfg.model.recur_loops} "
                 f"from step {step} (progress {prog:.3f}): {len(b.model.layer_order(True))} layers deep")
         seq = S.seq_len_at(prog, cfg.schedule, t)
@@ -467,7 +479,8 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
         log(f"weights: {'EMA' if cfg.schedule.ema_decay > 0 else 'SWA'} over {b.averager.count} updates applied")
     if b.qat_policy is not None:
         b.set_qat(False)  # the shipped weights are the float master weights; export quantizes them
-    b.model.looped = b.recurrent  # the model as it is scored: with its recurrence (pgolf eval does the same)
+    if b.recurrent and not b.model.looped:  # scored with its recurrence, as pgolf eval scores it (after the
+        b.model.start_recurrence()  # average: untied MLPs of a loop that never started copy the averaged layer)
     if cfg.train.keep_float and info.is_main:  # the weights before the export, for pgolf requant
         rd.write("model_float.pt", _torch_bytes({k: v.detach().cpu() for k, v in b.model.state_dict().items()}))
     final_modes = ["plain"] + (["sliding"] if cfg.eval.final == "sliding" and cfg.eval.prequant_sliding else [])
@@ -717,7 +730,8 @@ def _pause(rd: RunDir, log, info: DistInfo, run_dir, b: Built, end: LoopEnd) -> 
     t = time.perf_counter()
     state = {"model": b.model.state_dict(), "optimizers": b.optimizers.state_dict(),
              "loader": b.loader.state_dict(), "averager": b.averager.state_dict() if b.averager is not None else None,
-             "step": end.steps, "train_s": end.train_s, "prev_prog": end.prev_prog, "qat_step": end.qat_step}
+             "step": end.steps, "train_s": end.train_s, "prev_prog": end.prev_prog, "qat_step": end.qat_step,
+             "looped": b.model.looped}
     CK.save_rank(run_dir, info.rank, state)
     if info.distributed:
         dist.barrier()

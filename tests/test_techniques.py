@@ -502,6 +502,49 @@ def test_the_03_31_lanes_are_the_sequential_stack_when_their_routing_is_plain():
         cfg(parallel_from=1, parallel_lanes=2, lane_form="0401")
 
 
+def test_untied_repeat_mlps_start_as_copies_of_their_layer_and_then_learn_on_their_own():
+    """model.recur_untie_mlp (the 03-31 record's REPEAT_UNTIE_MLP=full): each extra pass of a looped layer has its
+    own MLP. Unused before the loop, they become copies of their layer's MLP when it starts, so the model is then
+    the tied one bit for bit; after that they take gradients of their own pass only, and the weight average of a
+    copy restarts from its original's. Their matrices are Muon's and the export's MLP class."""
+    from pgolf.config import ConfigError, OptimConfig
+    from pgolf.optim import assign_params, param_table
+    from pgolf.quant import storage_group
+    from pgolf.train import WeightAverager
+
+    torch.manual_seed(0)
+    kw = dict(num_layers=4, recur_from=1, recur_to=3, recur_loops=3, parallel_from=2, parallel_lanes=2)
+    tied = _nonzero(GPT(cfg(**kw)))
+    untied = GPT(cfg(**kw, recur_untie_mlp=True))
+    missing = untied.load_state_dict(tied.state_dict(), strict=False).missing_keys
+    reps = [f"blocks.{i}.mlp_repeats.{j}.{k}.weight" for i in (1, 2) for j in (0, 1) for k in ("fc", "proj")]
+    assert sorted(missing) == reps
+    assert all(untied.get_parameter(n).abs().sum() == 0 for n in reps)
+    ids = torch.randint(0, 96, (2, 12))
+    assert torch.equal(untied(ids, ids, reduction="none"), tied(ids, ids, reduction="none"))  # not looping yet
+    avg = WeightAverager(untied, 0.9)
+    avg.update()
+    tied.looped = True
+    pairs = untied.start_recurrence()
+    assert untied.looped and len(pairs) == len(reps)
+    assert torch.equal(untied(ids, ids, reduction="none"), tied(ids, ids, reduction="none"))
+    avg.copy(pairs)
+    at = {id(p): i for i, p in enumerate(avg.params)}
+    assert all(torch.equal(avg.avg[at[id(d)]], s.detach()) for d, s in pairs)
+    untied(ids, torch.roll(ids, -1, 1)).backward()
+    first, second, third = (untied.blocks[1].mlp_of_pass(r).fc.weight.grad for r in (0, 1, 2))
+    assert all(g.abs().sum() > 0 for g in (first, second, third))
+    assert not torch.equal(first, second) and not torch.equal(second, third)
+    with torch.no_grad():
+        untied.blocks[2].mlp_repeats[1].proj.weight.mul_(0.5)  # the third pass's MLP of layer 2 is used
+    assert not torch.equal(untied(ids, ids, reduction="none"), tied(ids, ids, reduction="none"))
+    groups = assign_params(untied, param_table(OptimConfig(), True))
+    assert set(reps) <= {n for n, _ in groups["matrix"]}
+    assert {storage_group(n) for n in reps} == {"mlp"}
+    with pytest.raises(ConfigError, match="recur_untie_mlp"):
+        cfg(num_layers=4, recur_untie_mlp=True)
+
+
 @pytest.mark.parametrize("lanes", [1, 2])
 def test_every_parameter_learns_with_the_later_switches(lanes):
     """... with two lanes too: the looped order 0 1 2 1 2 3 leaves the lanes for the one-stream block 1 (their

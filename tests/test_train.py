@@ -187,6 +187,19 @@ def test_over_budget_is_flagged_or_fitted(tmp_path, embedded_dir):
     assert not fit["over_budget"] and fit["bytes_total"] <= small and fit["quant_used"]["mlp"] != "int8"
 
 
+def test_a_loop_that_never_started_ships_its_untied_mlps_as_copies(tmp_path, embedded_dir):
+    """model.recur_untie_mlp with the recurrence due after the last step: the run is scored looped, as every eval
+    scores it, so its untied MLPs leave as copies of their layer's (averaged) MLP, not the zeros they held."""
+    s = train(tiny_config(eval__ttt="false", model__recur_from=0, model__recur_to=1, model__recur_loops=2,
+                          model__recur_untie_mlp="true", schedule__recur_start_frac=0.99,
+                          schedule__ema_decay=0.9), tmp_path / "r")
+    assert s["status"] == "complete" and "recurrence:" not in (tmp_path / "r" / "train.log").read_text()
+    state = read_artifact(tmp_path / "r" / "model.pgz")[1]
+    for k in ("fc", "proj"):
+        assert state[f"blocks.0.mlp_repeats.0.{k}.weight"].abs().sum() > 0
+        assert torch.equal(state[f"blocks.0.mlp_repeats.0.{k}.weight"], state[f"blocks.0.mlp.{k}.weight"])
+
+
 def _assert_same_weights(a, b):
     """The two artifacts hold the same tensors (their headers differ in what the runs were told, e.g. the pause)."""
     from pgolf.quant import read_artifact
@@ -201,10 +214,12 @@ def _train_losses(run):
 
 def test_paused_and_resumed_run_equals_one_straight_run(tmp_path, embedded_dir):
     """Pause at step 5 of 12 (checkpoint), resume in a new process: every step's loss, the SWA average, the QAT
-    switch and the final scores are those of the uninterrupted run."""
+    switch, the depth recurrence started before the pause (its untied MLPs trained, not copied again) and the final
+    scores are those of the uninterrupted run."""
     over = tiny_overrides(eval__ttt="false", eval__sliding_stride=0, schedule__swa_every=2,
                           schedule__swa_start_scale=0.95, schedule__warmdown_frac=0.9,
-                          schedule__qat_start_frac=0.3)
+                          schedule__qat_start_frac=0.3, model__recur_from=0, model__recur_to=1,
+                          model__recur_loops=2, model__recur_untie_mlp="true", schedule__recur_start_frac=0.2)
     args = ["--recipe", "smoke", "--out", str(tmp_path)] + [a for o in over for a in ("--set", o)]
     straight = run_cli(["-m", "pgolf", "train", *args, "--name", "straight"])
     assert straight.returncode == 0, straight.stderr
