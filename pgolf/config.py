@@ -86,7 +86,8 @@ class ModelConfig:
     attn_gate_window: int = 0  # sparse attention-output gate per head from the first k input dims (0 = off)
     parallel_from: int = -1  # GPT-J-style parallel attention/MLP from this layer on (-1 = off)
     parallel_lanes: int = 1  # 1: both read one stream; 2: attention's and MLP's own residual lanes (03-31, 04-27)
-    lane_resid_init: float = 1.1  # two lanes: the learned carry-over at init (04-27: 1.1 a lane; 03-31: sqrt 1.1 a sublayer)
+    lane_resid_init: float = 1.1  # two lanes: the learned carry-over at init (04-27: 1.1, one a lane; 03-31:
+    # sqrt 1.1, one a sublayer)
     lane_form: str = "0427"  # two lanes: "0427" (the MLP reads lane 1 as the block found it, un-mixed; U-Net skips
     # into lane 0; a carry-over per lane) or "0331" (the MLP reads lane 1 after the attention wrote to it, mixed with
     # x0 like the attention's read; skips into both lanes; a carry-over per sublayer, applied to both lanes)

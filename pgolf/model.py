@@ -575,7 +575,7 @@ class GPT(nn.Module):
         order = self.layer_order(self.looped)
         n_enc = len(order) // 2 if c.unet_skips else 0
         skips: list[Tensor] = []
-        lanes: tuple[Tensor, Tensor] | None = None  # two-lane blocks (model.parallel_lanes=2): skips go to lane 0
+        lanes: tuple[Tensor, Tensor] | None = None  # two-lane blocks (model.parallel_lanes=2)
         passes: dict[int, int] = {}  # how often each layer ran so far (its pass picks its MLP when untied)
         for v, i in enumerate(order):
             block = self.blocks[i]
@@ -636,9 +636,10 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token: 6 x matmul params + causal attention (fwd+bwd)."""
+        """Training FLOPs per token: 6 x matmul params + causal attention (fwd+bwd), of the plain layer order (a
+        loop's extra passes are not counted, with their MLPs tied or untied)."""
         n = sum(p.numel() for n_, p in self.named_parameters()
-                if p.ndim == 2 and n_ != "tok_emb.weight" and n_ not in LOOKUP_TABLES)
+                if p.ndim == 2 and n_ != "tok_emb.weight" and n_ not in LOOKUP_TABLES and ".mlp_repeats." not in n_)
         n += self.tok_emb.weight.numel()  # the output head
         layers = sum(b.attn is not None for b in self.blocks)
         attn = 6 * layers * seq_len * self.cfg.model_dim  # 12*L*T*d halved for causality

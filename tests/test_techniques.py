@@ -506,7 +506,8 @@ def test_untied_repeat_mlps_start_as_copies_of_their_layer_and_then_learn_on_the
     """model.recur_untie_mlp (the 03-31 record's REPEAT_UNTIE_MLP=full): each extra pass of a looped layer has its
     own MLP. Unused before the loop, they become copies of their layer's MLP when it starts, so the model is then
     the tied one bit for bit; after that they take gradients of their own pass only, and the weight average of a
-    copy restarts from its original's. Their matrices are Muon's and the export's MLP class."""
+    copy restarts from its original's. Their matrices are Muon's and the export's MLP class; the FLOPs count (of the
+    plain order) leaves them out as it leaves out tied extra passes."""
     from pgolf.config import ConfigError, OptimConfig
     from pgolf.optim import assign_params, param_table
     from pgolf.quant import storage_group
@@ -541,6 +542,7 @@ def test_untied_repeat_mlps_start_as_copies_of_their_layer_and_then_learn_on_the
     groups = assign_params(untied, param_table(OptimConfig(), True))
     assert set(reps) <= {n for n, _ in groups["matrix"]}
     assert {storage_group(n) for n in reps} == {"mlp"}
+    assert untied.flops_per_token(12) == tied.flops_per_token(12)  # the plain order's, as with tied passes
     with pytest.raises(ConfigError, match="recur_untie_mlp"):
         cfg(num_layers=4, recur_untie_mlp=True)
 
