@@ -311,32 +311,34 @@ class Block(nn.Module):
         a_in, m_in = lanes
         mix = self.resid_mix.to(a_in.dtype)
         post, r = self.lane_post.to(a_in.dtype), self.lane_resid.to(a_in.dtype)
-        h = F.rms_norm(mix[0] * a_in + mix[1] * x0, (a_in.size(-1),)) * self.norm_scale
-        a = self.attn_scale.to(a_in.dtype) * self.attn(h, cos, sin, lora, layer, mask, ve)
+        a = self.attn_scale.to(a_in.dtype) * self.attn(self._norm(mix[0] * a_in + mix[1] * x0), cos, sin, lora,
+                                                       layer, mask, ve)
         if self.lane_form == "0331":  # sequential: the MLP reads lane 1 with the attention's output in it
             a_in, m_in = r[0] * a_in + post[0, 0] * a, r[0] * m_in + post[0, 1] * a
-            g = F.rms_norm(mix[0] * m_in + mix[1] * x0, (m_in.size(-1),)) * self.norm_scale
-        else:
-            g = F.rms_norm(m_in, (m_in.size(-1),)) * self.norm_scale
-        mlp = self.mlp_of_pass(rep)
-        m = mlp(g) if lora is None else lora.add("mlp", layer, g, mlp(g))
-        m = self.mlp_scale.to(a_in.dtype) * m
-        if self.lane_form == "0331":
+            m = self.mlp_scale.to(a_in.dtype) * self._mlp(self._norm(mix[0] * m_in + mix[1] * x0), lora, layer, rep)
             return r[1] * a_in + post[1, 0] * m, r[1] * m_in + post[1, 1] * m
+        m = self.mlp_scale.to(a_in.dtype) * self._mlp(self._norm(m_in), lora, layer, rep)
         return r[0] * a_in + post[0, 0] * a + post[1, 0] * m, r[1] * m_in + post[0, 1] * a + post[1, 1] * m
 
     def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, lora=None, layer: int = 0,
                 mask=None, ve: Tensor | None = None, rep: int = 0) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
+        h = self._norm(x)
         if self.attn is not None:
             x = x + self.attn_scale.to(x.dtype) * self.attn(h, cos, sin, lora, layer, mask, ve)
             if not self.parallel:  # the MLP reads the attention's output (parallel: the same normed input)
-                h = F.rms_norm(x, (x.size(-1),)) * self.norm_scale
+                h = self._norm(x)
+        return x + self.mlp_scale.to(x.dtype) * self._mlp(h, lora, layer, rep)
+
+    def _norm(self, x: Tensor) -> Tensor:
+        """A sublayer's input: RMS-normed, times the LN scale (model.ln_scale)."""
+        return F.rms_norm(x, (x.size(-1),)) * self.norm_scale
+
+    def _mlp(self, h: Tensor, lora, layer: int, rep: int) -> Tensor:
+        """The MLP of pass ``rep`` on ``h``, plus TTT's adapter where it has one."""
         mlp = self.mlp_of_pass(rep)
-        m = mlp(h) if lora is None else lora.add("mlp", layer, h, mlp(h))
-        return x + self.mlp_scale.to(x.dtype) * m
+        return mlp(h) if lora is None else lora.add("mlp", layer, h, mlp(h))
 
 
 def _add_skip(x: Tensor, s: Tensor, gate: Tensor | None) -> Tensor:
