@@ -8,8 +8,10 @@
 #   bench/ablate.sh RECIPE N [more proxy.sh args...]      e.g.  bench/ablate.sh best 3; bench/ablate.sh best XSA
 #
 # The float weights are scored plain only (eval.prequant_sliding=false: the table reads pre-quant plain and the final;
-# ~40-60 s a row). Environment as bench/proxy.sh (VOCAB, BUDGET, ...). Prints the row's name and overrides, then
-# proxy.sh's SUMMARY.
+# ~40-60 s a row), and the final is the sliding eval after the roundtrip (eval.ttt=false eval.final=sliding: TTT's
+# warm-up and pass would push a row past one 600 s call). A row of TTT's own (all its keys eval.*) is not a training
+# row: it is refused, since it is scored on row 0's artifact by `pgolf eval --mode ttt`. Environment as
+# bench/proxy.sh (VOCAB, BUDGET, ...). Prints the row's name and overrides, then proxy.sh's SUMMARY.
 set -euo pipefail
 recipe=$1; n=$2; shift 2
 cd "$(dirname "$0")/.."
@@ -29,6 +31,9 @@ n = int(which)
 if not 0 <= n <= len(rows):
     sys.exit(f"bench/ablate.sh: row {n} of {recipe}'s ablation does not exist (0..{len(rows)})")
 name, sets = ("(none: the recipe as it is)", []) if n == 0 else rows[n - 1]
+if sets and all(s.startswith("eval.") for s in sets):
+    sys.exit(f"bench/ablate.sh: row {n} ({name}) changes the eval only: score row 0's artifact with "
+             f"`pgolf eval ARTIFACT --mode ttt --set {' --set '.join(sets)}` instead")
 print(f"ABLATE {recipe} row {n}: {name}: {' '.join(sets) or '-'}", file=sys.stderr)
 print(f"#{n}")
 for s in sets:
@@ -39,4 +44,5 @@ args=()
 while read -r s; do
   case $s in "#"*) n=${s#"#"} ;; ?*) args+=(--set "$s") ;; esac
 done <<< "$rows"
-bench/proxy.sh "ablate-$n" "$recipe" --set train.val_every=0 --set eval.prequant_sliding=false "${args[@]}" "$@"
+bench/proxy.sh "ablate-$n" "$recipe" --set train.val_every=0 --set eval.prequant_sliding=false --set eval.ttt=false \
+  --set eval.final=sliding "${args[@]}" "$@"

@@ -316,12 +316,17 @@ def best() -> Config:
     """pgolf's strongest measured combination at sp1024: ``frontier-sp8192``'s model and optimizer (11L x 512 MLP 4x,
     XSA on all layers, partial RoPE, LN scale, QK gain 5, the sparse attention-output gate, SmearGate v2, two parallel
     residual lanes from layer 8, sigmoid-gated U-Net skips; Muon with row normalisation, EMA 0.9965, warm-down over 85%
-    to a 0.1 floor; batch 786,432 at seq 2048) with the 2026-03-31 record's BigramHash 2816x112 for the small
-    vocabulary, without the document mask and without depth recurrence; Muon's classic Newton-Schulz 5 coefficients,
-    not Polar Express; the export that measured best on pgolf's own weights: GPTQ with SDClip on the int6 matrices
-    (attention 13, MLP 11.5, other 12.85) and the tied embedding at int8 with its row max, GPTQ'd too; LQER rank 4 on
-    the top 3; brotli-11, rows in their own order; final sliding s64. 32,645,272 parameters (two U-Net skip weights
-    fewer than with the looped layers: 14 virtual layers made 7).
+    to a 0.1 floor; batch 786,432 at seq 2048), without the document mask, depth recurrence or BigramHash; Muon's
+    classic Newton-Schulz 5 coefficients, not Polar Express; the export that measured best on pgolf's own weights: GPTQ
+    with SDClip on the matrices (attention 13 at int7, MLP 11.5 and other 12.85 at int6) and the tied embedding at int8
+    with its row max, GPTQ'd too; LQER rank 4 on the top 3; brotli-11, rows in their own order; scored by the records'
+    phased score-first LoRA TTT (``best-sp8192``'s settings), the sliding s64 eval beside it. 32,272,535 parameters;
+    ``pgolf predict`` 15,635,568 bytes on 8xH100 (it reads ~0.5% high).
+    Session 17 (H200, BENCHMARKS, one lease, the recipe before this session's three changes): 2,532 steps at 89.7 ms,
+    pre-quant plain 1.2321, sliding 1.20643 at 14,732,515 bytes; TTT on its artifact **1.19992** (-0.0065) in 208 s
+    (415 s predicted on 8 GPUs; the warm-up, 100 s, outside the timer); without BigramHash 1.20466 (-0.0018) at
+    14,495,764 bytes; attention at int7 a plain quant gap of +0.0026 against +0.0034, at 15,819,420 bytes (its own
+    weights scored 1.20901: pre-quant 1.2351, +0.0030 of training noise).
     Session 15 (H200, BENCHMARKS, one lease): with Polar Express 2,572 steps at 88.3 ms, pre-quant plain 1.2336, final
     1.20847; with Newton-Schulz 5 (this recipe's Muon since) 2,560 at 88.7 ms, **1.2322** / **1.20688** -- -0.0016,
     inside the spread of four runs of the old recipe (1.20847-1.21038), but Polar Express never measured a gain
@@ -338,9 +343,12 @@ def best() -> Config:
     post-EMA pre-quant plain 1.2566 at 2,415 steps): 1.2486 (session 10); in session 14 its roundtrip plain 1.25804
     against `best`'s 1.23905 (the lease before). `best-v1` (session 9, 11 layers, k 8 export): 1.23388."""
     c = _frontier_as_measured("best", embed="int8")
-    c.model.vocab_size, c.model.bigram_buckets, c.model.bigram_dim = 1024, 2816, 112
+    c.model.vocab_size = 1024
+    # no BigramHash: -0.0018 beside its row 0 (session 17) and -0.0027 against another lease's (16), 237 KB fewer
     c.optim.muon_ns = "ns5"  # Polar Express: +0.0016 against it in one lease (session 15)
+    c.quant.attn = "int7"  # the plain quant gap +0.0026 against int6's +0.0034 (session 17), 1.09 MB of the spare
     c.quant.sort_rows = False  # +62 KB for the same weights (session 15)
+    c.eval.ttt, c.eval.final = True, "ttt"  # -0.0065 against sliding on row 0's artifact (session 17)
     return c
 
 

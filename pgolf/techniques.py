@@ -35,10 +35,9 @@ TECHNIQUES: tuple[Technique, ...] = (
               "#1667 (04-16), BOS fix #1855", "part of 1.0714"),
     Technique("BigramHash", (("model.bigram_buckets", 4096), ("model.bigram_dim", 128)), "03-19/03-20 seeds",
               "part of 1.1458",
-              measured="proxy (H200): `best` without it final 1.20484 vs 1.20752 (-0.0027 against the row 0 of the "
-                       "session's other lease; across leases row 0 spreads 0.0019), pre-quant plain 1.2302 vs 1.2329, "
-                       "237 KB fewer, 0.6% faster a step; to repeat in one lease before `best` drops it (BENCHMARKS, "
-                       "session 16)"),
+              measured="proxy (H200): `best` without it final 1.20466 vs 1.20643 beside its row 0 (-0.0018, "
+                       "session 17) and 1.20484 vs 1.20752 against another lease's (-0.0027, session 16), 237 KB "
+                       "fewer: off in `best` since (BENCHMARKS)"),
     Technique("Shared value embedding (VE128)", (("model.ve_dim", 128), ("model.ve_layers", "9,10")),
               "03-22 #374 to 04-04 (03-31 on layers 9-10); removed 04-05",
               "part of 1.1228 onward (no figure of its own)"),
@@ -163,7 +162,9 @@ TECHNIQUES: tuple[Technique, ...] = (
               measured="proxy (H200), with 3 phases, on `best-sp8192`'s artifact: compiled -0.0095 vs sliding s64 "
                        "twice (1.20113 vs 1.21061 in 138.9 s, 273 s predicted on 8 GPUs; 1.20064 vs 1.21013 in 148.2 "
                        "s; warm-up 278 / 336 s outside the timer) (session 12); eager -0.0094 (1.20262 vs 1.21200, "
-                       "344 s, 659 s predicted) and -0.0083 with recurrence (session 11)"),
+                       "344 s, 659 s predicted) and -0.0083 with recurrence (session 11); at sp1024 on `best`'s "
+                       "artifact -0.0065 (1.19992 vs 1.20643 in 208 s, 415 s predicted on 8 GPUs; warm-up 100 s) "
+                       "(session 17)"),
     Technique("TTT adapters' A kept across documents (B reset only)", (("eval.ttt", True), ("eval.ttt_warm_a", True)),
               "#1767 (04-23), the records' default since", "part of -0.00043 with alpha 144 and decay 1.0",
               measured="proxy (H200), `best-sp8192` with two lanes and gated skips: TTT 1.18676 vs 1.18703 with A "

@@ -755,7 +755,9 @@ def test_ablation_rows_turn_one_technique_off_each():
     rows = dict(ablations(best))
     assert rows["SmearGate v2 (gate from 12 dims, BOS-safe)"] == ["model.smear_window=0"]
     assert rows["GPTQ of the tied embedding (head inputs' Hessian; with quant.gptq)"] == ["quant.gptq_embed=False"]
-    assert not any("TTT" in name for name in rows) and "Depth recurrence" not in rows  # best has it off
+    assert "Depth recurrence" not in rows  # best has it off
+    no_ttt = dict(ablations(apply_overrides(best, ["eval.ttt=false", "eval.final=sliding"])))
+    assert not any("TTT" in name for name in no_ttt) and any("TTT" in name for name in rows)
     assert "Depth recurrence" in dict(ablations(get_recipe("frontier-sp8192")))
     # a technique is on by its own keys, not by those of one it extends: with one parallel lane, no two-lane row
     # (its parallel_from is the GPT-J row's); a recipe with SmearGate v1 only has no v2 row
@@ -768,14 +770,14 @@ def test_ablation_rows_turn_one_technique_off_each():
     assert "SmearGate v1 (per-dim gate)" in v1 and "SmearGate v2 (gate from 12 dims, BOS-safe)" not in v1
     for name, sets in rows.items():
         assert apply_overrides(best, sets).to_dict() != best.to_dict(), name
-    ttt = dict(ablations(apply_overrides(best, ["eval.ttt=true"])))
-    assert ttt["Phased score-first TTT (global SGD on scored docs)"] == ["eval.ttt_phases=0"]
+    assert rows["Phased score-first TTT (global SGD on scored docs)"] == ["eval.ttt_phases=0"]
     assert main(["techniques", "--ablate"]) == 2
 
 
 def test_ablate_script_finds_a_row_by_number_or_by_a_piece_of_its_name(tmp_path):
     """bench/ablate.sh RECIPE N|NAME runs bench/proxy.sh as ablate-N with the row's --sets (here a stand-in proxy that
-    prints its arguments); a name piece that names two rows, or none, is one line and exit 2, before any run."""
+    prints its arguments), scored by the sliding eval with TTT off; a name piece that names two rows, or none, and a
+    row that changes the eval only (TTT's) are one line and exit 2, before any run."""
     import os
     import shutil
     import subprocess
@@ -800,13 +802,14 @@ def test_ablate_script_finds_a_row_by_number_or_by_a_piece_of_its_name(tmp_path)
 
     rows = ablations(get_recipe("best"))
     n = next(i for i, (name, _) in enumerate(rows, 1) if name == "XSA on every layer")
-    fixed = "--set train.val_every=0 --set eval.prequant_sliding=false"
+    fixed = ("--set train.val_every=0 --set eval.prequant_sliding=false --set eval.ttt=false "
+             "--set eval.final=sliding")
     want = f"PROXY ablate-{n} best {fixed} " + " ".join(f"--set {s}" for s in rows[n - 1][1])
     for which in (str(n), "xsa on"):
         r = ablate(which, "--set", "eval.batch_tokens=65536")
         assert r.returncode == 0 and r.stdout.strip() == want + " --set eval.batch_tokens=65536", r
     assert ablate("0").stdout.strip() == f"PROXY ablate-0 best {fixed}"
-    for which in ("SmearGate", "no such technique", str(len(rows) + 1)):
+    for which in ("SmearGate", "no such technique", str(len(rows) + 1), "Phased score-first"):  # TTT: eval only
         r = ablate(which)
         assert r.returncode == 2 and "PROXY" not in r.stdout and len(r.stderr.strip().splitlines()) == 1, r
 
