@@ -321,8 +321,11 @@ def best() -> Config:
     with SDClip on the matrices (attention 13 at int7, MLP 11.5 and other 12.85 at int6) and the tied embedding at int8
     with its row max, GPTQ'd too; LQER rank 4 on the top 3; brotli-11, rows in their own order; scored by the records'
     phased score-first LoRA TTT (``best-sp8192``'s settings), the sliding s64 eval beside it. 32,272,535 parameters;
-    ``pgolf predict`` 15,635,568 bytes on 8xH100 (it reads ~0.5% high).
-    Session 17 (H200, BENCHMARKS, one lease, the recipe before this session's three changes): 2,532 steps at 89.7 ms,
+    ``pgolf predict`` 15,635,568 bytes on 8xH100 (it reads ~0.3-0.5% high).
+    Session 17, lease 2 (H200, BENCHMARKS; this recipe, scored by sliding as the ablation rows are): 2,574 steps at
+    88.2 ms, pre-quant plain 1.2288, sliding **1.20247** at 15,583,249 bytes; LN scale off +0.0039, SmearGate v1's
+    gate instead of v2's -0.0004, GPTQ off with its reserve trained -0.0008 (kept: BENCHMARKS says why).
+    Session 17, lease 1 (the recipe before this session's three changes): 2,532 steps at 89.7 ms,
     pre-quant plain 1.2321, sliding 1.20643 at 14,732,515 bytes; TTT on its artifact **1.19992** (-0.0065) in 208 s
     (415 s predicted on 8 GPUs; the warm-up, 100 s, outside the timer); without BigramHash 1.20466 (-0.0018) at
     14,495,764 bytes; attention at int7 a plain quant gap of +0.0026 against +0.0034, at 15,819,420 bytes (its own

@@ -32,7 +32,9 @@ TECHNIQUES: tuple[Technique, ...] = (
                        "1.21934 with it (other leases; their spread 0.0020), 84.5 vs 86.3 / 87.2 ms; `best-sp8192` "
                        "1.21013 vs 1.21061: inside the spread, kept (BENCHMARKS, session 12)"),
     Technique("SmearGate v2 (gate from 12 dims, BOS-safe)", (("model.smear_gate", True), ("model.smear_window", 12)),
-              "#1667 (04-16), BOS fix #1855", "part of 1.0714"),
+              "#1667 (04-16), BOS fix #1855", "part of 1.0714",
+              measured="proxy (H200): `best` with v1's per-dim gate instead final 1.20210 vs 1.20247 (-0.0004, one "
+                       "lease; pre-quant 1.22872 vs 1.22876): no gain measured over v1 (BENCHMARKS, session 17)"),
     Technique("BigramHash", (("model.bigram_buckets", 4096), ("model.bigram_dim", 128)), "03-19/03-20 seeds",
               "part of 1.1458",
               measured="proxy (H200): `best` without it final 1.20466 vs 1.20643 beside its row 0 (-0.0018, "
@@ -51,7 +53,8 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("Partial RoPE 16/64", (("model.rope_dims", 16),), "#287 (03-21)", "-0.0023 with LN scale",
               measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
     Technique("LN scale 1/sqrt(layer+1)", (("model.ln_scale", True),), "#287 (03-21)", "with partial RoPE",
-              measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
+              measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12); proxy (H200): `best` without it final "
+                       "1.20635 vs 1.20247 (+0.0039, one lease; pre-quant 1.2326 vs 1.2288) (session 17)"),
     Technique("QK-gain init", (("model.qk_gain_init", 5.0),), "04-01 (4.0), 04-04 (5.0), #1953 (5.25)",
               "monotonic 4.0 -> 5.25",
               measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12); proxy (H200): `best` at 1.5 final 1.20724 vs "
@@ -134,7 +137,10 @@ TECHNIQUES: tuple[Technique, ...] = (
               measured="proxy, best weights (sp1024): plain gap +0.0017 -> +0.0007 (row max), +0.0064 -> +0.0025 "
                        "(SDClip k 8); 9.3 s at sp1024, 13.6 s at sp8192 before the solve ran in stacks (its loop 8x "
                        "faster, H100) (BENCHMARKS, session 7); on `best`'s weights (the export only, H200): sliding "
-                       "gap +0.00354 vs +0.00711 without, 8.2-10.1 s inside the clock (session 15)"),
+                       "gap +0.00354 vs +0.00711 without, 8.2-10.1 s inside the clock (session 15); as a training "
+                       "row, its 13 s reserve trained instead: final 1.20167 vs 1.20247 (-0.0008 without it, one "
+                       "lease: 149 more steps, pre-quant -0.0037; plain gap +0.0055 vs +0.0027). Kept: on 8xH100 its "
+                       "~7 s per rank are 1.2% of 600 s, not the proxy's 2.8% of 240 (session 17)"),
     Technique("GPTQ of the tied embedding (head inputs' Hessian; with quant.gptq)", (("quant.gptq_embed", True),),
               "04-05 (\"GPTQ-quantize the embedding matrix\")", "part of 1.0856",
               measured="proxy, best-sp8192 weights: int8 embedding gap +0.0049 -> +0.0042; int7 SDClip k14 "
