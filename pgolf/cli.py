@@ -123,7 +123,7 @@ def _resume(args) -> int:
 
 def cmd_eval(args) -> int:
     from .dist import rank_world
-    from .evaluate import predicted_challenge_eval_s
+    from .evaluate import challenge_eval_note
     from .score import score_artifact
 
     def progress(msg: str) -> None:  # data checks and the eval modes' progress lines; the scores go to stdout
@@ -134,8 +134,7 @@ def cmd_eval(args) -> int:
     world = rank_world()[1]
     for mode, r in res.items():
         print(f"{mode}: val_loss:{r.loss:.8f} val_bpb:{r.bpb:.8f} tokens:{r.tokens} bytes:{r.bytes:.0f} "
-              f"eval:{r.seconds:.1f}s (predicted on the challenge's full val set on 8 GPUs like these: "
-              f"{predicted_challenge_eval_s(r.seconds, r.bytes, world, r.serial_s):.0f}s)")
+              f"eval:{r.seconds:.1f}s {challenge_eval_note(r.seconds, r.bytes, world, r.serial_s)}")
     return 0
 
 

@@ -55,6 +55,7 @@ class EvalResult:
 # ../shared/reference/parameter_golf.md 1.4): the same for any tokenizer, where its token count is not
 CHALLENGE_VAL_BYTES = 151_080_363
 CHALLENGE_GPUS = 8
+CHALLENGE_EVAL_S = 600.0  # the eval's own 10 minutes on 8xH100 (parameter_golf.md 1)
 
 
 def predicted_challenge_eval_s(seconds: float, val_bytes: float, world: int = 1, serial_s: float = 0.0) -> float:
@@ -66,6 +67,14 @@ def predicted_challenge_eval_s(seconds: float, val_bytes: float, world: int = 1,
     mode set; compile warm-up outside the timer is not in ``seconds``."""
     ratio = CHALLENGE_VAL_BYTES / max(val_bytes, 1.0)
     return (seconds - serial_s) * world * ratio / CHALLENGE_GPUS + serial_s * ratio
+
+
+def challenge_eval_note(seconds: float, val_bytes: float, world: int = 1, serial_s: float = 0.0) -> str:
+    """The eval line's prediction for the challenge, flagged where one mode alone would pass the eval budget (the
+    records time each scored mode on its own, compile warm-ups and diagnostic evals outside: frontier.md 2)."""
+    s = predicted_challenge_eval_s(seconds, val_bytes, world, serial_s)
+    over = f", over the {CHALLENGE_EVAL_S:.0f} s eval budget" if s > CHALLENGE_EVAL_S else ""
+    return f"(predicted on the challenge's full val set on 8 GPUs like these: {s:.0f}s{over})"
 
 
 def _autocast(device: torch.device):

@@ -39,7 +39,7 @@ from .clock import TrainClock
 from .config import EXIT_INTERRUPTED, Config, ConfigError, InputError, Interrupted, QuantConfig
 from .data import DataSet, DistributedTokenLoader, prepare_data
 from .dist import DistInfo, broadcast_object, cleanup_distributed, init_distributed
-from .evaluate import evaluate, predicted_challenge_eval_s, run_modes
+from .evaluate import challenge_eval_note, evaluate, predicted_challenge_eval_s, run_modes
 from .files import sha256_bytes
 from .model import FLEX_MAX_TOKENS, GPT, apply_precision, compile_model
 from .optim import Optimizers, build_optimizers, newton_schulz
@@ -535,8 +535,8 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
     rt = evaluate(b.model, b.compiled, cfg, b.data.val_tokens, b.data.val_bytes, dev, modes, log)
     eval_8gpu = {m: predicted_challenge_eval_s(r.seconds, r.bytes, info.world_size, r.serial_s) for m, r in rt.items()}
     for m, r in rt.items():
-        log(f"roundtrip {m}: val_loss:{r.loss:.4f} val_bpb:{r.bpb:.8f} eval:{r.seconds:.1f}s (predicted on the "
-            f"challenge's full val set on 8 GPUs like these: {eval_8gpu[m]:.0f}s)")
+        log(f"roundtrip {m}: val_loss:{r.loss:.4f} val_bpb:{r.bpb:.8f} eval:{r.seconds:.1f}s "
+            + challenge_eval_note(r.seconds, r.bytes, info.world_size, r.serial_s))
     total = nbytes + code_bytes
     final = rt[cfg.eval.final]
     summary = {

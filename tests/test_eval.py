@@ -365,13 +365,18 @@ def test_phased_ttt_with_zero_sgd_lr_is_plain_lora_ttt():
 
 def test_challenge_eval_prediction_scales_by_text_and_does_not_divide_repeated_work():
     """The prediction scales by the bytes of text scored, not by tokens (an sp8192 val set holds 30% fewer tokens
-    for the same text: a token ratio overstated its TTT time by half), and does not divide repeated work."""
-    from pgolf.evaluate import CHALLENGE_VAL_BYTES, predicted_challenge_eval_s
+    for the same text: a token ratio overstated its TTT time by half), and does not divide repeated work; a mode
+    predicted past the eval budget says so on its line."""
+    from pgolf.evaluate import CHALLENGE_VAL_BYTES, challenge_eval_note, predicted_challenge_eval_s
 
     n = CHALLENGE_VAL_BYTES / 10
     assert predicted_challenge_eval_s(8.0, n, world=1) == pytest.approx(10.0)
     assert predicted_challenge_eval_s(8.0, n, world=1, serial_s=4.0) == pytest.approx(5.0 + 40.0)
     assert predicted_challenge_eval_s(8.0, n, world=2) == pytest.approx(20.0)
+    # the eval line flags a mode that alone would pass the challenge's 600 s
+    assert challenge_eval_note(8.0, n).endswith("like these: 10s)")
+    assert challenge_eval_note(480.0, n).endswith("like these: 600s)")
+    assert challenge_eval_note(481.0, n).endswith("601s, over the 600 s eval budget)")
 
 
 def test_ttt_optimizer_is_adams_steps_without_decay_and_decays_with_it(monkeypatch):
