@@ -123,7 +123,7 @@ def _resume(args) -> int:
 
 def cmd_eval(args) -> int:
     from .dist import rank_world
-    from .evaluate import challenge_eval_note
+    from .evaluate import challenge_eval_note, predicted_challenge_eval_s
     from .score import score_artifact
 
     def progress(msg: str) -> None:  # data checks and the eval modes' progress lines; the scores go to stdout
@@ -134,7 +134,8 @@ def cmd_eval(args) -> int:
     world = rank_world()[1]
     for mode, r in res.items():
         print(f"{mode}: val_loss:{r.loss:.8f} val_bpb:{r.bpb:.8f} tokens:{r.tokens} bytes:{r.bytes:.0f} "
-              f"eval:{r.seconds:.1f}s {challenge_eval_note(r.seconds, r.bytes, world, r.serial_s)}")
+              f"eval:{r.seconds:.1f}s "
+              + challenge_eval_note(predicted_challenge_eval_s(r.seconds, r.bytes, world, r.serial_s)))
     return 0
 
 

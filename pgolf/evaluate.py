@@ -69,12 +69,12 @@ def predicted_challenge_eval_s(seconds: float, val_bytes: float, world: int = 1,
     return (seconds - serial_s) * world * ratio / CHALLENGE_GPUS + serial_s * ratio
 
 
-def challenge_eval_note(seconds: float, val_bytes: float, world: int = 1, serial_s: float = 0.0) -> str:
-    """The eval line's prediction for the challenge, flagged where one mode alone would pass the eval budget (the
-    records time each scored mode on its own, compile warm-ups and diagnostic evals outside: frontier.md 2)."""
-    s = predicted_challenge_eval_s(seconds, val_bytes, world, serial_s)
-    over = f", over the {CHALLENGE_EVAL_S:.0f} s eval budget" if s > CHALLENGE_EVAL_S else ""
-    return f"(predicted on the challenge's full val set on 8 GPUs like these: {s:.0f}s{over})"
+def challenge_eval_note(predicted_s: float) -> str:
+    """An eval line's note of its mode's ``predicted_challenge_eval_s``, flagged where that mode alone would pass the
+    eval budget (the records time each scored mode on its own, compile warm-ups and diagnostic evals outside:
+    frontier.md 2)."""
+    over = f", over the {CHALLENGE_EVAL_S:.0f} s eval budget" if predicted_s > CHALLENGE_EVAL_S else ""
+    return f"(predicted on the challenge's full val set on 8 GPUs like these: {predicted_s:.0f}s{over})"
 
 
 def _autocast(device: torch.device):

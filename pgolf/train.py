@@ -536,7 +536,7 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
     eval_8gpu = {m: predicted_challenge_eval_s(r.seconds, r.bytes, info.world_size, r.serial_s) for m, r in rt.items()}
     for m, r in rt.items():
         log(f"roundtrip {m}: val_loss:{r.loss:.4f} val_bpb:{r.bpb:.8f} eval:{r.seconds:.1f}s "
-            + challenge_eval_note(r.seconds, r.bytes, info.world_size, r.serial_s))
+            + challenge_eval_note(eval_8gpu[m]))
     total = nbytes + code_bytes
     final = rt[cfg.eval.final]
     summary = {

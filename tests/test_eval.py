@@ -374,9 +374,9 @@ def test_challenge_eval_prediction_scales_by_text_and_does_not_divide_repeated_w
     assert predicted_challenge_eval_s(8.0, n, world=1, serial_s=4.0) == pytest.approx(5.0 + 40.0)
     assert predicted_challenge_eval_s(8.0, n, world=2) == pytest.approx(20.0)
     # the eval line flags a mode that alone would pass the challenge's 600 s
-    assert challenge_eval_note(8.0, n).endswith("like these: 10s)")
-    assert challenge_eval_note(480.0, n).endswith("like these: 600s)")
-    assert challenge_eval_note(481.0, n).endswith("601s, over the 600 s eval budget)")
+    assert challenge_eval_note(predicted_challenge_eval_s(8.0, n)).endswith("like these: 10s)")
+    assert challenge_eval_note(predicted_challenge_eval_s(480.0, n)).endswith("like these: 600s)")
+    assert challenge_eval_note(predicted_challenge_eval_s(481.0, n)).endswith("601s, over the 600 s eval budget)")
 
 
 def test_ttt_optimizer_is_adams_steps_without_decay_and_decays_with_it(monkeypatch):
