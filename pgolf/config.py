@@ -251,6 +251,8 @@ class TrainConfig:
     seed: int = 1337  # seeds init and data order (--seed N)
     max_seconds: float = 600.0  # training wall-clock budget; compile, warm-up and eval are outside it; 0 = none
     reserve_s: float = 0.0  # of max_seconds, kept for work after the loop that uses training data (GPTQ calibration)
+    reserve_gptq: float = 0.0  # > 0: the reserve is this many times GPTQ (calibration + solve) as timed in the warm-up,
+    # outside the clock, on the run's own GPUs; train.reserve_s is then its floor (needs quant.gptq)
     keep_float: bool = False  # also write the weights before the export (model_float.pt) for pgolf requant
     iterations: int = 20000  # step cap (the run stops at whichever comes first)
     batch_tokens: int = 524_288  # global batch, independent of the GPU count
@@ -278,6 +280,7 @@ class TrainConfig:
         _check(self.segment_seconds >= 0 and self.segment_steps >= 0, "train.segment_* must be >= 0")
         _check(self.reserve_s >= 0 and (self.max_seconds == 0 or self.reserve_s < self.max_seconds),
                "train.reserve_s must be >= 0 and below train.max_seconds")
+        _check(self.reserve_gptq >= 0, "train.reserve_gptq must be >= 0")
         _check(self.tracker in TRACKERS, f"train.tracker: unknown {self.tracker!r} (one of {', '.join(TRACKERS)})")
 
     @property
@@ -462,6 +465,8 @@ class Config:
         _check(self.eval.ttt_chunk <= self.ttt_window(), f"eval.ttt_chunk={self.eval.ttt_chunk} > {win}: a chunk must "
                "fit the TTT window, or its first tokens would never be scored")
         _check(self.eval.sliding_stride <= seq, "eval.sliding_stride must be <= the eval sequence length")
+        _check(self.quant.gptq or self.train.reserve_gptq == 0,
+               "train.reserve_gptq times GPTQ, which is off: set quant.gptq=true or train.reserve_gptq=0")
         _check(not (self.quant.gptq and self.schedule.qat_start_frac > 0),
                "quant.gptq with QAT: QAT trains on the round-to-nearest grid, GPTQ exports other codes; use one")
         self.model.train_seq_len = self.train.seq_len  # derived: the context the RoPE base is fixed for

@@ -132,7 +132,8 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("Delayed QAT (export's grid)", (("schedule.qat_start_frac", 0.85),), "03-22 (late QAT)",
               "never fired in the record (compile); pgolf's fires"),
     Technique("GPTQ-lite clip search", (("quant.clip_search", True),), "03-22", "-0.0006"),
-    Technique("Full-Hessian GPTQ (train-data calibration)", (("quant.gptq", True), ("train.reserve_s", 7.0)),
+    Technique("Full-Hessian GPTQ (train-data calibration)",
+              (("quant.gptq", True), ("train.reserve_s", 7.0), ("train.reserve_gptq", 1.5)),
               "03-25 / 03-29 onward", "-0.0046 (03-25, AR self-generated calibration)",
               measured="proxy, best weights (sp1024): plain gap +0.0017 -> +0.0007 (row max), +0.0064 -> +0.0025 "
                        "(SDClip k 8); 9.3 s at sp1024, 13.6 s at sp8192 before the solve ran in stacks (its loop 8x "

@@ -45,7 +45,7 @@ from .model import FLEX_MAX_TOKENS, GPT, apply_precision, compile_model
 from .optim import Optimizers, build_optimizers, newton_schulz
 from .pack import build_script, embedded_config
 from .predict import model_shapes, predict_fit
-from .quant import policy_of, prime_gptq, qat_function, quantize_to_budget, read_artifact
+from .quant import policy_of, prime_gptq, qat_function, quantize_state, quantize_to_budget, read_artifact
 from .rundir import RunDir, environment, install_commit, plot_run
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -287,6 +287,34 @@ def warm_up(b: Built, log) -> None:
         torch.cuda.synchronize()
     log(f"warmup: {cfg.train.warmup_steps} steps in {time.perf_counter() - t_w:.1f}s (outside the clock); "
         "initial state restored")
+
+
+def measure_reserve(b: Built, log, stored: float | None = None) -> None:
+    """``train.reserve_gptq``: time GPTQ as the export runs it (calibration on every rank, then the solve on rank 0;
+    after one untimed calibration batch, since the export's first calls come after the loop's), on the initial
+    weights and outside the clock, and leave that many times it of the budget to the export (``train.reserve_s``
+    its floor; at most half the budget). The same value on every rank (rank 0's); a resumed run takes the one its
+    schedule was built on (``stored``, from the checkpoint) instead of timing again. Sets ``b.cfg.train.reserve_s``;
+    the run's config.json keeps the setting as given."""
+    t = b.cfg.train
+    if t.reserve_gptq <= 0 or t.max_seconds <= 0:
+        return
+    if stored is None:
+        calibrate_hessians(b.model, b.loader, b.cfg, 1, b.info.distributed)  # first calls (kernels, handles): untimed
+        if b.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        hessians = calibrate_hessians(b.model, b.loader, b.cfg, b.cfg.quant.gptq_batches, b.info.distributed)
+        if b.info.is_main:
+            quantize_state(dict(b.model.state_dict()), b.cfg.quant, b.cfg.model.__dict__, None, hessians)
+        if b.device.type == "cuda":
+            torch.cuda.synchronize()
+        took = broadcast_object(time.perf_counter() - t0 if b.info.is_main else None, b.info)
+        b.new_loader()  # calibration read training batches: the loop starts from the first one
+        stored = min(max(t.reserve_s, t.reserve_gptq * took), 0.5 * t.max_seconds)
+        log(f"reserve: GPTQ took {took:.1f}s in the warm-up; the loop leaves it {stored:.1f}s of the "
+            f"{t.max_seconds:.0f}s ({t.reserve_gptq:g}x, floor {t.reserve_s:g}s, at most half)")
+    t.reserve_s = stored
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -542,6 +570,7 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
     summary = {
         "status": "complete", "recipe": cfg.name, "seed": cfg.train.seed, "world_size": info.world_size,
         "steps": steps, "train_time_s": train_time + gptq_s, "loop_time_s": train_time, "gptq_s": gptq_s,
+        "reserve_s": cfg.train.reserve_s,
         "ms_per_step": ms_step, "tokens_per_s": tps,
         "peak_mem_mib": end.peak_mem_mib, "params": b.model.num_params(), "attention": b.backend,
         "torch": torch.__version__, "pgolf": __version__, "git": install_commit(),
@@ -677,6 +706,7 @@ def _run_in(cfg: Config, run_dir: str, info: DistInfo, resume: bool, rd: RunDir,
             f"budget {cfg.quant.budget_bytes:,}"
             + (f" with {policy_of(b.predicted_policy)} (fitted)" if b.predicted_policy != cfg.quant else ""))
         warm_up(b, log)
+        measure_reserve(b, log, ckpt.get("reserve_s") if ckpt else None)
         clock = TrainClock(progress["train_s"], progress["steps"], info.clock_group)
         if ckpt is not None:
             b.model.load_state_dict(ckpt["model"])
@@ -731,7 +761,7 @@ def _pause(rd: RunDir, log, info: DistInfo, run_dir, b: Built, end: LoopEnd) -> 
     state = {"model": b.model.state_dict(), "optimizers": b.optimizers.state_dict(),
              "loader": b.loader.state_dict(), "averager": b.averager.state_dict() if b.averager is not None else None,
              "step": end.steps, "train_s": end.train_s, "prev_prog": end.prev_prog, "qat_step": end.qat_step,
-             "looped": b.model.looped}
+             "looped": b.model.looped, "reserve_s": b.cfg.train.reserve_s}
     CK.save_rank(run_dir, info.rank, state)
     if info.distributed:
         dist.barrier()

@@ -250,6 +250,28 @@ def test_paused_and_resumed_run_equals_one_straight_run(tmp_path, embedded_dir):
     assert again.returncode == 2 and "no complete checkpoint" in again.stderr
 
 
+def test_gptq_reserve_is_timed_in_the_warm_up_and_kept_across_a_resume(tmp_path, embedded_dir):
+    """train.reserve_gptq: GPTQ is timed once before the clock and the loop leaves that many times it to the export
+    (the summary says how much); a resumed run keeps the reserve its schedule was built on rather than timing again,
+    so its steps are the straight run's; without GPTQ the switch is one line and exit 2."""
+    over = tiny_overrides(eval__ttt="false", eval__sliding_stride=0, quant__gptq="true", quant__gptq_batches=2,
+                          train__max_seconds=1000, train__reserve_gptq=3, train__reserve_s=0.0)
+    args = ["--recipe", "smoke", "--out", str(tmp_path)] + [a for o in over for a in ("--set", o)]
+    first = run_cli(["-m", "pgolf", "train", *args, "--name", "paused", "--set", "train.segment_steps=5"])
+    assert first.returncode == 0, first.stderr
+    left = float(re.search(r"reserve: GPTQ took [\d.]+s in the warm-up; the loop leaves it ([\d.]+)s",
+                           first.stdout)[1])
+    run = tmp_path / "paused"
+    second = run_cli(["-m", "pgolf", "train", "--resume", str(run), "--set", "train.segment_steps=0"])
+    assert second.returncode == 0, second.stderr
+    assert "resume: step 5" in second.stdout and "reserve: GPTQ took" not in second.stdout
+    s = json.loads((run / "summary.json").read_text())
+    assert 0 < s["reserve_s"] == pytest.approx(left, abs=0.051) and s["steps"] == 12
+    assert json.loads((run / "config.json").read_text())["train"]["reserve_s"] == 0.0  # the setting as given
+    bad = run_cli(["-m", "pgolf", "train", *args, "--name", "bad", "--set", "quant.gptq=false"])
+    assert bad.returncode == 2 and "train.reserve_gptq" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
 def test_pause_and_resume_under_two_gloo_processes(tmp_path, embedded_dir):
     """Each rank keeps the Muon momentum of the matrices it owns: the checkpoint is per rank."""
     over = tiny_overrides(eval__ttt="false", eval__sliding_stride=0)
