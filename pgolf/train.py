@@ -301,15 +301,11 @@ def measure_reserve(b: Built, log, stored: float | None = None) -> None:
         return
     if stored is None:
         calibrate_hessians(b.model, b.loader, b.cfg, 1, b.info.distributed)  # first calls (kernels, handles): untimed
-        if b.device.type == "cuda":
-            torch.cuda.synchronize()
+        hessians, calib_s = calibrate_timed(b)
         t0 = time.perf_counter()
-        hessians = calibrate_hessians(b.model, b.loader, b.cfg, b.cfg.quant.gptq_batches, b.info.distributed)
-        if b.info.is_main:
+        if b.info.is_main:  # quantize_state hands its codes back on the host: its time is the solve's
             quantize_state(dict(b.model.state_dict()), b.cfg.quant, b.cfg.model.__dict__, None, hessians)
-        if b.device.type == "cuda":
-            torch.cuda.synchronize()
-        took = broadcast_object(time.perf_counter() - t0 if b.info.is_main else None, b.info)
+        took = broadcast_object(calib_s + time.perf_counter() - t0 if b.info.is_main else None, b.info)
         b.new_loader()  # calibration read training batches: the loop starts from the first one
         stored = min(max(t.reserve_s, t.reserve_gptq * took), 0.5 * t.max_seconds)
         log(f"reserve: GPTQ took {took:.1f}s in the warm-up; the loop leaves it {stored:.1f}s of the "
@@ -449,6 +445,18 @@ def loop(b: Built, rd: RunDir, log, clock: TrainClock, signals: StopSignals, res
 
 
 @torch.no_grad()
+def calibrate_timed(b: Built) -> tuple[dict[str, torch.Tensor], float]:
+    """``calibrate_hessians`` on the run's model and loader with ``quant.gptq_batches``, and its seconds (the GPU
+    finished at both ends)."""
+    if b.device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    hessians = calibrate_hessians(b.model, b.loader, b.cfg, b.cfg.quant.gptq_batches, b.info.distributed)
+    if b.device.type == "cuda":
+        torch.cuda.synchronize()
+    return hessians, time.perf_counter() - t0
+
+
 def calibrate_hessians(model: GPT, loader: DistributedTokenLoader, cfg: Config, batches: int,
                        distributed: bool = False, embed: bool | None = None) -> dict[str, torch.Tensor]:
     """GPTQ's calibration: H = sum of x x^T over the inputs x of every CastedLinear, on ``batches`` micro-batches of
@@ -523,13 +531,7 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
     nbytes, used = 0, cfg.quant
     hessians, gptq_s = None, 0.0
     if cfg.quant.gptq:  # uses training data: its time is training time (calibration and the solve, not compression)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t_g = time.perf_counter()
-        hessians = calibrate_hessians(b.model, b.loader, cfg, cfg.quant.gptq_batches, info.distributed)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        calib_s = time.perf_counter() - t_g
+        hessians, calib_s = calibrate_timed(b)
     if info.is_main:
         meta = {"recipe": cfg.name, "steps": steps, "config": cfg.to_dict(), "pgolf": __version__,
                 "tokenizer_sha256": b.data.tokenizer_sha256, "code_sha256": code_sha}

@@ -252,8 +252,8 @@ def test_paused_and_resumed_run_equals_one_straight_run(tmp_path, embedded_dir):
 
 def test_gptq_reserve_is_timed_in_the_warm_up_and_kept_across_a_resume(tmp_path, embedded_dir):
     """train.reserve_gptq: GPTQ is timed once before the clock and the loop leaves that many times it to the export
-    (the summary says how much); a resumed run keeps the reserve its schedule was built on rather than timing again,
-    so its steps are the straight run's; without GPTQ the switch is one line and exit 2."""
+    (the summary says how much); a resumed run keeps the reserve its schedule was built on rather than timing again;
+    the run's config.json keeps the setting as given; without GPTQ the switch is one line and exit 2."""
     over = tiny_overrides(eval__ttt="false", eval__sliding_stride=0, quant__gptq="true", quant__gptq_batches=2,
                           train__max_seconds=1000, train__reserve_gptq=3, train__reserve_s=0.0)
     args = ["--recipe", "smoke", "--out", str(tmp_path)] + [a for o in over for a in ("--set", o)]
