@@ -42,7 +42,10 @@ TECHNIQUES: tuple[Technique, ...] = (
                        "fewer: off in `best` since (BENCHMARKS)"),
     Technique("Shared value embedding (VE128)", (("model.ve_dim", 128), ("model.ve_layers", "9,10")),
               "03-22 #374 to 04-04 (03-31 on layers 9-10); removed 04-05",
-              "part of 1.1228 onward (no figure of its own)"),
+              "part of 1.1228 onward (no figure of its own)",
+              measured="proxy (H200): `best` with it on layers 9-10 roundtrip plain 1.23196 vs 1.23274 / 1.23144 "
+                       "(two runs of `best`, other leases; pre-quant 1.2292 vs 1.2302 / 1.2288), +113 KB: inside the "
+                       "spread, off (BENCHMARKS, session 18)"),
     Technique("Layer 0 without attention", (("model.no_attn_layers", "0"),), "03-31 #1204 (DISABLE_LAYER0_ATTN=1)",
               "part of 1.1063 (no figure of its own)"),
     Technique("OrthoInit", (("model.ortho_init", True),), "03-19 seed", "part of 1.1556"),
@@ -51,7 +54,9 @@ TECHNIQUES: tuple[Technique, ...] = (
               measured="proxy (H200), one lease: `best` without XSA final 1.21214 vs 1.20847 (+0.0037; pre-quant plain "
                        "1.2362 vs 1.2336) at 85.7 vs 88.3 ms a step (2,649 vs 2,572 steps) (BENCHMARKS, session 15)"),
     Technique("Partial RoPE 16/64", (("model.rope_dims", 16),), "#287 (03-21)", "-0.0023 with LN scale",
-              measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
+              measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12); proxy (H200): `best` with all 64 dims rotated "
+                       "final 1.21348 vs 1.20371 (+0.0098, one lease; pre-quant 1.2363 vs 1.2302), 2% slower a step "
+                       "(session 18)"),
     Technique("LN scale 1/sqrt(layer+1)", (("model.ln_scale", True),), "#287 (03-21)", "with partial RoPE",
               measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12); proxy (H200): `best` without it final "
                        "1.20635 vs 1.20247 (+0.0039, one lease; pre-quant 1.2326 vs 1.2288) (session 17)"),
@@ -61,7 +66,9 @@ TECHNIQUES: tuple[Technique, ...] = (
                        "1.20752 (-0.0003 against the other lease's row 0; pre-quant plain 1.2328 vs 1.2329): no "
                        "effect (session 16)"),
     Technique("Sparse attention-output gate", (("model.attn_gate_window", 12),), "#1667 (04-16), #1787 (04-23)",
-              "no measurable bpb cost, ~44 KB"),
+              "no measurable bpb cost, ~44 KB",
+              measured="proxy (H200): `best` without it final 1.20231 vs 1.20371 (-0.0014, one lease; pre-quant "
+                       "1.2287 vs 1.2302), 1.2% faster a step (88.0 vs 89.1 ms): inside the spread (session 18)"),
     Technique("Document-masked attention (FlexAttention; the records' varlen)", (("model.doc_mask", True),),
               "#1530 (04-10, flash_attn_varlen_func over BOS-split segments) onward",
               "~2% faster training, ~0.001 nats",
@@ -77,7 +84,10 @@ TECHNIQUES: tuple[Technique, ...] = (
                        "plain 1.2481 vs 1.2329) though 15% faster a step (76.0 vs 89.7 ms, 2,987 vs 2,531 steps), "
                        "9.65 vs 14.73 MB (BENCHMARKS, session 16)"),
     Technique("Parallel attention/MLP (GPT-J lane)", (("model.parallel_from", 7),), "04-06",
-              "pre-quant barely moved, quant gap tighter", measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12)"),
+              "pre-quant barely moved, quant gap tighter",
+              measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12); proxy (H200): `best` with no parallel block "
+                       "(the sequential stack) final 1.20367 vs 1.20371 (0.0000, other lease; pre-quant 1.2300 vs "
+                       "1.2302), 1.8% faster a step (87.5 vs 89.1 ms) (session 18)"),
     Technique("Sigmoid-gated U-Net skips", (("model.skip_gates", True),), "04-01 (#1089) onward; 04-27 on",
               "part of 1.0634 onward (no figure of its own)",
               measured="proxy (H200), on two lanes: `best-sp8192` sliding 1.19526 vs 1.19770 (-0.0024), TTT 1.18676 "
@@ -111,13 +121,17 @@ TECHNIQUES: tuple[Technique, ...] = (
               "~0.001",
               measured="proxy (H200), one lease: `best` without it final 1.22881 vs 1.20847 (+0.0203; pre-quant "
                        "plain 1.2542 vs 1.2336) at the same step (BENCHMARKS, session 15)"),
-    Technique("Muon momentum 0.97", (("optim.muon_momentum", 0.97),), "#1514 (04-09)", "~0.0005 vs 0.99"),
+    Technique("Muon momentum 0.97", (("optim.muon_momentum", 0.97),), "#1514 (04-09)", "~0.0005 vs 0.99",
+              measured="proxy (H200): `best` at 0.95 final 1.20247 vs 1.20371 (-0.0012, other lease; pre-quant "
+                       "1.2288 vs 1.2302): inside the spread (BENCHMARKS, session 18)"),
     Technique("Muon weight decay", (("optim.muon_wd", 0.095),), "seeds 0.04; frontier 0.085-0.095",
               "WD 0.04 swept optimal (03-20)",
               measured="proxy (H200): `best` without it final 1.22299 vs 1.20752 (+0.0155 against the other lease's "
                        "row 0; pre-quant plain 1.2456 vs 1.2329, roundtrip plain gap +0.0065 vs +0.0037), the same "
                        "bytes to 2 KB: SDClip's clip and grid follow each row's std (BENCHMARKS, session 16)"),
-    Technique("AdamW beta2 0.99", (("optim.beta2", 0.99),), "9-hparam stack (#1855)", "part of 1.0611"),
+    Technique("AdamW beta2 0.99", (("optim.beta2", 0.99),), "9-hparam stack (#1855)", "part of 1.0611",
+              measured="proxy (H200): `best` at 0.95 final 1.20385 vs 1.20371 (+0.0001, other lease; pre-quant "
+                       "1.2303 vs 1.2302): no effect (BENCHMARKS, session 18)"),
     Technique("EMA of the weights", (("schedule.ema_decay", 0.997),), "03-20 XSA4 record; 0.9965 later",
               "-0.0006 vs SWA",
               measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12); proxy (H200), one lease: `best` without it "
@@ -141,7 +155,9 @@ TECHNIQUES: tuple[Technique, ...] = (
                        "gap +0.00354 vs +0.00711 without, 8.2-10.1 s inside the clock (session 15); as a training "
                        "row, its 13 s reserve trained instead: final 1.20167 vs 1.20247 (-0.0008 without it, one "
                        "lease: 149 more steps, pre-quant -0.0037; plain gap +0.0055 vs +0.0027). Kept: on 8xH100 its "
-                       "~7 s per rank are 1.2% of 600 s, not the proxy's 2.8% of 240 (session 17)"),
+                       "~7 s per rank are 1.2% of 600 s, not the proxy's 2.8% of 240 (session 17). Its reserve "
+                       "timed in the warm-up (`train.reserve_gptq` 1.5, `best` since): GPTQ 5.9 s there and 5.9 s at "
+                       "the export, reserve 8.8 s, 2,612 steps, final 1.20206 vs 1.20371 with 13 s fixed (session 18)"),
     Technique("GPTQ of the tied embedding (head inputs' Hessian; with quant.gptq)", (("quant.gptq_embed", True),),
               "04-05 (\"GPTQ-quantize the embedding matrix\")", "part of 1.0856",
               measured="proxy, best-sp8192 weights: int8 embedding gap +0.0049 -> +0.0042; int7 SDClip k14 "
@@ -171,7 +187,8 @@ TECHNIQUES: tuple[Technique, ...] = (
                        "s; warm-up 278 / 336 s outside the timer) (session 12); eager -0.0094 (1.20262 vs 1.21200, "
                        "344 s, 659 s predicted) and -0.0083 with recurrence (session 11); at sp1024 on `best`'s "
                        "artifact -0.0065 (1.19992 vs 1.20643 in 208 s, 415 s predicted on 8 GPUs; warm-up 100 s) "
-                       "(session 17)"),
+                       "(session 17), -0.0074 on today's `best` (1.19633 vs 1.20371 in 201 s, 398 s predicted; "
+                       "warm-up 88 s) (session 18)"),
     Technique("TTT adapters' A kept across documents (B reset only)", (("eval.ttt", True), ("eval.ttt_warm_a", True)),
               "#1767 (04-23), the records' default since", "part of -0.00043 with alpha 144 and decay 1.0",
               measured="proxy (H200), `best-sp8192` with two lanes and gated skips: TTT 1.18676 vs 1.18703 with A "
