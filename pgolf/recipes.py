@@ -325,7 +325,7 @@ def best() -> Config:
     Session 17, lease 2 (H200, BENCHMARKS; this recipe, scored by sliding as the ablation rows are): 2,574 steps at
     88.2 ms, pre-quant plain 1.2288, sliding **1.20247** at 15,583,249 bytes; LN scale off +0.0039, SmearGate v1's
     gate instead of v2's -0.0004, GPTQ off with its reserve trained -0.0008 (kept: BENCHMARKS says why).
-    Session 18 (two leases, the recipe with a fixed 13 s GPTQ reserve): 2,548 steps at 89.1 ms, pre-quant plain
+    Session 18 (three leases, the recipe with a fixed 13 s GPTQ reserve): 2,548 steps at 89.1 ms, pre-quant plain
     1.2302, sliding **1.20371** at 15,583,561 bytes (two runs: spread 0.0012); TTT on that artifact **1.19633**
     (-0.0074) in 201 s (398 s predicted on 8 GPUs; warm-up 88 s). With the reserve timed in the warm-up (this recipe
     since): 8.8 s, 2,612 steps, 1.20206. Rows: partial RoPE off +0.0098; the attention-output gate off -0.0014 and

@@ -187,7 +187,7 @@ TECHNIQUES: tuple[Technique, ...] = (
                        "s; warm-up 278 / 336 s outside the timer) (session 12); eager -0.0094 (1.20262 vs 1.21200, "
                        "344 s, 659 s predicted) and -0.0083 with recurrence (session 11); at sp1024 on `best`'s "
                        "artifact -0.0065 (1.19992 vs 1.20643 in 208 s, 415 s predicted on 8 GPUs; warm-up 100 s) "
-                       "(session 17), -0.0074 on today's `best` (1.19633 vs 1.20371 in 201 s, 398 s predicted; "
+                       "(session 17), -0.0074 on `best` of session 18 (1.19633 vs 1.20371 in 201 s, 398 s predicted; "
                        "warm-up 88 s) (session 18)"),
     Technique("TTT adapters' A kept across documents (B reset only)", (("eval.ttt", True), ("eval.ttt_warm_a", True)),
               "#1767 (04-23), the records' default since", "part of -0.00043 with alpha 144 and decay 1.0",
