@@ -11,7 +11,9 @@
 # ~40-60 s a row), and the final is the sliding eval after the roundtrip (eval.ttt=false eval.final=sliding: TTT's
 # warm-up and pass would push a row past one 600 s call). A row of TTT's own (all its keys eval.*) is not a training
 # row: it is refused, since it is scored on row 0's artifact by `pgolf eval --mode ttt`. Environment as
-# bench/proxy.sh (VOCAB, BUDGET, ...). Prints the row's name and overrides, then proxy.sh's SUMMARY.
+# bench/proxy.sh (VOCAB, BUDGET, ...), and NAME: the run's name instead of ablate-N, for a variant scored as the rows
+# are (`NAME=rope8 bench/ablate.sh best 0 --set model.rope_dims=8`) without taking row 0's run directory. Prints the
+# row's name and overrides, then proxy.sh's SUMMARY.
 set -euo pipefail
 recipe=$1; n=$2; shift 2
 cd "$(dirname "$0")/.."
@@ -44,5 +46,5 @@ args=()
 while read -r s; do
   case $s in "#"*) n=${s#"#"} ;; ?*) args+=(--set "$s") ;; esac
 done <<< "$rows"
-bench/proxy.sh "ablate-$n" "$recipe" --set train.val_every=0 --set eval.prequant_sliding=false --set eval.ttt=false \
+bench/proxy.sh "${NAME:-ablate-$n}" "$recipe" --set train.val_every=0 --set eval.prequant_sliding=false --set eval.ttt=false \
   --set eval.final=sliding "${args[@]}" "$@"

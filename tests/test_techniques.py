@@ -775,9 +775,9 @@ def test_ablation_rows_turn_one_technique_off_each():
 
 
 def test_ablate_script_finds_a_row_by_number_or_by_a_piece_of_its_name(tmp_path):
-    """bench/ablate.sh RECIPE N|NAME runs bench/proxy.sh as ablate-N with the row's --sets (here a stand-in proxy that
-    prints its arguments), scored by the sliding eval with TTT off; a name piece that names two rows, or none, and a
-    row that changes the eval only (TTT's) are one line and exit 2, before any run."""
+    """bench/ablate.sh RECIPE N|NAME runs bench/proxy.sh as ablate-N (or as $NAME) with the row's --sets (here a
+    stand-in proxy that prints its arguments), scored by the sliding eval with TTT off; a name piece that names two
+    rows, or none, and a row that changes the eval only (TTT's) are one line and exit 2, before any run."""
     import os
     import shutil
     import subprocess
@@ -796,9 +796,9 @@ def test_ablate_script_finds_a_row_by_number_or_by_a_piece_of_its_name(tmp_path)
     (tmp_path / "bin" / "python3").symlink_to(sys.executable)
     env = dict(os.environ, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}", PYTHONPATH=str(repo))
 
-    def ablate(*args):
-        return subprocess.run(["bash", str(tmp_path / "bench" / "ablate.sh"), "best", *args], env=env,
-                              capture_output=True, text=True, timeout=120)
+    def ablate(*args, **more_env):
+        return subprocess.run(["bash", str(tmp_path / "bench" / "ablate.sh"), "best", *args],
+                              env=dict(env, **more_env), capture_output=True, text=True, timeout=120)
 
     rows = ablations(get_recipe("best"))
     n = next(i for i, (name, _) in enumerate(rows, 1) if name == "XSA on every layer")
@@ -809,6 +809,8 @@ def test_ablate_script_finds_a_row_by_number_or_by_a_piece_of_its_name(tmp_path)
         r = ablate(which, "--set", "eval.batch_tokens=65536")
         assert r.returncode == 0 and r.stdout.strip() == want + " --set eval.batch_tokens=65536", r
     assert ablate("0").stdout.strip() == f"PROXY ablate-0 best {fixed}"
+    r = ablate("0", "--set", "model.rope_dims=8", NAME="rope8")  # a named variant, scored as the rows are
+    assert r.stdout.strip() == f"PROXY rope8 best {fixed} --set model.rope_dims=8", r
     for which in ("SmearGate", "no such technique", str(len(rows) + 1), "Phased score-first"):  # TTT: eval only
         r = ablate(which)
         assert r.returncode == 2 and "PROXY" not in r.stdout and len(r.stderr.strip().splitlines()) == 1, r
