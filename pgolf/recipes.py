@@ -319,9 +319,10 @@ def best() -> Config:
     to a 0.1 floor; batch 786,432 at seq 2048), without the document mask, depth recurrence or BigramHash; Muon's
     classic Newton-Schulz 5 coefficients, not Polar Express; the export that measured best on pgolf's own weights: GPTQ
     with SDClip on the matrices (attention 13 at int7, MLP 11.5 and other 12.85 at int6) and the tied embedding at int8
-    with its row max, GPTQ'd too; LQER rank 4 on the top 3; brotli-11, rows in their own order; scored by the records'
-    phased score-first LoRA TTT (``best-sp8192``'s settings), the sliding s64 eval beside it. 32,272,535 parameters;
-    ``pgolf predict`` 15,635,568 bytes on 8xH100 (it reads ~0.3-0.5% high).
+    with its row max, GPTQ'd too, its reserve 1.5x GPTQ as timed in the warm-up; LQER rank 4 on the top 3; brotli-11,
+    rows in their own order; scored by the records' phased score-first LoRA TTT (``best-sp8192``'s settings), the
+    sliding s64 eval beside it. 32,272,535 parameters; ``pgolf predict`` 15,636,049 bytes on 8xH100 (it reads
+    ~0.3-0.5% high).
     Session 17, lease 2 (H200, BENCHMARKS; this recipe, scored by sliding as the ablation rows are): 2,574 steps at
     88.2 ms, pre-quant plain 1.2288, sliding **1.20247** at 15,583,249 bytes; LN scale off +0.0039, SmearGate v1's
     gate instead of v2's -0.0004, GPTQ off with its reserve trained -0.0008 (kept: BENCHMARKS says why).
