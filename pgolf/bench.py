@@ -24,6 +24,22 @@ PHASES = ("pgolf/data", "pgolf/forward", "pgolf/backward", "pgolf/optimizer", "p
 
 PROFILE_TOLERANCE = 0.10  # profiled wall vs timed ms/step beyond which the report warns (the profiler adds ~1-3%)
 
+# kernel classes by name, first match wins: what a step's GPU time is made of (cuBLAS/CUTLASS names on Hopper:
+# nvjet_*, sm90_xmma_*, cutlass_*; inductor's Triton templates triton_tem_* and fused kernels triton_{poi,red,per}_*,
+# whose names carry the ops they fused; cuDNN's and PyTorch's attention kernels)
+KERNEL_CLASSES = (("matmul", ("triton_tem",)),
+                  ("fused (triton)", ("triton_",)),
+                  ("attention", ("flash", "fmha", "attn", "cudnn", "sdpa")),
+                  ("matmul", ("gemm", "nvjet", "xmma", "cutlass", "cublas", "matmul", "mm_", "addmm", "bmm")),
+                  ("reduce/collective", ("nccl", "reduce", "all_gather")),
+                  ("copy/fill", ("copy", "memcpy", "memset", "fill", "cat", "index")))
+
+
+def kernel_class(name: str) -> str:
+    """The class of a kernel by its name (``KERNEL_CLASSES``), else "other"."""
+    low = name.lower()
+    return next((c for c, keys in KERNEL_CLASSES if any(k in low for k in keys)), "other")
+
 
 def _time_steps(b, n: int, momentum: float) -> float:
     sync = torch.cuda.synchronize if b.device.type == "cuda" else (lambda: None)
@@ -38,7 +54,7 @@ def _time_steps(b, n: int, momentum: float) -> float:
     return (time.perf_counter() - t0) / max(n, 1)
 
 
-def profile_steps(b, n: int, momentum: float, trace: str | None = None) -> dict:
+def profile_steps(b, n: int, momentum: float, trace: str | None = None, top: int = 15) -> dict:
     """Profile ``n`` steps; per phase: GPU ms (kernels launched inside it) and host ms, per step."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -62,12 +78,17 @@ def profile_steps(b, n: int, momentum: float, trace: str | None = None) -> dict:
                       and e.key not in PHASES and not e.key.startswith(("Optimizer.", "ProfilerStep"))),
                      key=lambda e: -getattr(e, self_dev))  # ranges show up as GPU annotations too: not kernels
     busy = sum(getattr(e, self_dev) for e in kernels) / 1e3 / n
+    classes: dict[str, float] = {}
+    for e in kernels:
+        c = kernel_class(e.key)
+        classes[c] = classes.get(c, 0.0) + getattr(e, self_dev) / 1e3 / n
     if phases:  # backward runs on autograd's device thread, outside the main thread's ranges: the remainder
         named = sum(phases[k]["gpu_ms"] for k in ("data", "forward", "optimizer") if k in phases)
         phases["backward"] = {"gpu_ms": max(busy - named, 0.0), "host_ms": phases.get("backward", {}).get("host_ms", 0)}
     return {"wall_ms": 1e3 * wall, "gpu_busy_ms": busy, "phases": phases,
+            "kernel_classes": dict(sorted(classes.items(), key=lambda kv: -kv[1])),
             "top_kernels": [{"name": e.key[:90], "gpu_ms": getattr(e, self_dev) / 1e3 / n, "calls": e.count // n}
-                            for e in kernels[:15]]}
+                            for e in kernels[:top]]}
 
 
 def cmd_bench(args) -> int:
@@ -96,7 +117,7 @@ def cmd_bench(args) -> int:
         tokens = cfg.train.batch_tokens
         flops_tok = b.model.flops_per_token(cfg.train.seq_len)
         peak = peak_flops(b.device)
-        prof = profile_steps(b, args.profile_steps, mom, args.trace)
+        prof = profile_steps(b, args.profile_steps, mom, args.trace, args.top)
         out = {"recipe": cfg.name, "device": torch.cuda.get_device_name(b.device) if b.device.type == "cuda" else "cpu",
                "torch": torch.__version__, "world_size": info.world_size, "attention": b.backend,
                "batch_tokens": tokens, "ms_per_step": 1e3 * step_s, "tokens_per_s": tokens / step_s,
@@ -135,6 +156,9 @@ def report(r: dict) -> str:
             indent = "    " if name in ("grad_exchange", "clip", "adam", "muon") else "  "
             lines.append(f"{indent}{name:16s} {ph['gpu_ms']:8.2f} {ph['host_ms']:8.2f}")
     lines.append("  (backward GPU ms: the kernels no other phase launched)")
+    if r.get("kernel_classes"):
+        lines.append("  GPU ms/step by kernel class: " +
+                     ", ".join(f"{c} {ms:.2f}" for c, ms in r["kernel_classes"].items()))
     lines.append("  top kernels (GPU ms/step, calls/step):")
     for k in r["top_kernels"]:
         lines.append(f"    {k['gpu_ms']:7.2f} {k['calls']:5d}  {k['name']}")
@@ -150,6 +174,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--steps", type=int, default=20, help="timed steps (after the compile warm-up)")
     p.add_argument("--profile-steps", type=int, default=8, help="profiled steps")
     p.add_argument("--qat", action="store_true", help="with QAT on (recipes that use it)")
+    p.add_argument("--top", type=int, default=15, help="how many of the top kernels to list")
     p.add_argument("--trace", help="write a Chrome trace of the profiled steps")
     p.add_argument("--json", help="write the figures as JSON")
     p.set_defaults(fn=cmd_bench)

@@ -53,3 +53,24 @@ def test_report_warns_when_the_profiled_steps_are_not_the_timed_ones():
     assert lines[3].startswith("  WARNING: the profiled steps took +62% against the timed ones")
     assert lines[4].split() == ["phase", "GPU", "ms", "host", "ms"]
     assert "WARNING" not in report({**r, "wall_ms": 64.2})
+
+
+def test_kernel_classes_name_what_a_step_is_made_of():
+    """The report sums the step's GPU time by kernel class; names as the profiler gives them on an H200."""
+    from pgolf.bench import kernel_class, report
+
+    assert kernel_class("nvjet_tst_128x256_64x4_2x1_v_bz_coopB_TNN") == "matmul"
+    assert kernel_class("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64") == "matmul"
+    assert kernel_class("triton_tem_fused_mm_0") == "matmul"
+    assert kernel_class("triton_per_fused__to_copy_add_mul_rms_norm_12") == "fused (triton)"
+    assert kernel_class("triton_red_fused__scaled_dot_product_cudnn_attention_backward_3") == "fused (triton)"
+    assert kernel_class("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_3_64x64x64") == "attention"
+    assert kernel_class("void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>>") \
+        == "copy/fill"
+    assert kernel_class("ncclDevKernel_ReduceScatter_Sum_bf16_RING_LL") == "reduce/collective"
+    assert kernel_class("void at::native::(anonymous namespace)::multi_tensor_apply_kernel") == "other"
+    r = {"recipe": "x", "device": "cpu", "world_size": 1, "attention": "sdpa", "batch_tokens": 98_304,
+         "ms_per_step": 63.1, "tokens_per_s": 1.56e6, "tokens_per_s_per_gpu": 1.56e6, "mfu": None,
+         "peak_mem_mib": None, "wall_ms": 63.5, "gpu_busy_ms": 58.4, "top_kernels": [], "phases": {},
+         "kernel_classes": {"matmul": 18.0, "attention": 18.2}}
+    assert "  GPU ms/step by kernel class: matmul 18.00, attention 18.20" in report(r).splitlines()
