@@ -149,6 +149,28 @@ def rotary_cos_sin(seq_len: int, dims: int, base: float, device, ntk_ref_len: in
     return freqs.cos(), freqs.sin()
 
 
+class RotaryTable(nn.Module):
+    """``rotary_cos_sin`` of the training context, computed once (on the CPU, moved with the model; float32 buffers
+    kept out of the state dict): a window of T <= train_seq_len takes its first T rows, which are the very values
+    ``rotary_cos_sin(T, ...)`` gives (the base is fixed by the training context, and row t depends only on t and
+    the base); longer windows are computed. Compiled, a table is read where the per-forward computation had each
+    attention's fused kernel evaluate pow, cos and sin per element (pgolf bench, H200: 3.2 GPU ms a step of
+    pr164-s64 in those kernels)."""
+
+    def __init__(self, dims: int, base: float, ntk_ref_len: int, trained_len: int):
+        super().__init__()
+        self.dims, self.base, self.ntk_ref_len, self.trained_len = dims, base, ntk_ref_len, trained_len
+        cos, sin = rotary_cos_sin(trained_len, dims, base, "cpu", ntk_ref_len, trained_len) if trained_len \
+            else (None, None)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def forward(self, T: int, device) -> tuple[Tensor, Tensor]:
+        if self.cos is not None and T <= self.cos.size(0):
+            return self.cos[:T], self.sin[:T]
+        return rotary_cos_sin(T, self.dims, self.base, device, self.ntk_ref_len, self.trained_len)
+
+
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, dims: int) -> Tensor:
     """x: (B, T, H, D); rotates the first ``dims`` of D (half-split rotation), leaves the rest."""
     cos = cos[None, :, None, :].to(x.dtype)
@@ -458,6 +480,8 @@ class GPT(nn.Module):
         self.skip_gates = nn.Parameter(torch.zeros(n_skips, d)) if n_skips and cfg.skip_gates else None
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(d, cfg.vocab_size, zero_init=True)
         self.rope_dims = cfg.rope_dims or cfg.head_dim
+        ref = (cfg.rope_ref_len or cfg.train_seq_len) if cfg.ntk_rope else 0
+        self.rotary = RotaryTable(self.rope_dims, cfg.rope_base, ref, cfg.train_seq_len)
         self.init_weights()
 
     @torch.no_grad()
@@ -567,8 +591,7 @@ class GPT(nn.Module):
     def hidden(self, ids: Tensor, lora=None) -> Tensor:
         T = ids.size(1)
         c = self.cfg
-        ref = (c.rope_ref_len or c.train_seq_len) if c.ntk_rope else 0
-        cos, sin = rotary_cos_sin(T, self.rope_dims, c.rope_base, ids.device, ref, c.train_seq_len)
+        cos, sin = self.rotary(T, ids.device)
         x = self.embed(ids)
         x0 = x
         ve = self.value_embed(ids) if self.value_embed is not None else None  # shared by its layers
@@ -676,8 +699,8 @@ class GPT(nn.Module):
 
 
 def apply_precision(model: GPT, device: torch.device) -> GPT:
-    """CUDA: bf16 embeddings, fp32 CastedLinear weights and control/vector params (as the baseline).
-    CPU: everything fp32."""
+    """CUDA: bf16 embeddings, fp32 CastedLinear weights and control/vector params (as the baseline), fp32 RoPE
+    tables. CPU: everything fp32."""
     if device.type != "cuda":
         return model.float()
     model.bfloat16()
@@ -685,7 +708,7 @@ def apply_precision(model: GPT, device: torch.device) -> GPT:
         if p.ndim < 2 or any(k in name for k in CONTROL_PATTERNS):
             p.data = p.data.float()
     for m in model.modules():
-        if isinstance(m, CastedLinear):
+        if isinstance(m, (CastedLinear, RotaryTable)):
             m.float()
     return model
 

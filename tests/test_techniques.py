@@ -92,6 +92,24 @@ def test_ntk_rope_scales_base_only_beyond_reference():
     assert torch.allclose(c2, torch.cos(torch.outer(torch.arange(32).float(), inv)))
 
 
+@pytest.mark.parametrize("ntk", [False, True])
+def test_rotary_table_is_the_per_window_computation(ntk):
+    """The model reads RoPE from a table of the training context (``RotaryTable``); every window up to that length
+    takes exactly the values computed for it alone (NTK's base too: fixed by the training context), longer ones
+    are computed, and the model's loss is the same with the table as without it, bit for bit."""
+    torch.manual_seed(0)
+    m = GPT(cfg(train_seq_len=12, ntk_rope=ntk, rope_ref_len=8, rope_dims=8))
+    assert "rotary.cos" not in m.state_dict()  # derived, never in a checkpoint or the artifact
+    for T in (1, 5, 12, 20):
+        cos, sin = m.rotary(T, "cpu")
+        c, s = rotary_cos_sin(T, 8, 10000.0, "cpu", 8 if ntk else 0, 12)
+        assert torch.equal(cos, c) and torch.equal(sin, s), T
+    ids = torch.randint(0, 96, (2, 12))
+    with_table = m(ids, ids).item()
+    m.rotary.cos = m.rotary.sin = None
+    assert m(ids, ids).item() == with_table
+
+
 def test_xsa_removes_self_value_component():
     torch.manual_seed(0)
     m = GPT(cfg(xsa_last_n=4))
