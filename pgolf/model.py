@@ -151,7 +151,7 @@ def rotary_cos_sin(seq_len: int, dims: int, base: float, device, ntk_ref_len: in
 
 class RotaryTable(nn.Module):
     """``rotary_cos_sin`` of the training context, computed once (on the CPU, moved with the model; float32 buffers
-    kept out of the state dict): a window of T <= train_seq_len takes its first T rows, which are the very values
+    kept out of the state dict, float32 under ``apply_precision`` too): a window of T <= train_seq_len takes its first T rows, which are the very values
     ``rotary_cos_sin(T, ...)`` gives (the base is fixed by the training context, and row t depends only on t and
     the base); longer windows are computed. Compiled, a table is read where the per-forward computation had each
     attention's fused kernel evaluate pow, cos and sin per element (pgolf bench, H200: 3.2 GPU ms a step of
@@ -160,10 +160,18 @@ class RotaryTable(nn.Module):
     def __init__(self, dims: int, base: float, ntk_ref_len: int, trained_len: int):
         super().__init__()
         self.dims, self.base, self.ntk_ref_len, self.trained_len = dims, base, ntk_ref_len, trained_len
-        cos, sin = rotary_cos_sin(trained_len, dims, base, "cpu", ntk_ref_len, trained_len) if trained_len \
-            else (None, None)
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
+        self.register_buffer("cos", None, persistent=False)
+        self.register_buffer("sin", None, persistent=False)
+        self.build()
+
+    def build(self) -> None:
+        """The tables, float32, on the device they are on (the CPU at first): ``apply_precision`` rebuilds them
+        after casting the model, since float32 -> bfloat16 -> float32 would lose their low bits."""
+        if not self.trained_len:
+            return
+        device = self.cos.device if self.cos is not None else "cpu"
+        cos, sin = rotary_cos_sin(self.trained_len, self.dims, self.base, "cpu", self.ntk_ref_len, self.trained_len)
+        self.cos, self.sin = cos.to(device), sin.to(device)
 
     def forward(self, T: int, device) -> tuple[Tensor, Tensor]:
         if self.cos is not None and T <= self.cos.size(0):
@@ -708,8 +716,10 @@ def apply_precision(model: GPT, device: torch.device) -> GPT:
         if p.ndim < 2 or any(k in name for k in CONTROL_PATTERNS):
             p.data = p.data.float()
     for m in model.modules():
-        if isinstance(m, (CastedLinear, RotaryTable)):
+        if isinstance(m, CastedLinear):
             m.float()
+        elif isinstance(m, RotaryTable):
+            m.build()
     return model
 
 

@@ -104,6 +104,13 @@ def test_rotary_table_is_the_per_window_computation(ntk):
         cos, sin = m.rotary(T, "cpu")
         c, s = rotary_cos_sin(T, 8, 10000.0, "cpu", 8 if ntk else 0, 12)
         assert torch.equal(cos, c) and torch.equal(sin, s), T
+    from pgolf.model import apply_precision
+
+    cast = apply_precision(GPT(cfg(train_seq_len=12, ntk_rope=ntk, rope_ref_len=8, rope_dims=8)),
+                           torch.device("cuda"))  # the GPU's casts, on the CPU: bf16 model, float32 tables
+    c, s = rotary_cos_sin(12, 8, 10000.0, "cpu", 8 if ntk else 0, 12)
+    assert cast.tok_emb.weight.dtype == torch.bfloat16 and torch.equal(cast.rotary.cos, c)
+    assert torch.equal(cast.rotary.sin, s)
     ids = torch.randint(0, 96, (2, 12))
     with_table = m(ids, ids).item()
     m.rotary.cos = m.rotary.sin = None
