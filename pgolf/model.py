@@ -66,6 +66,32 @@ def resolve_attention(choice: str, device: torch.device, doc_mask: bool = False)
     return choice
 
 
+_CUDNN_GQA: dict[int, bool] = {}
+
+
+def cudnn_takes_gqa() -> bool:
+    """Whether this torch's cuDNN SDPA runs grouped K/V heads itself (``enable_gqa``, no copy of K/V per head):
+    probed once per process and GPU on a toy problem, forward and backward, under the cuDNN backend alone. torch 2.11
+    on an H200 takes it: one layer of 48 x 2,048 tokens, 8 query / 4 K/V heads of 64, 2.13 ms fwd+bwd against 2.48
+    with the copy (BENCHMARKS, session 19)."""
+    if not torch.cuda.is_available():
+        return False
+    dev = torch.cuda.current_device()
+    if dev not in _CUDNN_GQA:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        try:
+            q = torch.randn(1, 4, 128, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            kv = torch.randn(1, 2, 128, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                F.scaled_dot_product_attention(q, kv, kv, is_causal=True, enable_gqa=True).sum().backward()
+            torch.cuda.synchronize()
+            _CUDNN_GQA[dev] = True
+        except Exception:
+            _CUDNN_GQA[dev] = False
+    return _CUDNN_GQA[dev]
+
+
 class CastedLinear(nn.Linear):
     """fp32 master weight, cast to the activation dtype at the matmul.
 
@@ -236,6 +262,7 @@ class Attention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init, dtype=torch.float32))
         self.xsa = layer >= cfg.num_layers - cfg.xsa_last_n
         self.backend = "sdpa"  # fa3 | cudnn | flash | sdpa | flex (see resolve_attention)
+        self.cudnn_gqa = False  # cuDNN takes grouped K/V heads itself (cudnn_takes_gqa), else they are copied
         # sparse output gate (2026-04-16 PR #1667 / 04-23 #1787): head h scaled by 2 sigmoid(W_h . x[:k]); W = 0 at
         # init, so the gate starts at 1 and the block at what it was without it
         k = cfg.attn_gate_window
@@ -271,7 +298,7 @@ class Attention(nn.Module):
             y = y[0] if isinstance(y, tuple) else y
         else:
             kk, vv = k, v
-            if gqa and self.backend == "cudnn":  # cuDNN's SDPA takes no grouped heads: give every head its K/V
+            if gqa and self.backend == "cudnn" and not self.cudnn_gqa:  # give every head its K/V
                 g = self.num_heads // self.num_kv_heads
                 kk, vv = k.repeat_interleave(g, dim=2), v.repeat_interleave(g, dim=2)
                 gqa = False
@@ -544,6 +571,7 @@ class GPT(nn.Module):
         for b in self.blocks:
             if b.attn is not None:
                 b.attn.backend = backend
+                b.attn.cudnn_gqa = backend == "cudnn" and cudnn_takes_gqa()
 
     def use_attention(self, device: torch.device) -> str:
         """The kernel this model's config asks for on ``device`` (``resolve_attention`` of model.attention and

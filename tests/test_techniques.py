@@ -704,6 +704,30 @@ def test_document_mask_flex_block_mask_equals_the_dense_mask(monkeypatch):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
 
 
+def test_grouped_heads_copied_or_native_are_one_attention():
+    """cuDNN's two forms of grouped K/V heads (copied per query head, or ``enable_gqa`` where ``cudnn_takes_gqa``)
+    compute one attention: on the CPU the math kernel runs both forms, and loss and gradients agree bit for bit.
+    Without CUDA the probe says no."""
+    from pgolf.model import cudnn_takes_gqa
+
+    assert not torch.cuda.is_available() and cudnn_takes_gqa() is False or torch.cuda.is_available()
+    torch.manual_seed(0)
+    m = GPT(cfg(num_heads=4, num_kv_heads=2))
+    for p in m.parameters():  # away from the zero-init projections, so every path carries signal
+        p.data.add_(0.05 * torch.randn_like(p))
+    ids = torch.randint(0, 96, (2, 16))
+    out = []
+    for native in (False, True):
+        m.zero_grad()
+        for b in m.blocks:
+            b.attn.backend, b.attn.cudnn_gqa = "cudnn", native
+        loss = m(ids, torch.roll(ids, -1, 1))
+        loss.backward()
+        out.append((loss.detach(), [p.grad.clone() for p in m.parameters()]))
+    assert torch.equal(out[0][0], out[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(out[0][1], out[1][1]))
+
+
 def test_document_mask_attention_choices():
     from pgolf.config import ConfigError
 
