@@ -177,11 +177,11 @@ def rotary_cos_sin(seq_len: int, dims: int, base: float, device, ntk_ref_len: in
 
 class RotaryTable(nn.Module):
     """``rotary_cos_sin`` of the training context, computed once (on the CPU, moved with the model; float32 buffers
-    kept out of the state dict, float32 under ``apply_precision`` too): a window of T <= train_seq_len takes its first T rows, which are the very values
-    ``rotary_cos_sin(T, ...)`` gives (the base is fixed by the training context, and row t depends only on t and
-    the base); longer windows are computed. Compiled, a table is read where the per-forward computation had each
-    attention's fused kernel evaluate pow, cos and sin per element (pgolf bench, H200: 3.2 GPU ms a step of
-    pr164-s64 in those kernels)."""
+    kept out of the state dict, float32 under ``apply_precision`` too): a window of T <= train_seq_len takes its
+    first T rows, which are the very values ``rotary_cos_sin(T, ...)`` gives (the base is fixed by the training
+    context, and row t depends only on t and the base); longer windows are computed. Compiled, a table is read
+    where the per-forward computation had each attention's fused kernel evaluate pow, cos and sin per element
+    (pgolf bench, H200: the fused kernels' class 1.4 GPU ms a step less on pr164-s64, session 19)."""
 
     def __init__(self, dims: int, base: float, ntk_ref_len: int, trained_len: int):
         super().__init__()

@@ -320,11 +320,17 @@ def best() -> Config:
     classic Newton-Schulz 5 coefficients, not Polar Express; the export that measured best on pgolf's own weights: GPTQ
     with SDClip on the matrices (attention 13 at int7, MLP 11.5 and other 12.85 at int6) and the tied embedding at int8
     with its row max, GPTQ'd too, its reserve 1.5x GPTQ as timed in the warm-up; LQER rank 4 on the top 3; brotli-11,
-    rows in their own order; scored by the records' phased score-first LoRA TTT (``best-sp8192``'s settings), the
-    sliding s64 eval beside it. 32,272,535 parameters; ``pgolf predict`` 15,636,049 bytes on 8xH100 (it reads
+    rows in their own order; trained at 1,024-token windows for the first third of the budget, then 2,048 (#2014's
+    context growth); scored by the records' phased score-first LoRA TTT (``best-sp8192``'s settings), the sliding s64
+    eval beside it. 32,272,535 parameters; ``pgolf predict`` 15,636,049 bytes on 8xH100 (it reads
     ~0.3-0.5% high).
-    Session 17, lease 2 (H200, BENCHMARKS; this recipe, scored by sliding as the ablation rows are): 2,574 steps at
-    88.2 ms, pre-quant plain 1.2288, sliding **1.20247** at 15,583,249 bytes; LN scale off +0.0039, SmearGate v1's
+    Session 19 (H200, one lease, scored by sliding as the ablation rows are): with the context growth (this recipe
+    since) 2,721 / 2,728 steps at 85.0 / 84.7 ms, pre-quant plain 1.2251 / 1.2253, final **1.19871** /
+    **1.19908** at 15,584,634 bytes, against the recipe before it in the same lease 2,619 steps at 88.2 ms, 1.20351
+    (another lease: 1.20153). Without the gate and the parallel blocks, beside a row 0 of 1.20153: 1.20482 (+0.0033,
+    2.1% faster a step): kept. Partial RoPE at 8 dims: 1.20284 (+0.0013): 16 kept.
+    Session 17, lease 2 (H200, BENCHMARKS; the recipe of then, scored by sliding as the ablation rows are): 2,574 steps
+    at 88.2 ms, pre-quant plain 1.2288, sliding **1.20247** at 15,583,249 bytes; LN scale off +0.0039, SmearGate v1's
     gate instead of v2's -0.0004, GPTQ off with its reserve trained -0.0008 (kept: BENCHMARKS says why).
     Session 18 (three leases, the recipe with a fixed 13 s GPTQ reserve): 2,548 steps at 89.1 ms, pre-quant plain
     1.2302, sliding **1.20371** at 15,583,561 bytes (two runs: spread 0.0012); TTT on that artifact **1.19633**
@@ -362,6 +368,9 @@ def best() -> Config:
     # GPTQ's reserve timed on the run's machine, not a fixed 13 s: 5.9 s in the warm-up and 5.9 s at the export on an
     # H200, a reserve of 8.8 s, 64 more steps (session 18)
     c.train.reserve_gptq, c.train.reserve_s = 1.5, 0.0
+    # #2014's training-context growth, at seq 2048: 1,024-token windows for the first third of the budget (the batch's
+    # tokens unchanged), 2,048 after. Two runs 1.19871 / 1.19908 against row 0's 1.20351 in one lease (session 19)
+    c.schedule.seq_schedule = "0:1024,0.33:2048"
     return c
 
 

@@ -56,7 +56,7 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("Partial RoPE 16/64", (("model.rope_dims", 16),), "#287 (03-21)", "-0.0023 with LN scale",
               measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12); proxy (H200): `best` with all 64 dims rotated "
                        "final 1.21348 vs 1.20371 (+0.0098, one lease; pre-quant 1.2363 vs 1.2302), 2% slower a step "
-                       "(session 18)"),
+                       "(session 18); with 8 dims 1.20284 vs 1.20153 (+0.0013, one lease): 16 kept (session 19)"),
     Technique("LN scale 1/sqrt(layer+1)", (("model.ln_scale", True),), "#287 (03-21)", "with partial RoPE",
               measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12); proxy (H200): `best` without it final "
                        "1.20635 vs 1.20247 (+0.0039, one lease; pre-quant 1.2326 vs 1.2288) (session 17)"),
@@ -68,7 +68,9 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("Sparse attention-output gate", (("model.attn_gate_window", 12),), "#1667 (04-16), #1787 (04-23)",
               "no measurable bpb cost, ~44 KB",
               measured="proxy (H200): `best` without it final 1.20231 vs 1.20371 (-0.0014, one lease; pre-quant "
-                       "1.2287 vs 1.2302), 1.2% faster a step (88.0 vs 89.1 ms): inside the spread (session 18)"),
+                       "1.2287 vs 1.2302), 1.2% faster a step (88.0 vs 89.1 ms): inside the spread (session 18); "
+                       "without it and the parallel blocks 1.20482 vs 1.20153 (+0.0033, one lease), 2.1% faster: "
+                       "kept (session 19)"),
     Technique("Document-masked attention (FlexAttention; the records' varlen)", (("model.doc_mask", True),),
               "#1530 (04-10, flash_attn_varlen_func over BOS-split segments) onward",
               "~2% faster training, ~0.001 nats",
@@ -87,7 +89,8 @@ TECHNIQUES: tuple[Technique, ...] = (
               "pre-quant barely moved, quant gap tighter",
               measured="in the -0.024 stack of 9 (BENCHMARKS, issue 12); proxy (H200): `best` with no parallel block "
                        "(the sequential stack) final 1.20367 vs 1.20371 (0.0000, other lease; pre-quant 1.2300 vs "
-                       "1.2302), 1.8% faster a step (87.5 vs 89.1 ms) (session 18)"),
+                       "1.2302), 1.8% faster a step (87.5 vs 89.1 ms) (session 18); without them and the gate "
+                       "1.20482 vs 1.20153 (+0.0033, one lease; 86.3 vs 88.1 ms): kept (session 19)"),
     Technique("Sigmoid-gated U-Net skips", (("model.skip_gates", True),), "04-01 (#1089) onward; 04-27 on",
               "part of 1.0634 onward (no figure of its own)",
               measured="proxy (H200), on two lanes: `best-sp8192` sliding 1.19526 vs 1.19770 (-0.0024), TTT 1.18676 "
@@ -142,7 +145,11 @@ TECHNIQUES: tuple[Technique, ...] = (
               measured="proxy (H200), one lease: `best` at its peak LR to the end (EMA kept) final 1.26613 vs 1.20752 "
                        "(+0.0586; pre-quant plain 1.2942 vs 1.2329) (BENCHMARKS, session 16)"),
     Technique("Training-context growth", (("schedule.seq_schedule", "0:1024,0.33:2048,0.67:3072"),),
-              "#2014", "part of 1.05759"),
+              "#2014", "part of 1.05759",
+              measured="proxy (H200), one lease: `best` at 1,024 tokens a window for the first third, then 2,048 "
+                       "(`0:1024,0.33:2048`): final 1.19871 / 1.19908 (two runs) vs 1.20351 without (-0.0046; "
+                       "pre-quant plain 1.2251 / 1.2253 vs 1.2297), 2,721 / 2,728 steps vs 2,619: `best` takes it "
+                       "(session 19)"),
     Technique("Delayed QAT (export's grid)", (("schedule.qat_start_frac", 0.85),), "03-22 (late QAT)",
               "never fired in the record (compile); pgolf's fires"),
     Technique("GPTQ-lite clip search", (("quant.clip_search", True),), "03-22", "-0.0006"),
