@@ -128,6 +128,8 @@ def test_every_recipe_runs_end_to_end_tiny(recipe, tmp_path, embedded_dir):
         shrink.append("schedule.warmdown_iters=3")
     if c.schedule.swa_enabled:
         shrink.append("schedule.warmdown_frac=0.6")
+    if c.schedule.seq_schedule:  # the recipe's context growth, at the toy's lengths
+        shrink.append("schedule.seq_schedule=0:32,0.33:64")
     c = apply_overrides(c, shrink)
     run = tmp_path / recipe
     s = train(c, run)
@@ -136,6 +138,7 @@ def test_every_recipe_runs_end_to_end_tiny(recipe, tmp_path, embedded_dir):
     metrics = read_metrics(run)
     steps = [m for m in metrics if m["kind"] == "train"]
     assert steps[-1]["loss"] < steps[0]["loss"]
+    assert ("context: sequences of 64 tokens from step" in log) == bool(c.schedule.seq_schedule)
     # the recipe's eval: its final mode, every mode scoring every val target once
     assert s["final_mode"] == c.eval.final and set(s["roundtrip"]) >= {"plain", c.eval.final}
     assert {r["tokens"] for r in s["roundtrip"].values()} == {s["val_tokens"] - 1}
