@@ -119,7 +119,7 @@ def cmd_bench(args) -> int:
         peak = peak_flops(b.device)
         prof = profile_steps(b, args.profile_steps, mom, args.trace, args.top)
         out = {"recipe": cfg.name, "device": torch.cuda.get_device_name(b.device) if b.device.type == "cuda" else "cpu",
-               "torch": torch.__version__, "world_size": info.world_size, "attention": b.backend,
+               "torch": torch.__version__, "world_size": info.world_size, "attention": b.model.attention_label(),
                "batch_tokens": tokens, "ms_per_step": 1e3 * step_s, "tokens_per_s": tokens / step_s,
                "tokens_per_s_per_gpu": tokens / step_s / info.world_size, "peak_mem_mib": peak_mib,
                "mfu": flops_tok * tokens / step_s / info.world_size / peak if peak else None, **prof}

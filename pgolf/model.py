@@ -573,6 +573,12 @@ class GPT(nn.Module):
                 b.attn.backend = backend
                 b.attn.cudnn_gqa = backend == "cudnn" and cudnn_takes_gqa()
 
+    def attention_label(self) -> str:
+        """The attention kernel for the log: the backend, with ``+gqa`` where cuDNN runs the grouped K/V heads itself
+        (``cudnn_takes_gqa``) instead of a copy per query head."""
+        native = any(b.attn is not None and b.attn.cudnn_gqa for b in self.blocks)
+        return self.attn_backend + ("+gqa" if native else "")
+
     def use_attention(self, device: torch.device) -> str:
         """The kernel this model's config asks for on ``device`` (``resolve_attention`` of model.attention and
         model.doc_mask), set on every block; returned for the log."""

@@ -699,8 +699,8 @@ def _run_in(cfg: Config, run_dir: str, info: DistInfo, resume: bool, rd: RunDir,
             rd.write("tokenizer.model", data.tokenizer.read_bytes())  # so pgolf.load finds it wherever the run goes
         rd.start_tracker(cfg.train.tracker, cfg.to_dict())
         log(f"recipe:{cfg.name} params:{b.model.num_params():,} layers:{cfg.model.num_layers} "
-            f"dim:{cfg.model.model_dim} vocab:{data.vocab_size} attention:{b.backend} compile:{b.extra['compile']} "
-            f"torch:{torch.__version__} device:{device_name(b.device)}")
+            f"dim:{cfg.model.model_dim} vocab:{data.vocab_size} attention:{b.model.attention_label()} "
+            f"compile:{b.extra['compile']} torch:{torch.__version__} device:{device_name(b.device)}")
         log(f"world:{info.world_size} grad_accum:{cfg.train.grad_accum(info.world_size)} "
             f"batch_tokens:{cfg.train.batch_tokens} micro_batch_tokens:{cfg.train.micro_batch_tokens} "
             f"seq_len:{cfg.train.seq_len} budget:{cfg.train.max_seconds:.0f}s iterations:{cfg.train.iterations}")

@@ -726,6 +726,10 @@ def test_grouped_heads_copied_or_native_are_one_attention():
         out.append((loss.detach(), [p.grad.clone() for p in m.parameters()]))
     assert torch.equal(out[0][0], out[1][0])
     assert all(torch.equal(a, b) for a, b in zip(out[0][1], out[1][1]))
+    m.attn_backend = "cudnn"  # the log names the form that ran
+    assert m.attention_label() == "cudnn+gqa"
+    m.set_attention_backend("sdpa")
+    assert m.attention_label() == "sdpa"
 
 
 def test_document_mask_attention_choices():
