@@ -514,9 +514,8 @@ class GPT(nn.Module):
         # sigmoid-gated skips (04-01 #1089 onward): x <- lerp(w skip, x, sigmoid(g)), g = 0 at init (half and half)
         self.skip_gates = nn.Parameter(torch.zeros(n_skips, d)) if n_skips and cfg.skip_gates else None
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(d, cfg.vocab_size, zero_init=True)
-        self.rope_dims = cfg.rope_dims or cfg.head_dim
         ref = (cfg.rope_ref_len or cfg.train_seq_len) if cfg.ntk_rope else 0
-        self.rotary = RotaryTable(self.rope_dims, cfg.rope_base, ref, cfg.train_seq_len)
+        self.rotary = RotaryTable(cfg.rope_dims or cfg.head_dim, cfg.rope_base, ref, cfg.train_seq_len)
         self.init_weights()
 
     @torch.no_grad()
