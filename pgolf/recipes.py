@@ -322,7 +322,7 @@ def best() -> Config:
     with its row max, GPTQ'd too, its reserve 1.5x GPTQ as timed in the warm-up; LQER rank 4 on the top 3; brotli-11,
     rows in their own order; trained at 1,024-token windows for the first third of the budget, then 2,048 (#2014's
     context growth); scored by the records' phased score-first LoRA TTT (``best-sp8192``'s settings), the sliding s64
-    eval beside it. 32,272,535 parameters; ``pgolf predict`` 15,636,049 bytes on 8xH100 (it reads
+    eval beside it. 32,272,535 parameters; ``pgolf predict`` 15,636,590 bytes on 8xH100 (it reads
     ~0.3-0.5% high).
     Session 19 (H200, one lease, scored by sliding as the ablation rows are): with the context growth (this recipe
     since) 2,721 / 2,728 steps at 85.0 / 84.7 ms, pre-quant plain 1.2251 / 1.2253, final **1.19871** /
