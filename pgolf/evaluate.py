@@ -69,12 +69,23 @@ def predicted_challenge_eval_s(seconds: float, val_bytes: float, world: int = 1,
     return (seconds - serial_s) * world * ratio / CHALLENGE_GPUS + serial_s * ratio
 
 
+CHALLENGE_EVAL_MARGIN = 0.1  # flagged this close under the budget: an H100 steps ~9% slower than an H200
+
+
 def challenge_eval_note(predicted_s: float) -> str:
     """An eval line's note of its mode's ``predicted_challenge_eval_s``, flagged where that mode alone would pass the
     eval budget (the records time each scored mode on its own, compile warm-ups and diagnostic evals outside:
-    frontier.md 2)."""
-    over = f", over the {CHALLENGE_EVAL_S:.0f} s eval budget" if predicted_s > CHALLENGE_EVAL_S else ""
-    return f"(predicted on the challenge's full val set on 8 GPUs like these: {predicted_s:.0f}s{over})"
+    frontier.md 2), or would come within ``CHALLENGE_EVAL_MARGIN`` of it: the prediction is for GPUs like the run's,
+    and an H100 ran a step ~9% slower than an H200 (BENCHMARKS, sessions 3 and 18), so a mode predicted
+    at 551 s of 600 on H200s (TTT at 3,072 tokens of context, session 20) is not known to fit."""
+    if predicted_s > CHALLENGE_EVAL_S:
+        flag = f", over the {CHALLENGE_EVAL_S:.0f} s eval budget"
+    elif predicted_s > (1 - CHALLENGE_EVAL_MARGIN) * CHALLENGE_EVAL_S:
+        flag = (f", within {CHALLENGE_EVAL_MARGIN:.0%} of the {CHALLENGE_EVAL_S:.0f} s eval budget: "
+                "time it on the challenge's GPUs")
+    else:
+        flag = ""
+    return f"(predicted on the challenge's full val set on 8 GPUs like these: {predicted_s:.0f}s{flag})"
 
 
 def _autocast(device: torch.device):

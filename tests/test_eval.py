@@ -375,7 +375,10 @@ def test_challenge_eval_prediction_scales_by_text_and_does_not_divide_repeated_w
     assert predicted_challenge_eval_s(8.0, n, world=2) == pytest.approx(20.0)
     # the eval line flags a mode that alone would pass the challenge's 600 s
     assert challenge_eval_note(predicted_challenge_eval_s(8.0, n)).endswith("like these: 10s)")
-    assert challenge_eval_note(predicted_challenge_eval_s(480.0, n)).endswith("like these: 600s)")
+    assert challenge_eval_note(predicted_challenge_eval_s(432.0, n)).endswith("like these: 540s)")
+    near = "within 10% of the 600 s eval budget: time it on the challenge's GPUs)"
+    assert challenge_eval_note(predicted_challenge_eval_s(432.8, n)).endswith("541s, " + near)
+    assert challenge_eval_note(predicted_challenge_eval_s(480.0, n)).endswith("600s, " + near)
     assert challenge_eval_note(predicted_challenge_eval_s(481.0, n)).endswith("601s, over the 600 s eval budget)")
 
 
