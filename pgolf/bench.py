@@ -8,15 +8,23 @@ steps without the profiler (ms/step, tokens/s, MFU, peak GPU memory of those ste
 gradient exchange, clip, Adam, Muon), the GPU time of the kernels it launched and the host time it took, plus the
 GPU's idle share of the step (time the host or a sync kept the GPU waiting) and the kernels that take the most GPU
 time. ``--json FILE`` writes it all.
+
+``--vs-log LOG`` sets the step beside a challenge record script's, run before on the same GPU (issue 11's side by
+side in one command: ``bench/vs_record.sh``): from the record's log, its batch (``train_batch_tokens:``), its
+processes (``world_size:``) and its last ``step_avg:``, its tokens/s per GPU, and the ratio of this run's to it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
+from pathlib import Path
 
 import torch
+
+from .config import InputError
 
 PHASES = ("pgolf/data", "pgolf/forward", "pgolf/backward", "pgolf/optimizer", "pgolf/grad_exchange", "pgolf/clip",
           "pgolf/adam", "pgolf/muon")
@@ -91,12 +99,35 @@ def profile_steps(b, n: int, momentum: float, trace: str | None = None, top: int
                             for e in kernels[:top]]}
 
 
+def record_rate(text: str, source: str = "log") -> dict:
+    """A challenge record script's training rate from its log: its global batch (``train_batch_tokens:N``), its
+    processes (``world_size:N``, 1 if absent) and its last ``step:S/... step_avg:X ms`` (training time over steps,
+    the script's own clock). InputError naming ``source`` where a line is missing."""
+    batch = re.search(r"\btrain_batch_tokens:(\d+)", text)
+    world = re.search(r"\bworld_size:(\d+)", text)
+    steps = re.findall(r"^step:(\d+)/\d+ .*?\bstep_avg:([0-9.]+)ms", text, re.M)
+    if batch is None or not steps:
+        missing = "train_batch_tokens:N" if batch is None else "a step:S/N ... step_avg:Xms line"
+        raise InputError(f"--vs-log {source}: no {missing} in it (a record script's log is wanted)")
+    step, ms = int(steps[-1][0]), float(steps[-1][1])
+    n = int(world[1]) if world else 1
+    return {"log": source, "batch_tokens": int(batch[1]), "world_size": n, "step": step, "step_avg_ms": ms,
+            "tokens_per_s_per_gpu": int(batch[1]) / (ms / 1e3) / n}
+
+
 def cmd_bench(args) -> int:
     from .cli import resolve_config
     from .data import prepare_data
     from .dist import cleanup_distributed, init_distributed
     from .train import build, configure_cuda, peak_flops, warm_up
 
+    vs = None
+    if args.vs_log:  # read before anything is built: a bad log is one line and exit 2
+        try:
+            text = Path(args.vs_log).read_text(errors="replace")
+        except OSError as e:
+            raise InputError(f"--vs-log {args.vs_log}: {e.strerror or e}") from None
+        vs = record_rate(text, args.vs_log)
     cfg = resolve_config(args).validate()
     info = init_distributed(cfg.train.device)
     ok = False
@@ -123,6 +154,8 @@ def cmd_bench(args) -> int:
                "batch_tokens": tokens, "ms_per_step": 1e3 * step_s, "tokens_per_s": tokens / step_s,
                "tokens_per_s_per_gpu": tokens / step_s / info.world_size, "peak_mem_mib": peak_mib,
                "mfu": flops_tok * tokens / step_s / info.world_size / peak if peak else None, **prof}
+        if vs is not None:
+            out["vs_record"] = {**vs, "ratio": out["tokens_per_s_per_gpu"] / vs["tokens_per_s_per_gpu"]}
         if info.is_main:
             print(report(out))
             if args.json:
@@ -162,6 +195,11 @@ def report(r: dict) -> str:
     lines.append("  top kernels (GPU ms/step, calls/step):")
     for k in r["top_kernels"]:
         lines.append(f"    {k['gpu_ms']:7.2f} {k['calls']:5d}  {k['name']}")
+    if r.get("vs_record"):
+        v = r["vs_record"]
+        lines.append(f"  vs record ({v['log']}): step_avg {v['step_avg_ms']:.2f} ms at step {v['step']}, "
+                     f"{v['batch_tokens']:,} tokens/step on {v['world_size']} GPU(s) = "
+                     f"{v['tokens_per_s_per_gpu']:,.0f} tokens/s per GPU; this run {v['ratio']:.2f}x")
     return "\n".join(lines)
 
 
@@ -177,4 +215,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--top", type=int, default=15, help="how many of the top kernels to list")
     p.add_argument("--trace", help="write a Chrome trace of the profiled steps")
     p.add_argument("--json", help="write the figures as JSON")
+    p.add_argument("--vs-log", metavar="LOG", help="a challenge record script's log (run before on this GPU): its "
+                   "tokens/s per GPU and this run's ratio to it")
     p.set_defaults(fn=cmd_bench)

@@ -7,11 +7,27 @@ import pytest
 from pgolf.cli import main
 
 
-def test_bench_reports_every_phase_of_a_step(tmp_path, monkeypatch):
+# a 2026-03-20 record's log on the proxy as run_record.sh writes it (session 20, H200; lines cut)
+RECORD_LOG = """world_size:1 grad_accum_steps:1
+train_batch_tokens:98304 train_seq_len:2048 iterations:20000 warmup_steps:20 max_wallclock_seconds:60.000
+step:10/20000 train_loss:6.6891 train_time:1190ms step_avg:118.99ms
+step:500/20000 train_loss:2.9355 train_time:53391ms step_avg:106.78ms
+step:563/20000 val_loss:2.9764 val_bpb:1.7113 train_time:60038ms step_avg:106.64ms
+stopping_early: wallclock_cap train_time:60038ms step:563/20000
+"""
+
+
+def test_bench_reports_every_phase_of_a_step(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    out = tmp_path / "b.json"
-    assert main(["bench", "--recipe", "smoke", "--steps", "2", "--profile-steps", "1", "--json", str(out)]) == 0
+    out, log = tmp_path / "b.json", tmp_path / "r0320.log"
+    log.write_text(RECORD_LOG)
+    assert main(["bench", "--recipe", "smoke", "--steps", "2", "--profile-steps", "1", "--json", str(out),
+                 "--vs-log", str(log)]) == 0
     r = json.loads(out.read_text())
+    v = r["vs_record"]  # beside the record's log: its rate and the ratio of this run's per-GPU rate to it
+    assert (v["step"], v["step_avg_ms"], v["batch_tokens"], v["world_size"]) == (563, 106.64, 98_304, 1)
+    assert v["ratio"] == r["tokens_per_s_per_gpu"] / v["tokens_per_s_per_gpu"]
+    assert f"this run {v['ratio']:.2f}x" in capsys.readouterr().out
     assert r["recipe"] == "smoke" and r["device"] == "cpu" and r["world_size"] == 1
     assert r["ms_per_step"] > 0
     assert r["tokens_per_s"] == pytest.approx(r["batch_tokens"] / (r["ms_per_step"] / 1e3), rel=1e-9)
@@ -74,3 +90,27 @@ def test_kernel_classes_name_what_a_step_is_made_of():
          "peak_mem_mib": None, "wall_ms": 63.5, "gpu_busy_ms": 58.4, "top_kernels": [], "phases": {},
          "kernel_classes": {"matmul": 18.0, "attention": 18.2}}
     assert "  GPU ms/step by kernel class: matmul 18.00, attention 18.20" in report(r).splitlines()
+
+
+def test_record_rate_reads_a_record_log_and_bad_logs_are_one_line_before_the_build(tmp_path, capsys):
+    """Issue 11's acceptance 2 side by side in one command (``bench/vs_record.sh``): the record's tokens/s per GPU
+    from its own log, the last step_avg over its batch and processes; a log without them, or none, is exit 2 with
+    one line, before anything is built."""
+    from pgolf.bench import record_rate
+    from pgolf.config import InputError
+
+    v = record_rate(RECORD_LOG)
+    assert v["tokens_per_s_per_gpu"] == 98_304 / 0.10664  # 921,830: session 20's record, beside pgolf's 1,624,963
+    two = record_rate(RECORD_LOG.replace("world_size:1", "world_size:2"))
+    assert two["tokens_per_s_per_gpu"] == v["tokens_per_s_per_gpu"] / 2  # the global batch over two GPUs
+    for bad, what in ((RECORD_LOG.replace("train_batch_tokens", "batch"), "train_batch_tokens:N"),
+                      ("world_size:1\ntrain_batch_tokens:98304\n", "step_avg")):
+        with pytest.raises(InputError, match=what):
+            record_rate(bad, "r.log")
+        (tmp_path / "r.log").write_text(bad)
+        assert main(["bench", "--recipe", "smoke", "--vs-log", str(tmp_path / "r.log")]) == 2
+        got = capsys.readouterr()
+        err = got.err.strip().splitlines()
+        assert len(err) == 1 and str(tmp_path / "r.log") in err[0] and got.out == ""  # nothing built, nothing run
+    assert main(["bench", "--recipe", "smoke", "--vs-log", str(tmp_path / "none.log")]) == 2
+    assert "none.log" in capsys.readouterr().err
