@@ -114,3 +114,44 @@ def test_record_rate_reads_a_record_log_and_bad_logs_are_one_line_before_the_bui
         assert len(err) == 1 and str(tmp_path / "r.log") in err[0] and got.out == ""  # nothing built, nothing run
     assert main(["bench", "--recipe", "smoke", "--vs-log", str(tmp_path / "none.log")]) == 2
     assert "none.log" in capsys.readouterr().err
+
+
+def test_vs_record_script_runs_the_record_then_benches_beside_its_log(tmp_path):
+    """bench/vs_record.sh: the record through the shared runner first (its log in $OUT), then `pgolf bench` of the
+    record's model at its per-rank batch with --vs-log on that log (stand-ins for the runner and python3 print
+    their arguments); a record folder without train_gpt.py is one line and exit 2, before anything runs."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "bench").mkdir()
+    shutil.copy(repo / "bench" / "vs_record.sh", tmp_path / "bench" / "vs_record.sh")
+    shared = tmp_path / "shared"
+    rec = shared / "bench" / "records" / "2026-03-20_Int6_MLP3x_SmearGate_BigramHash_MuonWD_SWA"
+    rec.mkdir(parents=True)
+    (rec / "train_gpt.py").write_text("")
+    runner = shared / "bench" / "records" / "run_record.sh"
+    runner.write_text('#!/usr/bin/env bash\necho "RECORD $* BUDGET=$BUDGET DATA=$DATA"\n'
+                      'printf "%s" "$RECORD_LOG" > "$OUT/$2.log"\n')
+    (tmp_path / "bin").mkdir()
+    python3 = tmp_path / "bin" / "python3"
+    python3.write_text('#!/usr/bin/env bash\necho "PY $*"\n')
+    for exe in (runner, python3):
+        exe.chmod(0o755)
+    out = tmp_path / "out"
+    env = dict(os.environ, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}", SHARED=str(shared), OUT=str(out),
+               RECORD_LOG=RECORD_LOG, DATA="/d")
+    r = subprocess.run(["bash", str(tmp_path / "bench" / "vs_record.sh")], env=env, capture_output=True, text=True,
+                       timeout=60)
+    lines = [x for x in r.stdout.splitlines() if x.startswith(("RECORD", "PY"))]
+    assert r.returncode == 0 and lines == [
+        f"RECORD {rec}/train_gpt.py rec20260320 BUDGET=60 DATA=/d",
+        f"PY -m pgolf bench --recipe pr164-s64 --gpu-share 8 --data /d --tokenizer {shared}/tokenizers/"
+        f"fineweb_1024_bpe.model --steps 40 --profile-steps 8 --top 20 --json {out}/bench.json --vs-log "
+        f"{out}/rec20260320.log --set train.batch_tokens=786432 --set optim.muon_wd=0.04"], r
+    assert (out / "rec20260320.log").read_text() == RECORD_LOG
+    r = subprocess.run(["bash", str(tmp_path / "bench" / "vs_record.sh"), str(tmp_path), "best", "--steps", "9"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "RECORD" not in r.stdout and len(r.stderr.strip().splitlines()) == 1, r
