@@ -324,6 +324,11 @@ def best() -> Config:
     context growth); scored by the records' phased score-first LoRA TTT (``best-sp8192``'s settings), the sliding s64
     eval beside it. 32,272,535 parameters; ``pgolf predict`` 15,636,590 bytes on 8xH100 (it reads
     ~0.3-0.5% high).
+    Session 20 (H200, two leases, this recipe): 2,730 / 2,769 steps at 84.5 / 83.5 ms, pre-quant plain 1.2239 /
+    1.2224, sliding **1.19746** / **1.19609** at 15,584,817 bytes; TTT on the first **1.19020** (-0.0073) in 208.5 s
+    (414 s predicted on 8 GPUs). Growth to 3,072 (``train.seq_len=3072``, ``0:1024,0.33:2048,0.67:3072``) beside the
+    second: 1.19342 (-0.0027), TTT 1.18651, but that TTT took 282.9 s, 551 s predicted on 8 H200s, within 10% of
+    the 600 s eval budget on the challenge's slower H100s: not taken until its TTT at 2,048 or on an H100 is timed.
     Session 19 (H200, one lease, scored by sliding as the ablation rows are): with the context growth (this recipe
     since) 2,721 / 2,728 steps at 85.0 / 84.7 ms, pre-quant plain 1.2251 / 1.2253, final **1.19871** /
     **1.19908** at 15,584,634 bytes, against the recipe before it in the same lease 2,619 steps at 88.2 ms, 1.20351

@@ -149,7 +149,9 @@ TECHNIQUES: tuple[Technique, ...] = (
               measured="proxy (H200), one lease: `best` at 1,024 tokens a window for the first third, then 2,048 "
                        "(`0:1024,0.33:2048`): final 1.19871 / 1.19908 (two runs) vs 1.20351 without (-0.0046; "
                        "pre-quant plain 1.2251 / 1.2253 vs 1.2297), 2,721 / 2,728 steps vs 2,619: `best` takes it "
-                       "(session 19)"),
+                       "(session 19); to 3,072 (`train.seq_len=3072`, `0:1024,0.33:2048,0.67:3072`): 1.19342 vs "
+                       "1.19609 in one lease (-0.0027), TTT 1.18651 vs 1.19020 (another lease), but that TTT is "
+                       "predicted at 551 s of the 600 s eval budget on 8 H200s: not taken (session 20)"),
     Technique("Delayed QAT (export's grid)", (("schedule.qat_start_frac", 0.85),), "03-22 (late QAT)",
               "never fired in the record (compile); pgolf's fires"),
     Technique("GPTQ-lite clip search", (("quant.clip_search", True),), "03-22", "-0.0006"),
