@@ -947,3 +947,48 @@ def test_a_layer_without_attention_is_the_block_whose_attention_adds_nothing(tmp
                 dict(no_attn_layers=(4,)), dict(no_attn_layers=(0, 0))):
         with pytest.raises(ConfigError):
             cfg(**bad)
+
+
+def test_beside_record_script_runs_the_record_and_pgolf_at_once_and_reads_both(tmp_path):
+    """bench/beside_record.sh (issue 12's acceptance 2 on two GPUs): `warm` runs 30 s of the 2026-03-31 record; the
+    default runs the record on GPU 1 with its README's switches scaled to the proxy and `best` on GPU 0 through
+    bench/proxy.sh, and prints each one's roundtrip scores (stand-ins for the runner and the proxy here)."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "bench").mkdir()
+    shutil.copy(repo / "bench" / "beside_record.sh", tmp_path / "bench" / "beside_record.sh")
+    records = tmp_path / "shared" / "bench" / "records"
+    (records / "2026-03-31_ParallelResiduals_MiniDepthRecurrence").mkdir(parents=True)
+    (records / "2026-03-31_ParallelResiduals_MiniDepthRecurrence" / "train_gpt.py").write_text("")
+    log = ("Total submission size: 87000000 bytes\nfinal_int6_roundtrip_exact val_loss:2.1 val_bpb:1.25804000\n"
+           "Total submission size int6+brotli: 15673910 bytes\n")
+    (records / "run_record.sh").write_text(
+        '#!/usr/bin/env bash\necho "RECORD gpu=$CUDA_VISIBLE_DEVICES budget=$BUDGET $2 ${*:3}"\n'
+        f'printf "%s" "{log}" > "$OUT/$2.log"\n')
+    summary = {"bytes_total": 15584757}
+    evals = {"prequant": {}, "roundtrip": {"plain": {"val_bpb": 1.22504}, "sliding": {"val_bpb": 1.19609}}}
+    (tmp_path / "bench" / "proxy.sh").write_text(
+        '#!/usr/bin/env bash\necho "PROXY gpu=$CUDA_VISIBLE_DEVICES $*"\n'
+        f"echo 'SUMMARY best0 {json.dumps(summary)} {json.dumps(evals)}'\n")
+    for f in (records / "run_record.sh", tmp_path / "bench" / "proxy.sh"):
+        f.chmod(0o755)
+    out = tmp_path / "out"
+    env = dict(os.environ, SHARED=str(tmp_path / "shared"), OUT=str(out))
+    run = [str(tmp_path / "bench" / "beside_record.sh")]
+    r = subprocess.run(["bash", *run, "warm"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("RECORD gpu=1 budget=30 r0331warm BIGRAM_DIM=112 "), r
+    r = subprocess.run(["bash", *run], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r
+    rec = (out / "r0331.out").read_text()
+    assert "RECORD gpu=1 budget=240 r0331 " in rec and " RECUR_START_STEP=1240 " in rec and "WARMDOWN_ITERS=1330" in rec
+    assert (out / "pgolf.out").read_text().startswith(
+        "PROXY gpu=0 best0 best --set eval.ttt=false --set eval.final=sliding")
+    side = {line.split()[1]: json.loads(line.split(" ", 2)[2]) for line in r.stdout.splitlines()
+            if line.startswith("SIDE")}
+    assert side == {"record-0331": {"roundtrip_plain": 1.25804, "sliding": None, "bytes": 15673910},
+                    "pgolf": {"roundtrip_plain": 1.22504, "sliding": 1.19609, "bytes": 15584757}}
