@@ -155,3 +155,38 @@ def test_vs_record_script_runs_the_record_then_benches_beside_its_log(tmp_path):
     r = subprocess.run(["bash", str(tmp_path / "bench" / "vs_record.sh"), str(tmp_path), "best", "--steps", "9"],
                        env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "RECORD" not in r.stdout and len(r.stderr.strip().splitlines()) == 1, r
+
+
+def test_ranks_script_compares_one_process_with_two(tmp_path, embedded_dir):
+    """bench/ranks.sh (issue 11's acceptance 3), run for real on the CPU with gloo: `speed` benches one process at
+    --gpu-share 8 and two at 4 (1/8 each) and prints their per-GPU ratio; `loss` trains one global batch with one
+    process and with two, same seed, and prints both losses (on the CPU, where two gloo processes compute the
+    one-process run's math bit for bit, with a gap of exactly 0); a mode it does not know is one line and exit 2."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"  # python3 is this interpreter (its venv's bin first on PATH)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", OUT=str(out),
+               DATA=str(embedded_dir),
+               TOKENIZER=str(Path(embedded_dir) / "embedded.model"), STEPS="6", OMP_NUM_THREADS="1")
+
+    def ranks(*args):
+        return subprocess.run(["bash", str(repo / "bench" / "ranks.sh"), *args], env=env, capture_output=True,
+                              text=True, timeout=600)
+
+    r = ranks("speed", "smoke")
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = next(x for x in r.stdout.splitlines() if x.startswith("RANKS speed smoke"))
+    one, two = (json.loads((out / f"ranks{n}.json").read_text()) for n in (1, 2))
+    assert (one["world_size"], two["world_size"]) == (1, 2) and one["batch_tokens"] * 2 == two["batch_tokens"]
+    assert line.endswith(f"{two['tokens_per_s_per_gpu'] / one['tokens_per_s_per_gpu']:.3f}")
+    r = ranks("loss", "smoke")
+    assert r.returncode == 0, r.stderr[-2000:]
+    last = r.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"RANKS loss: mean over the last 6 steps 1 rank (\S+), 2 ranks \1; largest gap 0\.0000", last)
+    r = ranks("fast")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "RANKS" not in r.stdout
