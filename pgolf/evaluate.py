@@ -40,7 +40,7 @@ class EvalResult:
     bytes: float
     seconds: float = 0.0
     serial_s: float = 0.0  # of ``seconds``, the work every process repeats (phased TTT's global SGD)
-    warmup_s: float = 0.0  # before ``seconds``, outside the eval timer: compiling on random tokens (compiled TTT)
+    warmup_s: float = 0.0  # before ``seconds``, outside the eval timer: compiling on random tokens (compiled evals)
 
     @property
     def loss(self) -> float:
@@ -155,9 +155,25 @@ def window_plan(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int
 
 
 @torch.no_grad()
+def _warm_windows(model: nn.Module, batch_seqs: int, seq_len: int, last: int, device: torch.device) -> float:
+    """One forward of ``model`` at the eval's shapes on random tokens (never the validation stream, #1530), so that
+    a compiled graph is built before the eval's timer, as TTT's is: a fixed cost of the first call, which the
+    challenge prediction would otherwise scale by the val set's size as if it were per-token work (a roundtrip
+    sliding eval of `best` spent ~15 of its 50 s compiling, session 20). Seconds taken."""
+    t0 = time.perf_counter()
+    g = torch.Generator(device=device).manual_seed(0)  # not the global generator
+    vocab = model.tok_emb.weight.size(0)
+    x, y = (torch.randint(0, vocab, (batch_seqs, seq_len), generator=g, device=device) for _ in range(2))
+    with torch.inference_mode(), _autocast(device):
+        model(x, y, reduction="none", last=last)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
 def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, seq_len: int, stride: int,
                  batch_seqs: int, device: torch.device, log: Callable[[str], None] | None = None,
-                 label: str = "eval", first_model: nn.Module | None = None) -> EvalResult:
+                 label: str = "eval", first_model: nn.Module | None = None, warm_up: bool = False) -> EvalResult:
     """Sliding-window eval (plain eval is stride == seq_len). ``model(x, y, reduction='none')`` -> (B, T) nats;
     ``table``: a ByteTable, or the bytes of every position of ``tokens`` as a target (``target_bytes``).
 
@@ -166,7 +182,9 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, se
     Every window but the first scores only its last ``stride`` positions, so the head and the loss run only there
     (``model(..., last=stride)``); the block holding the first window runs them everywhere, through
     ``first_model`` where given: the eager model beside a compiled ``model``, whose graph fixes ``last``, so that a
-    sliding eval compiles one graph, not two (the second cost ~16 s on an H200, session 13)."""
+    sliding eval compiles one graph, not two (the second cost ~16 s on an H200, session 13). ``warm_up`` (a compiled
+    ``model``): that graph is built on random tokens before the timer (``_warm_windows``), its seconds in
+    ``warmup_s``."""
     t0 = time.perf_counter()
     rank, world = rank_world()
     plan = window_plan(tokens.numel(), seq_len, stride)
@@ -180,6 +198,11 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, se
     was_training = [(m, m.training) for m in (model, first_model) if m is not None]
     for m, _ in was_training:
         m.eval()
+    warm_s = 0.0
+    if warm_up and hi > lo:  # the graph of every block this rank runs through ``model`` (all the same shape)
+        warm_s = _warm_windows(model, batch_seqs, seq_len, stride if stride < seq_len else 0, device)
+        if log is not None and rank == 0:
+            log(f"{label}: compile warm-up on random tokens {warm_s:.1f}s (before the eval timer)")
     with torch.inference_mode():
         for k, blk in enumerate(range(lo, hi)):
             batch = plan[blk * batch_seqs:(blk + 1) * batch_seqs]
@@ -203,7 +226,7 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, se
     for m, training in reversed(was_training):
         m.train(training)
     nll, n, nbytes = exact_total(sums, n_blocks)
-    return EvalResult(nll, n, nbytes, time.perf_counter() - t0)
+    return EvalResult(nll, n, nbytes, time.perf_counter() - t0 - warm_s, warmup_s=warm_s)
 
 
 # ---------------- LoRA test-time training ----------------
@@ -596,14 +619,15 @@ def evaluate(model, eval_model, cfg, val_tokens: Tensor, table: ByteTable | Tens
     adapters the compiled graph does not know."""
     e = cfg.eval
     seq = e.seq_len or cfg.train.seq_len
+    warm = eval_model is not model  # compiled: its graphs built on random tokens before each eval's timer
     out = {}
     for mode in modes:
         if mode == "plain":
             out[mode] = eval_windows(eval_model, val_tokens, table, seq, seq, max(1, e.batch_tokens // seq), device,
-                                     log, "plain eval")
+                                     log, "plain eval", warm_up=warm)
         elif mode == "sliding":
             out[mode] = eval_windows(eval_model, val_tokens, table, seq, e.sliding_stride, e.sliding_batch_seqs,
-                                     device, log, "sliding eval", first_model=model)
+                                     device, log, "sliding eval", first_model=model, warm_up=warm)
         elif mode == "ttt":
             out[mode] = eval_ttt(model, val_tokens, table, device, **ttt_kwargs(cfg),
                                  compile_=e.ttt_compile and device.type == "cuda", log=log)

@@ -1,5 +1,6 @@
 """Every eval mode against a direct computation on toy data; every token scored exactly once."""
 import math
+import time
 from contextlib import nullcontext
 
 import pytest
@@ -119,6 +120,56 @@ def test_a_compiled_sliding_eval_sees_one_head_width_and_the_eager_model_takes_t
     monkeypatch.setattr(E, "eval_windows", lambda *a, **kw: firsts.append(kw.get("first_model")))
     E.evaluate(model, compiled, Config().validate(), toks, table, cpu, ["sliding"])
     assert firsts == [model]
+
+
+def test_a_compiled_eval_is_warmed_up_on_random_tokens_before_its_timer(monkeypatch):
+    """``evaluate`` gives plain and sliding a compiled forward (one that is not the model) with ``warm_up``: one
+    forward at the eval's shapes and head width on random tokens, in eval mode, before the timer (in session 20 its
+    compile was ~15 s of a 50 s sliding eval, counted and scaled by the challenge prediction as per-token work); the
+    global generator untouched, the scores bit for bit those without it, ``seconds`` without its time. The eager
+    model (the CPU's evals) is not warmed up."""
+    import pgolf.evaluate as E
+    from pgolf.config import apply_overrides, Config
+
+    model, table, toks = toy_model(), toy_table(), toy_tokens(300, seed=3)
+    cpu = torch.device("cpu")
+    calls = []
+
+    class Spy(torch.nn.Module):  # a stand-in for the compiled forward: the model's, recording each call
+        def __init__(self):
+            super().__init__()
+            self.tok_emb = model.tok_emb
+
+        def forward(self, x, y, reduction="mean", last=0):
+            calls.append((x.clone(), last, self.training, torch.is_inference_mode_enabled()))
+            return model(x, y, reduction=reduction, last=last)
+
+    spy = Spy().train()
+    real = E._warm_windows
+
+    def slow_warm_up(*a):  # a warm-up of a known second: the eval's ``seconds`` must not hold it
+        took = real(*a)
+        time.sleep(1.0)
+        return took + 1.0
+
+    monkeypatch.setattr(E, "_warm_windows", slow_warm_up)
+    rng = torch.get_rng_state()
+    for stride, batch in ((8, 4), (32, 5)):
+        calls.clear()
+        got = eval_windows(spy, toks, table, 32, stride, batch, cpu, first_model=model if stride < 32 else None,
+                           warm_up=True)
+        want = eval_windows(model, toks, table, 32, stride, batch, cpu)
+        assert (got.nll, got.tokens, got.bytes) == (want.nll, want.tokens, want.bytes)
+        x0, last0, training0, inference0 = calls[0]
+        assert x0.shape == (batch, 32) and last0 == stride % 32 and not training0 and inference0
+        assert len(calls) > 1 and not any(torch.equal(x0, c[0]) for c in calls[1:])  # random, not a val window
+        assert got.warmup_s >= 1.0 and got.seconds < 1.0 and want.warmup_s == 0.0
+    assert torch.equal(torch.get_rng_state(), rng) and spy.training
+    cfg = apply_overrides(Config(), ["train.seq_len=32", "eval.sliding_stride=8", "eval.batch_tokens=128",
+                                     "eval.sliding_batch_seqs=4", "eval.ttt_chunk=16"]).validate()
+    for evm, warmed in ((spy, True), (model, False)):
+        out = E.evaluate(model, evm, cfg, toks, table, cpu, ["plain", "sliding"])
+        assert all((r.warmup_s > 0) == warmed for r in out.values()), (evm, out)
 
 
 def test_find_docs_targets_are_the_stream():
