@@ -154,12 +154,11 @@ def window_plan(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int
     return plan
 
 
-@torch.no_grad()
 def _warm_windows(model: nn.Module, batch_seqs: int, seq_len: int, last: int, device: torch.device) -> float:
     """One forward of ``model`` at the eval's shapes on random tokens (never the validation stream, #1530), so that
     a compiled graph is built before the eval's timer, as TTT's is: a fixed cost of the first call, which the
     challenge prediction would otherwise scale by the val set's size as if it were per-token work (a roundtrip
-    sliding eval of `best` spent ~15 of its 50 s compiling, session 20). Seconds taken."""
+    sliding eval of `best` spent ~17 of its 52 s compiling, session 20). Seconds taken."""
     t0 = time.perf_counter()
     g = torch.Generator(device=device).manual_seed(0)  # not the global generator
     vocab = model.tok_emb.weight.size(0)
@@ -171,6 +170,7 @@ def _warm_windows(model: nn.Module, batch_seqs: int, seq_len: int, last: int, de
     return time.perf_counter() - t0
 
 
+@torch.no_grad()
 def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, seq_len: int, stride: int,
                  batch_seqs: int, device: torch.device, log: Callable[[str], None] | None = None,
                  label: str = "eval", first_model: nn.Module | None = None, warm_up: bool = False) -> EvalResult:

@@ -125,7 +125,7 @@ def test_a_compiled_sliding_eval_sees_one_head_width_and_the_eager_model_takes_t
 def test_a_compiled_eval_is_warmed_up_on_random_tokens_before_its_timer(monkeypatch):
     """``evaluate`` gives plain and sliding a compiled forward (one that is not the model) with ``warm_up``: one
     forward at the eval's shapes and head width on random tokens, in eval mode, before the timer (in session 20 its
-    compile was ~15 s of a 50 s sliding eval, counted and scaled by the challenge prediction as per-token work); the
+    compile was ~17 s of a 52 s sliding eval, counted and scaled by the challenge prediction as per-token work); the
     global generator untouched, the scores bit for bit those without it, ``seconds`` without its time. The eager
     model (the CPU's evals) is not warmed up."""
     import pgolf.evaluate as E
