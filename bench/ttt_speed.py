@@ -5,6 +5,11 @@ each, alone. The compiled path's scores differ from the eager one's by rounding 
 
     python3 bench/ttt_speed.py --recipe best-sp8192 --data .data/golfbench_sp8192 \\
         --tokenizer .bench/tokenizers/fineweb_8192_bpe.model --docs 128 [--phases 0] [--artifact model.pgz]
+
+``--set KEY=VALUE`` changes the recipe as ``pgolf train`` would (e.g. ``--set train.seq_len=3072`` for TTT at a
+3,072-token window on random weights: its time does not depend on what the weights learnt); each path's line
+gives the challenge prediction of its seconds (``predicted_challenge_eval_s``, from the bytes scored: take
+``--docs`` large enough that the documents are typical).
 """
 import argparse
 import time
@@ -12,8 +17,10 @@ from pathlib import Path
 
 import torch
 
+from pgolf.config import apply_overrides
 from pgolf.data import load_tokens
-from pgolf.evaluate import TTTAdapters, _autocast, _ttt_forward, eval_ttt, find_docs, ttt_kwargs, ttt_optimizer
+from pgolf.evaluate import (TTTAdapters, _autocast, _ttt_forward, challenge_eval_note, eval_ttt, find_docs,
+                            predicted_challenge_eval_s, ttt_kwargs, ttt_optimizer)
 from pgolf.model import GPT, apply_precision
 from pgolf.recipes import get_recipe
 from pgolf.tokenizer import build_byte_table, load_sentencepiece
@@ -51,9 +58,13 @@ def main() -> None:
     p.add_argument("--artifact", default=None)
     p.add_argument("--paths", default="compiled,eager", help="which of compiled, eager to run")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override (repeatable)")
     a = p.parse_args()
     paths = [(n, n == "compiled") for n in a.paths.split(",")]
+    sp = load_sentencepiece(a.tokenizer)
     cfg = get_recipe(a.recipe)
+    vocab = [] if cfg.model.vocab_size else [f"model.vocab_size={sp.get_piece_size()}"]  # from the tokenizer
+    cfg = apply_overrides(cfg, vocab + a.set).validate()
     dev = torch.device(a.device)
     if a.artifact:  # the model the artifact's own header describes, with its weights (pgolf.load)
         from pgolf.sample import load
@@ -71,7 +82,7 @@ def main() -> None:
     toks = load_tokens(sorted(Path(a.data).glob("fineweb_val_*.bin")))
     docs = find_docs(toks, model.cfg.bos_id)
     part = toks[docs[0][0]: docs[min(a.docs, len(docs) - 1)][0] + 1]
-    table = build_byte_table(load_sentencepiece(a.tokenizer), model.cfg.vocab_size).to(dev)
+    table = build_byte_table(sp, model.cfg.vocab_size).to(dev)
     kw = ttt_kwargs(cfg)
     if a.phases is not None:
         kw["phases"] = a.phases
@@ -82,7 +93,8 @@ def main() -> None:
         t = time.perf_counter()
         r = eval_ttt(model, part, table, dev, compile_=comp, log=print, **kw)
         print(f"{name}: val_bpb {r.bpb:.8f} eval {r.seconds:.1f}s ({r.tokens / r.seconds:,.0f} tokens/s), "
-              f"{time.perf_counter() - t:.1f}s with the warm-up", flush=True)
+              f"{time.perf_counter() - t:.1f}s with the warm-up "
+              + challenge_eval_note(predicted_challenge_eval_s(r.seconds, r.bytes, 1, r.serial_s)), flush=True)
     e = cfg.eval
     lora = TTTAdapters(model, e.ttt_batch_docs, e.ttt_rank, targets=e.ttt_targets, alpha=e.ttt_alpha)
     opt = ttt_optimizer(lora.parameters(), e.ttt_lr, (e.ttt_beta1, e.ttt_beta2), e.ttt_wd)

@@ -190,3 +190,25 @@ def test_ranks_script_compares_one_process_with_two(tmp_path, embedded_dir):
     assert re.fullmatch(r"RANKS loss: mean over the last 6 steps 1 rank (\S+), 2 ranks \1; largest gap 0\.0000", last)
     r = ranks("fast")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "RANKS" not in r.stdout
+
+
+def test_ttt_speed_script_takes_config_overrides_and_predicts_the_challenge_time(embedded_dir):
+    """bench/ttt_speed.py --set reaches TTT's settings (a window of the challenge's context on random weights: how
+    session 20 would have timed TTT at 3,072 on an H100 without training a model first), and each path's line
+    carries the challenge prediction of its seconds."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(repo / "bench" / "ttt_speed.py"), "--recipe", "smoke", "--data",
+                        str(embedded_dir), "--tokenizer", str(Path(embedded_dir) / "embedded.model"), "--docs", "3",
+                        "--paths", "eager", "--device", "cpu", "--set", "eval.ttt_seq_len=48",
+                        "--set", "eval.ttt_chunk=16"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "'chunk': 16" in r.stdout and "'seq_len': 48" in r.stdout
+    line = next(x for x in r.stdout.splitlines() if x.startswith("eager: val_bpb"))
+    assert "(predicted on the challenge's full val set on 8 GPUs like these: " in line
+    assert r.stdout.strip().splitlines()[-1].startswith("eager: ") and "a (32, 48) step" in r.stdout
