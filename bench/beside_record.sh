@@ -12,24 +12,20 @@
 # GPTQ_BATCH_SIZE=64, mix-order reduction off (inductor's, which crashed its two lanes); RECORD_ENV adds or
 # overrides. Its self-generated GPTQ calibration runs after its clock (pgolf's GPTQ is inside it), and its sliding
 # eval may not finish inside the call (RECORD_TIMEOUT, default 585 s): compare "roundtrip plain", which both print.
-# SHARED: the folder holding bench/records, data and tokenizers (default ../shared, else .bench/shared); WHEELS as
-# bench/vs_record.sh. Results in $OUT: r0331.log, pgolf's proxy tarball and its SUMMARY, and two SIDE lines.
+# SHARED, DATA, WHEELS: see bench/record_env.sh. Results in $OUT: r0331.log, pgolf's proxy tarball and its SUMMARY,
+# and two SIDE lines.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/out}; mkdir -p "$out"
-shared=${SHARED:-../shared}; [ -d "$shared/bench/records" ] || shared=.bench/shared
-shared=$(cd "$shared" && pwd) || { echo "bench/beside_record.sh: no shared folder (set SHARED)" >&2; exit 2; }
+source bench/record_env.sh
 script=$shared/bench/records/2026-03-31_ParallelResiduals_MiniDepthRecurrence/train_gpt.py
 [ -f "$script" ] || { echo "bench/beside_record.sh: no record script at $script" >&2; exit 2; }
-data=${DATA:-/tmp/golfbench_sp1024}
-wheels=${WHEELS:-$(ls "$PWD"/.bench/wheels/*.whl 2>/dev/null | tr '\n' ' ')}
 renv=(BIGRAM_DIM=112 MIXED_QUANT=1 N_INT6_LAYERS=32 NUM_LAYERS=11 RECUR_LAYERS=4,5 RECUR_START_STEP=1240
       REPEAT_UNTIE_MLP=full REPEAT_UNTIE_MLP_LAYERS=4,5 DISABLE_LAYER0_ATTN=1 PARALLEL_RESIDUAL=1
       PARALLEL_START_LAYER=7 WARMDOWN_ITERS=1330 MUON_MOMENTUM_WARMUP_STEPS=570 TORCHINDUCTOR_MIX_ORDER_REDUCTION=0
       GPTQ_BATCH_SIZE=64 ${RECORD_ENV:-})
-record() {  # record NAME BUDGET TIMEOUT
-  CUDA_VISIBLE_DEVICES=${RECORD_GPU:-1} DATA=$data TOKENIZER=$shared/tokenizers/fineweb_1024_bpe.model \
-    WHEELS="$wheels" BUDGET=$2 OUT=$out timeout "$3" "$shared/bench/records/run_record.sh" "$script" "$1" "${renv[@]}"
+record() {  # record NAME BUDGET TIMEOUT: the record on its GPU
+  CUDA_VISIBLE_DEVICES=${RECORD_GPU:-1} run_record "$script" "$@" "${renv[@]}"
 }
 if [ "${1:-}" = warm ]; then
   record r0331warm 30 300

@@ -127,7 +127,8 @@ def test_vs_record_script_runs_the_record_then_benches_beside_its_log(tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     (tmp_path / "bench").mkdir()
-    shutil.copy(repo / "bench" / "vs_record.sh", tmp_path / "bench" / "vs_record.sh")
+    for script in ("vs_record.sh", "record_env.sh"):
+        shutil.copy(repo / "bench" / script, tmp_path / "bench" / script)
     shared = tmp_path / "shared"
     rec = shared / "bench" / "records" / "2026-03-20_Int6_MLP3x_SmearGate_BigramHash_MuonWD_SWA"
     rec.mkdir(parents=True)

@@ -961,7 +961,8 @@ def test_beside_record_script_runs_the_record_and_pgolf_at_once_and_reads_both(t
 
     repo = Path(__file__).resolve().parents[1]
     (tmp_path / "bench").mkdir()
-    shutil.copy(repo / "bench" / "beside_record.sh", tmp_path / "bench" / "beside_record.sh")
+    for script in ("beside_record.sh", "record_env.sh"):
+        shutil.copy(repo / "bench" / script, tmp_path / "bench" / script)
     records = tmp_path / "shared" / "bench" / "records"
     (records / "2026-03-31_ParallelResiduals_MiniDepthRecurrence").mkdir(parents=True)
     (records / "2026-03-31_ParallelResiduals_MiniDepthRecurrence" / "train_gpt.py").write_text("")
