@@ -169,7 +169,6 @@ class Built:
     code: str  # the packed train_gpt.py
     predicted: int  # predicted model bytes
     predicted_policy: QuantConfig
-    backend: str
     loader: DistributedTokenLoader | None = None
     averager: WeightAverager | None = None
     qat_on: bool = False
@@ -247,8 +246,7 @@ def build(cfg: Config, info: DistInfo, data: DataSet, code: str, log, predict: b
     optimizers = build_optimizers(model, cfg.optim, cfg.model.tie_embeddings, device)
     if use_compile and optimizers.muon is not None:
         optimizers.muon.ns = torch.compile(newton_schulz)
-    b = Built(cfg, info, data, model, compiled, optimizers, qat_policy, code, predicted, predicted_policy,
-              backend)
+    b = Built(cfg, info, data, model, compiled, optimizers, qat_policy, code, predicted, predicted_policy)
     b.extra["compile"] = use_compile
     if cfg.schedule.ema_decay > 0 or cfg.schedule.swa_enabled:
         b.averager = WeightAverager(model, cfg.schedule.ema_decay)
@@ -574,7 +572,7 @@ def export_and_score(b: Built, rd: RunDir, log, end: LoopEnd) -> dict:
         "steps": steps, "train_time_s": train_time + gptq_s, "loop_time_s": train_time, "gptq_s": gptq_s,
         "reserve_s": cfg.train.reserve_s,
         "ms_per_step": ms_step, "tokens_per_s": tps,
-        "peak_mem_mib": end.peak_mem_mib, "params": b.model.num_params(), "attention": b.backend,
+        "peak_mem_mib": end.peak_mem_mib, "params": b.model.num_params(), "attention": b.model.attn_backend,
         "torch": torch.__version__, "pgolf": __version__, "git": install_commit(),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "prequant": {m: {"val_loss": r.loss, "val_bpb": r.bpb, "eval_s": r.seconds} for m, r in pre.items()},
