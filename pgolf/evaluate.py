@@ -194,7 +194,6 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, se
     nbytes = target_bytes(table, toks)  # (N,) int32
     sums = torch.zeros(hi - lo, 3, dtype=torch.float64, device=device)  # per block: nll, tokens, bytes
     pos = torch.arange(seq_len, device=device)
-    progress = Progress(label, hi - lo, log if rank == 0 else None)
     was_training = [(m, m.training) for m in (model, first_model) if m is not None]
     for m, _ in was_training:
         m.eval()
@@ -203,6 +202,7 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, se
         warm_s = _warm_windows(model, batch_seqs, seq_len, stride if stride < seq_len else 0, device)
         if log is not None and rank == 0:
             log(f"{label}: compile warm-up on random tokens {warm_s:.1f}s (before the eval timer)")
+    progress = Progress(label, hi - lo, log if rank == 0 else None)  # after the warm-up: its elapsed and eta too
     with torch.inference_mode():
         for k, blk in enumerate(range(lo, hi)):
             batch = plan[blk * batch_seqs:(blk + 1) * batch_seqs]

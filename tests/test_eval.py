@@ -147,12 +147,21 @@ def test_a_compiled_eval_is_warmed_up_on_random_tokens_before_its_timer(monkeypa
     spy = Spy().train()
     real = E._warm_windows
 
+    ends, progress_t0 = [], []
+
     def slow_warm_up(*a):  # a warm-up of a known second: the eval's ``seconds`` must not hold it
         took = real(*a)
         time.sleep(1.0)
+        ends.append(time.perf_counter())
         return took + 1.0
 
+    class Progress(E.Progress):  # its elapsed and eta lines start after the warm-up too (session 21's first line
+        def __init__(self, *a, **kw):  # read "1/972 elapsed 19s eta 18276s" after a 18.7 s warm-up)
+            super().__init__(*a, **kw)
+            progress_t0.append(self.t0)
+
     monkeypatch.setattr(E, "_warm_windows", slow_warm_up)
+    monkeypatch.setattr(E, "Progress", Progress)
     rng = torch.get_rng_state()
     for stride, batch in ((8, 4), (32, 5)):
         calls.clear()
@@ -164,6 +173,7 @@ def test_a_compiled_eval_is_warmed_up_on_random_tokens_before_its_timer(monkeypa
         assert x0.shape == (batch, 32) and last0 == stride % 32 and not training0 and inference0
         assert len(calls) > 1 and not any(torch.equal(x0, c[0]) for c in calls[1:])  # random, not a val window
         assert got.warmup_s >= 1.0 and got.seconds < 1.0 and want.warmup_s == 0.0
+        assert len(ends) == 1 and progress_t0[-2] >= ends.pop()
     assert torch.equal(torch.get_rng_state(), rng) and spy.training
     cfg = apply_overrides(Config(), ["train.seq_len=32", "eval.sliding_stride=8", "eval.batch_tokens=128",
                                      "eval.sliding_batch_seqs=4", "eval.ttt_chunk=16"]).validate()
