@@ -403,6 +403,7 @@ class EvalConfig:
     ttt_sgd_momentum: float = 0.9  # phased TTT: SGD momentum
     ttt_sgd_batch_seqs: int = 32  # phased TTT: sequences of eval.ttt_seq_len per SGD step
     ttt_sgd_clip: float = 1.0  # phased TTT: gradient-norm clip (0 = none)
+    ttt_asym_softcap: bool = False  # phased TTT: the softcap's positive and negative sides learned by its SGD (#1923)
     final: str = "plain"  # the scored number: plain | sliding | ttt
     prequant_sliding: bool = True  # with final=sliding, score the float weights by it too (its quant gap; ~40-60 s
     # on the proxy): off, the pre-quant score is plain only (the ablation rows, where minutes are rows)
@@ -426,6 +427,8 @@ class EvalConfig:
             _check(0.0 <= getattr(self, k) < 1.0, f"eval.{k}={getattr(self, k)}: must be in [0, 1)")
         _check(0.0 < self.ttt_prefix_frac <= 1.0, f"eval.ttt_prefix_frac={self.ttt_prefix_frac}: must be in (0, 1]")
         _check(self.ttt_seq_len != 1, "eval.ttt_seq_len=1: a TTT window needs at least 2 tokens (0 = train.seq_len)")
+        _check(not self.ttt_asym_softcap or self.ttt_phases > 0, "eval.ttt_asym_softcap needs eval.ttt_phases > 0: "
+               "only phased TTT's global SGD trains the two caps (without it they stay model.logit_softcap)")
 
 
 @dataclass

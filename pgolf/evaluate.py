@@ -510,7 +510,8 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
              betas=(0.9, 0.95), wd: float = 0.0, targets=("q", "v", "head"), alpha: float = 0.0, seed: int = 0,
              phases: int = 0, prefix_frac: float = 0.05, sgd_lr: float = 0.001, sgd_momentum: float = 0.9,
              sgd_batch_seqs: int = 32, sgd_clip: float = 1.0, compile_: bool = False, warm_a: bool = False,
-             log: Callable[[str], None] | None = None, token_nll: dict[int, float] | None = None) -> EvalResult:
+             asym_softcap: bool = False, log: Callable[[str], None] | None = None,
+             token_nll: dict[int, float] | None = None) -> EvalResult:
     """LoRA TTT eval: per document, chunk by chunk, score the chunk, then one AdamW step on that document's adapters
     using only the chunk just scored (never the document's last chunk: nothing after it is scored). ``table``: a
     ByteTable, or the bytes of every position of ``tokens`` as a target (``target_bytes``).
@@ -527,7 +528,10 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
     ``phases`` groups; after each group, one epoch of global SGD (``sgd_*``) on the base weights over every
     document scored so far (``ttt_phase_plan``). A document's score then depends on itself and the documents
     before it in the stream -- never on a later token. The base weights are restored afterwards.
-    ``result.serial_s`` is the SGD's time, which every rank repeats (not divided over GPUs).
+    ``result.serial_s`` is the SGD's time, which every rank repeats (not divided over GPUs). With ``asym_softcap``
+    (#1923) the logit softcap's positive and negative sides get caps of their own, both starting at
+    ``model.logit_softcap`` (the scores unchanged until a phase trains them), which the global SGD trains with
+    the base weights; they are gone afterwards.
 
     ``compile_``: the forward compiled (``_ttt_forward``), warmed up on random tokens before the timer starts, as
     the records do; the warm-up's seconds go to the log, not to ``result.seconds``.
@@ -547,6 +551,9 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
     for p in model.parameters():
         p.requires_grad_(False)
     try:
+        if asym_softcap:  # after ``saved``: the caps are not the model's, and leave with the eval
+            cap = float(model.cfg.logit_softcap)
+            model.softcap_caps = nn.Parameter(torch.full((2,), cap, device=toks.device), requires_grad=False)
         rows = max(batch_docs, 2)  # a batch of one document runs as two rows (``_lora_score``)
         lora = TTTAdapters(model, rows, rank_r, seed=seed, targets=targets, alpha=alpha, warm_a=warm_a)
         opt = ttt_optimizer(lora.parameters(), lr, betas, wd)
@@ -572,9 +579,12 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
                                           batch_seqs=sgd_batch_seqs, lr=sgd_lr, momentum=sgd_momentum, clip=sgd_clip)
                 sgd_s += time.perf_counter() - t1
                 if log is not None and rank == 0:
+                    caps = "" if model.softcap_caps is None else \
+                        ", softcap caps +{:.3f} / -{:.3f}".format(*model.softcap_caps.tolist())
                     log(f"ttt phase: documents {a:,}..{b - 1:,} scored; global SGD on documents 0..{sgd_end - 1:,} "
-                        f"({s_last + n_last - s0:,} tokens) in {time.perf_counter() - t1:.1f}s")
+                        f"({s_last + n_last - s0:,} tokens) in {time.perf_counter() - t1:.1f}s{caps}")
     finally:
+        model.softcap_caps = None
         if saved is not None:
             with torch.no_grad():
                 for p, v in zip(model.parameters(), saved):
@@ -643,4 +653,5 @@ def ttt_kwargs(cfg) -> dict:
                 targets=e.ttt_targets, alpha=e.ttt_alpha, chunk=e.ttt_chunk,
                 seq_len=cfg.ttt_window(), batch_docs=e.ttt_batch_docs, bos_id=cfg.model.bos_id, phases=e.ttt_phases,
                 prefix_frac=e.ttt_prefix_frac, sgd_lr=e.ttt_sgd_lr, sgd_momentum=e.ttt_sgd_momentum,
-                sgd_batch_seqs=e.ttt_sgd_batch_seqs, sgd_clip=e.ttt_sgd_clip, warm_a=e.ttt_warm_a)
+                sgd_batch_seqs=e.ttt_sgd_batch_seqs, sgd_clip=e.ttt_sgd_clip, warm_a=e.ttt_warm_a,
+                asym_softcap=e.ttt_asym_softcap)

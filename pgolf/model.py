@@ -514,6 +514,9 @@ class GPT(nn.Module):
         # sigmoid-gated skips (04-01 #1089 onward): x <- lerp(w skip, x, sigmoid(g)), g = 0 at init (half and half)
         self.skip_gates = nn.Parameter(torch.zeros(n_skips, d)) if n_skips and cfg.skip_gates else None
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(d, cfg.vocab_size, zero_init=True)
+        # the softcap's (positive, negative) caps where learned: set only by phased TTT (``asym_softcap``), never
+        # trained, saved or exported, so None everywhere else
+        self.register_parameter("softcap_caps", None)
         ref = (cfg.rope_ref_len or cfg.train_seq_len) if cfg.ntk_rope else 0
         self.rotary = RotaryTable(cfg.rope_dims or cfg.head_dim, cfg.rope_base, ref, cfg.train_seq_len)
         self.init_weights()
@@ -680,8 +683,12 @@ class GPT(nn.Module):
         out = F.linear(h, self.head_weight().to(h.dtype))  # an untied head with QAT's grid, as its forward
         if lora is not None:
             out = lora.add("head", 0, h, out)
+        z = out.float()
+        if self.softcap_caps is not None:  # asymmetric: each sign of the logit squashed by its own cap (#1923)
+            pos, neg = self.softcap_caps.unbind()
+            return torch.where(z > 0, pos * torch.tanh(z / pos), neg * torch.tanh(z / neg))
         c = self.cfg.logit_softcap
-        return c * torch.tanh(out.float() / c)
+        return c * torch.tanh(z / c)
 
     def forward(self, ids: Tensor, targets: Tensor, reduction: str = "mean", lora=None, last: int = 0) -> Tensor:
         """Cross-entropy in nats: the mean (training) or per token (B, T) with reduction='none'. ``last``: the head

@@ -202,6 +202,9 @@ TECHNIQUES: tuple[Technique, ...] = (
               "#1767 (04-23), the records' default since", "part of -0.00043 with alpha 144 and decay 1.0",
               measured="proxy (H200), `best-sp8192` with two lanes and gated skips: TTT 1.18676 vs 1.18703 with A "
                        "reset (-0.0003, session 13, one artifact)"),
+    Technique("Asymmetric logit rescale (the softcap's positive and negative caps learned by phased TTT's SGD)",
+              (("eval.ttt", True), ("eval.ttt_phases", 3), ("eval.ttt_asym_softcap", True)),
+              "#1923 (04-29), in #1945, #1953 and #2135", "-0.0013 (TTT's recovery, #1945 over #1908, 3 seeds)"),
     Technique("LQER (rank-4 error correction, int2/int4 factors)", (("quant.lqer_top", 3), ("quant.lqer_rank", 4)),
               "#1797 (04-27)", "part of 1.0611 (#1855)",
               measured="proxy: top 4 -0.0002 (best, +9.7 KB) / -0.0004 (best-sp8192, +12 KB) (BENCHMARKS, "

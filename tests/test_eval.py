@@ -365,12 +365,21 @@ def test_phase_plan_scores_each_document_once_and_trains_only_on_scored_ones(n_d
     assert sum(1 for *_, e in plan if e) == (min(phases, n_docs) if phases else 0)
 
 
+def capped_model():
+    """The toy with logits that the softcap bends (std ~1, up to ~6 against a cap of 2): the toy's own are ~0
+    (uniform predictions), where caps of any size score the same and the SGD leaves them where they start."""
+    m = toy_model(logit_softcap=2.0)
+    with torch.no_grad():
+        m.tok_emb.weight.mul_(30)
+    return m
+
+
 PHASED = dict(rank_r=2, lr=0.05, chunk=8, seq_len=24, batch_docs=2, phases=2, prefix_frac=0.5, sgd_lr=0.05,
               sgd_batch_seqs=2)
 
 
-def _phased_run(toks, **over):
-    model, table = toy_model(), toy_table()
+def _phased_run(toks, make=toy_model, **over):
+    model, table = make(), toy_table()
     for p in model.parameters():
         p.requires_grad_(False)
     before = [p.detach().clone() for p in model.parameters()]
@@ -380,12 +389,13 @@ def _phased_run(toks, **over):
     return r, rec
 
 
-@pytest.mark.parametrize("cheat", [False, True])
-def test_phased_ttt_scores_every_token_before_any_update_that_read_it(cheat, monkeypatch):
+@pytest.mark.parametrize("cheat,asym", [(False, False), (True, False), (False, True), (True, True)])
+def test_phased_ttt_scores_every_token_before_any_update_that_read_it(cheat, asym, monkeypatch):
     """Phased TTT: change a document of the second phase from its position t on. Every target before it in the
     stream keeps its score bit for bit; later documents may move (the SGD after phase 2 read the change -- and
     does: the change is seen beyond the document). A plan whose SGD reads the next phase's documents before they
-    are scored moves the scores before t: the check catches it."""
+    are scored moves the scores before t: the check catches it. The same with the softcap's two caps learned by
+    the SGD (``asym_softcap``)."""
     import pgolf.evaluate as E
 
     if cheat:
@@ -403,8 +413,9 @@ def test_phased_ttt_scores_every_token_before_any_update_that_read_it(cheat, mon
     ds, n = max(docs[plan[1][0]:plan[1][1]], key=lambda d: d[1])  # the longest document of the second phase
     t = n // 2  # inside a chunk of 8 that the document's own LoRA also trains on
     assert n > 16
-    r, a = _phased_run(toks)
-    _, b = _phased_run(_perturbed(toks, ds, n, t))
+    kw = dict(asym_softcap=True, make=capped_model) if asym else {}
+    r, a = _phased_run(toks, **kw)
+    _, b = _phased_run(_perturbed(toks, ds, n, t), **kw)
     assert a.keys() == b.keys() == set(range(1, toks.numel())) and r.tokens == toks.numel() - 1
     before = [j for j in a if j < ds + t]
     moved_before = [j for j in before if a[j] != b[j]]
@@ -422,6 +433,50 @@ def test_phased_ttt_with_zero_sgd_lr_is_plain_lora_ttt():
     assert (r0.nll, r0.tokens, r0.bytes) == (r1.nll, r1.tokens, r1.bytes)
     r2, _ = _phased_run(toks)
     assert r2.nll != r1.nll and r2.serial_s > 0 and r1.serial_s == 0
+    r3, _ = _phased_run(toks, sgd_lr=0.0, sgd_momentum=0.0, asym_softcap=True)  # both caps at the softcap: the same
+    assert (r3.nll, r3.tokens, r3.bytes) == (r1.nll, r1.tokens, r1.bytes)
+    r4, _ = _phased_run(toks, capped_model, sgd_lr=0.0, sgd_momentum=0.0, asym_softcap=True)  # also where they bite
+    r5, _ = _phased_run(toks, capped_model, phases=0)
+    assert (r4.nll, r4.tokens, r4.bytes) == (r5.nll, r5.tokens, r5.bytes) and r5.nll != r1.nll
+
+
+def test_asym_softcap_caps_are_trained_by_the_phases_sgd_and_leave_with_the_eval(monkeypatch):
+    """``eval.ttt_asym_softcap`` (#1923): the logit softcap's positive and negative sides get caps of their own
+    (both model.logit_softcap at first), which only the phases' global SGD trains; each phase moves them, apart
+    from each other, and the scores with them; after the eval the model has no caps and the same state dict.
+    Without phases the config refuses the switch."""
+    import pgolf.evaluate as E
+    from pgolf.config import Config, apply_overrides
+
+    caps, real = [], E._global_sgd
+
+    def spy(model, *a, **kw):
+        def record():
+            if model.softcap_caps is not None:
+                caps.append(model.softcap_caps.detach().clone())
+        record()
+        out = real(model, *a, **kw)
+        record()
+        return out
+
+    monkeypatch.setattr(E, "_global_sgd", spy)
+    toks = toy_tokens(400, seed=5, bos_every=45)
+    model = capped_model()
+    keys = list(model.state_dict())
+    r_asym, _ = _phased_run(toks, capped_model, asym_softcap=True)
+    assert len(caps) == 2 * PHASED["phases"]
+    c = model.cfg.logit_softcap
+    assert caps[0].tolist() == [c, c]
+    assert all(not torch.equal(x, y) for x, y in zip(caps[::2], caps[1::2]))  # every phase trained them
+    assert caps[-1][0] != caps[-1][1]  # apart: the two sides learn different caps
+    caps.clear()
+    r_sym, _ = _phased_run(toks, capped_model)
+    assert caps == []  # none without the switch
+    assert r_asym.nll != r_sym.nll and (r_asym.tokens, r_asym.bytes) == (r_sym.tokens, r_sym.bytes)
+    eval_ttt(model, toks, toy_table(), torch.device("cpu"), **dict(PHASED, asym_softcap=True))
+    assert model.softcap_caps is None and list(model.state_dict()) == keys
+    with pytest.raises(ValueError, match="ttt_asym_softcap needs eval.ttt_phases"):
+        apply_overrides(Config(), ["eval.ttt_asym_softcap=true"]).validate()
 
 
 def test_challenge_eval_prediction_scales_by_text_and_does_not_divide_repeated_work():
@@ -591,6 +646,19 @@ def test_compiled_ttt_scores_as_the_eager_one_and_before_it_learns():
     assert a.keys() == b.keys() == set(range(1, toks.numel()))
     assert all(b[j] == v for j, v in a.items() if j < ds + 20 or j >= ds + n)
     assert any(b[j] != a[j] for j in range(ds + 20, ds + n))
+
+
+def test_compiled_ttt_reads_the_asym_caps_the_phases_train():
+    """The compiled TTT forward with ``asym_softcap``: the caps are inputs of its graph, not constants captured at
+    compile time, so its scores follow the phases' SGD as the eager forward's do (rounding only: 1e-9)."""
+    model, table, toks = capped_model(), toy_table(), toy_tokens(300, seed=4, bos_every=70)
+    cpu = torch.device("cpu")
+    kw = dict(rank_r=2, lr=0.01, chunk=8, seq_len=24, batch_docs=3, phases=2, prefix_frac=0.5, sgd_lr=0.05)
+    compiled = eval_ttt(model, toks, table, cpu, compile_=True, asym_softcap=True, **kw)
+    assert compiled.nll == pytest.approx(eval_ttt(model, toks, table, cpu, asym_softcap=True, **kw).nll, rel=1e-9,
+                                         abs=0)
+    assert compiled.nll != pytest.approx(eval_ttt(model, toks, table, cpu, **kw).nll, rel=1e-9)
+    assert model.softcap_caps is None
 
 
 def test_the_perturbation_check_lets_later_documents_move_only_where_ttt_carries_state_across_them():
