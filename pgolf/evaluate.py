@@ -580,7 +580,7 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
                 sgd_s += time.perf_counter() - t1
                 if log is not None and rank == 0:
                     caps = "" if model.softcap_caps is None else \
-                        ", softcap caps +{:.3f} / -{:.3f}".format(*model.softcap_caps.tolist())
+                        ", softcap caps +{:.4f} / -{:.4f}".format(*model.softcap_caps.tolist())
                     log(f"ttt phase: documents {a:,}..{b - 1:,} scored; global SGD on documents 0..{sgd_end - 1:,} "
                         f"({s_last + n_last - s0:,} tokens) in {time.perf_counter() - t1:.1f}s{caps}")
     finally:

@@ -151,7 +151,10 @@ TECHNIQUES: tuple[Technique, ...] = (
                        "pre-quant plain 1.2251 / 1.2253 vs 1.2297), 2,721 / 2,728 steps vs 2,619: `best` takes it "
                        "(session 19); to 3,072 (`train.seq_len=3072`, `0:1024,0.33:2048,0.67:3072`): 1.19342 vs "
                        "1.19609 in one lease (-0.0027), TTT 1.18651 vs 1.19020 (another lease), but that TTT is "
-                       "predicted at 551 s of the 600 s eval budget on 8 H200s: not taken (session 20)"),
+                       "predicted at 551 s of the 600 s eval budget on 8 H200s: not taken (session 20); again "
+                       "1.19563 (2,610 steps), its TTT at a 2,048-token window (inside the budget, 418 s predicted) "
+                       "1.19229: -0.0033 where TTT at 3,072 gave -0.0069, which leaves it level with `best`'s own "
+                       "TTT (1.19020 in session 20): not taken (session 21)"),
     Technique("Delayed QAT (export's grid)", (("schedule.qat_start_frac", 0.85),), "03-22 (late QAT)",
               "never fired in the record (compile); pgolf's fires"),
     Technique("GPTQ-lite clip search", (("quant.clip_search", True),), "03-22", "-0.0006"),
@@ -204,7 +207,10 @@ TECHNIQUES: tuple[Technique, ...] = (
                        "reset (-0.0003, session 13, one artifact)"),
     Technique("Asymmetric logit rescale (the softcap's positive and negative caps learned by phased TTT's SGD)",
               (("eval.ttt", True), ("eval.ttt_phases", 3), ("eval.ttt_asym_softcap", True)),
-              "#1923 (04-29), in #1945, #1953 and #2135", "-0.0013 (TTT's recovery, #1945 over #1908, 3 seeds)"),
+              "#1923 (04-29), in #1945, #1953 and #2135", "-0.0013 (TTT's recovery, #1945 over #1908, 3 seeds)",
+              measured="proxy (H200), TTT at 2,048 on one `ctx3` artifact: 1.19229344 vs 1.19228986 without "
+                       "(+0.000004); the caps stayed at 30.000: the proxy's three phases run ~6 SGD steps at lr "
+                       "0.001 (~95 over the challenge's 62M-token val set), too few to move them (session 21)"),
     Technique("LQER (rank-4 error correction, int2/int4 factors)", (("quant.lqer_top", 3), ("quant.lqer_rank", 4)),
               "#1797 (04-27)", "part of 1.0611 (#1855)",
               measured="proxy: top 4 -0.0002 (best, +9.7 KB) / -0.0004 (best-sp8192, +12 KB) (BENCHMARKS, "
