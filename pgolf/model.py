@@ -514,8 +514,8 @@ class GPT(nn.Module):
         # sigmoid-gated skips (04-01 #1089 onward): x <- lerp(w skip, x, sigmoid(g)), g = 0 at init (half and half)
         self.skip_gates = nn.Parameter(torch.zeros(n_skips, d)) if n_skips and cfg.skip_gates else None
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(d, cfg.vocab_size, zero_init=True)
-        # the softcap's (positive, negative) caps where learned: set only by phased TTT (``asym_softcap``), never
-        # trained, saved or exported, so None everywhere else
+        # the softcap's (positive, negative) caps where learned: set by phased TTT (``asym_softcap``), whose SGD
+        # trains them and which removes them after; never saved or exported, so None everywhere else
         self.register_parameter("softcap_caps", None)
         ref = (cfg.rope_ref_len or cfg.train_seq_len) if cfg.ntk_rope else 0
         self.rotary = RotaryTable(cfg.rope_dims or cfg.head_dim, cfg.rope_base, ref, cfg.train_seq_len)
