@@ -394,6 +394,8 @@ class EvalConfig:
     ttt_alpha: float = 0.0  # adapter outputs scaled by alpha / rank; 0 = unscaled (the records: 144)
     ttt_warm_a: bool = False  # keep each adapter row's A across documents, reset B only (#1767; the records: on)
     ttt_chunk: int = 256  # tokens scored, then trained on, per TTT step
+    ttt_short_chunk: int = 0  # the chunk of documents shorter than eval.ttt_short_len (#2014, #2067: 16); 0 = off
+    ttt_short_len: int = 2048  # documents shorter than this (tokens) take eval.ttt_short_chunk
     ttt_seq_len: int = 0  # TTT context window; 0 = train.seq_len (a shorter window than the model's loses context)
     ttt_batch_docs: int = 64  # documents adapted in parallel
     ttt_compile: bool = True  # on CUDA: TTT's forward compiled (dynamic shapes), warmed up on random tokens untimed
@@ -414,7 +416,8 @@ class EvalConfig:
         _check(self.final != "sliding" or self.sliding_stride > 0, "eval.final=sliding needs eval.sliding_stride > 0")
         _check(self.final != "ttt" or self.ttt, "eval.final=ttt needs eval.ttt=true")
         _at_least(self, "eval", 0, "seq_len", "sliding_stride", "ttt_lr", "ttt_wd", "ttt_alpha", "max_tokens",
-                  "ttt_phases", "ttt_sgd_lr", "ttt_sgd_momentum", "ttt_sgd_clip", "ttt_seq_len")
+                  "ttt_phases", "ttt_sgd_lr", "ttt_sgd_momentum", "ttt_sgd_clip", "ttt_seq_len", "ttt_short_chunk",
+                  "ttt_short_len")
         _at_least(self, "eval", 1, "batch_tokens", "sliding_batch_seqs", "ttt_rank", "ttt_chunk", "ttt_batch_docs",
                   "ttt_sgd_batch_seqs")
         if isinstance(self.ttt_targets, str):
@@ -465,8 +468,9 @@ class Config:
         seq = self.eval.seq_len or self.train.seq_len
         win = f"eval.ttt_seq_len={self.eval.ttt_seq_len}"
         win += "" if self.eval.ttt_seq_len else f" (train.seq_len {self.ttt_window()})"
-        _check(self.eval.ttt_chunk <= self.ttt_window(), f"eval.ttt_chunk={self.eval.ttt_chunk} > {win}: a chunk must "
-               "fit the TTT window, or its first tokens would never be scored")
+        for k in ("ttt_chunk", "ttt_short_chunk"):
+            _check(getattr(self.eval, k) <= self.ttt_window(), f"eval.{k}={getattr(self.eval, k)} > {win}: a chunk "
+                   "must fit the TTT window, or its first tokens would never be scored")
         _check(self.eval.sliding_stride <= seq, "eval.sliding_stride must be <= the eval sequence length")
         _check(self.quant.gptq or self.train.reserve_gptq == 0,
                "train.reserve_gptq times GPTQ, which is off: set quant.gptq=true or train.reserve_gptq=0")

@@ -367,14 +367,20 @@ def _one_document_rows(model):
 
 def _lora_score(fwd, lora: TTTAdapters, opt, toks: Tensor, docs: list[tuple[int, int]], idx: list[int],
                 sums: Tensor, nbytes: Tensor, device: torch.device, chunk: int, seq_len: int, batch_docs: int,
-                token_nll: dict[int, float] | None, progress: "Progress", done: int) -> int:
+                token_nll: dict[int, float] | None, progress: "Progress", done: int,
+                short: tuple[int, int] = (0, 0)) -> int:
     """Score documents ``idx`` (rows of ``sums``) chunk by chunk with per-document LoRA (see ``eval_ttt``):
     ``fwd(x, y, lora, last)`` is the model's per-token loss (compiled, maybe); ``lora`` and ``opt`` are reset for
-    every batch; ``nbytes``: the bytes of every position of ``toks`` as a target."""
+    every batch; ``nbytes``: the bytes of every position of ``toks`` as a target. ``short`` = (chunk, length): a
+    document shorter than that length is scored and trained ``chunk`` tokens at a time (0: ``chunk`` for all); the
+    two kinds never share a batch."""
     mine = sorted(idx, key=lambda i: docs[i][1])  # similar lengths share a batch
+    short_chunk, short_len = short
+    groups = [(chunk, mine)] if not short_chunk else [(short_chunk, [i for i in mine if docs[i][1] < short_len]),
+                                                      (chunk, [i for i in mine if docs[i][1] >= short_len])]
+    batches = [(c, g[bi:bi + batch_docs]) for c, g in groups for bi in range(0, len(g), batch_docs)]
     n_tok = toks.numel()
-    for bi in range(0, len(mine), batch_docs):
-        rows = mine[bi:bi + batch_docs]
+    for chunk, rows in batches:  # the batch's chunk from here on
         batch = [docs[i] for i in rows]
         bsz = len(batch)
         lora.reset()
@@ -444,16 +450,17 @@ def _ttt_forward(model, compile_: bool):
 
 
 def _warm_up(fwd, lora: TTTAdapters, opt, vocab: int, device: torch.device, chunk: int, seq_len: int,
-             rows: int) -> float:
+             rows: int, short_chunk: int = 0) -> float:
     """Compile ``fwd`` on random tokens (never the validation stream): a full window and a first chunk (one graph
-    serves both; the second call finds it), each with a backward and an AdamW step, as TTT calls it; then put the
-    adapters and the optimizer back to their start. Returns the seconds taken."""
+    serves both; the second call finds it), and a short document's first chunk where ``short_chunk``, each with a
+    backward and an AdamW step, as TTT calls it; then put the adapters and the optimizer back to their start.
+    Returns the seconds taken."""
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(0)
-    for W in (seq_len, chunk):
+    for W, c in [(seq_len, chunk), (chunk, chunk)] + [(short_chunk, short_chunk)] * bool(short_chunk):
         x, y = (torch.randint(0, vocab, (rows, W), generator=g).to(device) for _ in range(2))
         with torch.enable_grad(), _autocast(device):
-            nll = fwd(x, y, lora, min(chunk, W)).float()
+            nll = fwd(x, y, lora, min(c, W)).float()
         opt.zero_grad(set_to_none=True)
         nll.mean().backward()
         opt.step()
@@ -510,8 +517,8 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
              betas=(0.9, 0.95), wd: float = 0.0, targets=("q", "v", "head"), alpha: float = 0.0, seed: int = 0,
              phases: int = 0, prefix_frac: float = 0.05, sgd_lr: float = 0.001, sgd_momentum: float = 0.9,
              sgd_batch_seqs: int = 32, sgd_clip: float = 1.0, compile_: bool = False, warm_a: bool = False,
-             asym_softcap: bool = False, log: Callable[[str], None] | None = None,
-             token_nll: dict[int, float] | None = None) -> EvalResult:
+             asym_softcap: bool = False, short_chunk: int = 0, short_len: int = 2048,
+             log: Callable[[str], None] | None = None, token_nll: dict[int, float] | None = None) -> EvalResult:
     """LoRA TTT eval: per document, chunk by chunk, score the chunk, then one AdamW step on that document's adapters
     using only the chunk just scored (never the document's last chunk: nothing after it is scored). ``table``: a
     ByteTable, or the bytes of every position of ``tokens`` as a target (``target_bytes``).
@@ -531,7 +538,8 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
     ``result.serial_s`` is the SGD's time, which every rank repeats (not divided over GPUs). With ``asym_softcap``
     (#1923) the logit softcap's positive and negative sides get caps of their own, both starting at
     ``model.logit_softcap`` (the scores unchanged until a phase trains them), which the global SGD trains with
-    the base weights; they are gone afterwards.
+    the base weights; they are gone afterwards. ``short_chunk`` (#2014, #2067): a document shorter than
+    ``short_len`` tokens is scored and trained that many tokens at a time (more steps where a window is cheap).
 
     ``compile_``: the forward compiled (``_ttt_forward``), warmed up on random tokens before the timer starts, as
     the records do; the warm-up's seconds go to the log, not to ``result.seconds``.
@@ -561,7 +569,8 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
         warm = 0.0
         if compile_:
             with _one_document_rows(model):
-                warm = _warm_up(fwd, lora, opt, model.tok_emb.weight.size(0), device, chunk, seq_len, rows)
+                warm = _warm_up(fwd, lora, opt, model.tok_emb.weight.size(0), device, chunk, seq_len, rows,
+                                short_chunk)
             if log is not None and rank == 0:
                 log(f"ttt: compile warm-up on random tokens {warm:.1f}s (before the eval timer)")
         t0 = time.perf_counter()
@@ -571,7 +580,7 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
         for (a, b, sgd_end), mine in zip(plan, shares):
             with _one_document_rows(model):
                 done = _lora_score(fwd, lora, opt, toks, docs, mine, sums, nbytes, device, chunk, seq_len,
-                                   batch_docs, token_nll, progress, done)
+                                   batch_docs, token_nll, progress, done, (short_chunk, short_len))
             if sgd_end > 0:
                 t1 = time.perf_counter()
                 s0, (s_last, n_last) = docs[0][0], docs[sgd_end - 1]
@@ -654,4 +663,4 @@ def ttt_kwargs(cfg) -> dict:
                 seq_len=cfg.ttt_window(), batch_docs=e.ttt_batch_docs, bos_id=cfg.model.bos_id, phases=e.ttt_phases,
                 prefix_frac=e.ttt_prefix_frac, sgd_lr=e.ttt_sgd_lr, sgd_momentum=e.ttt_sgd_momentum,
                 sgd_batch_seqs=e.ttt_sgd_batch_seqs, sgd_clip=e.ttt_sgd_clip, warm_a=e.ttt_warm_a,
-                asym_softcap=e.ttt_asym_softcap)
+                asym_softcap=e.ttt_asym_softcap, short_chunk=e.ttt_short_chunk, short_len=e.ttt_short_len)

@@ -205,6 +205,10 @@ TECHNIQUES: tuple[Technique, ...] = (
               "#1767 (04-23), the records' default since", "part of -0.00043 with alpha 144 and decay 1.0",
               measured="proxy (H200), `best-sp8192` with two lanes and gated skips: TTT 1.18676 vs 1.18703 with A "
                        "reset (-0.0003, session 13, one artifact)"),
+    Technique("Short-document TTT chunks (a document under 2,048 tokens scored and trained 16 at a time)",
+              (("eval.ttt_short_chunk", 16), ("eval.ttt_short_len", 2048)),  # with eval.ttt (not a key here:
+              # TTT on would make this technique on too, in the ablation's reading)
+              "#2014 (04-30), #2067 (05-01)", "part of 1.05759 (#2014, with context growth)"),
     Technique("Asymmetric logit rescale (the softcap's positive and negative caps learned by phased TTT's SGD)",
               (("eval.ttt", True), ("eval.ttt_phases", 3), ("eval.ttt_asym_softcap", True)),
               "#1923 (04-29), in #1945, #1953 and #2135", "-0.0013 (TTT's recovery, #1945 over #1908, 3 seeds)",

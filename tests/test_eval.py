@@ -262,8 +262,53 @@ def test_ttt_scores_every_token_before_it_can_influence_it(t):
     on. The same check catches a TTT that trains on a chunk before scoring it."""
     unmoved, seen = _unmoved_before_change(eval_ttt, t)
     assert unmoved and seen
+    unmoved, seen = _unmoved_before_change(eval_ttt, t, short_chunk=3, short_len=100)  # every document short
+    assert unmoved and seen
     unmoved, seen = _unmoved_before_change(_cheating_ttt, t)
     assert not unmoved  # the check has teeth: training before scoring moves earlier targets' scores
+
+
+def test_ttt_short_documents_take_the_short_chunk_and_long_ones_keep_theirs(monkeypatch):
+    """eval.ttt_short_chunk (#2014, #2067): a document shorter than ``short_len`` is scored and trained
+    ``short_chunk`` tokens at a time -- its batches run the head on windows' last ``short_chunk`` positions, it
+    takes more steps and its scores move -- while a longer one is scored as without the switch (its targets'
+    NLLs equal up to rounding: its batches hold other documents); the two kinds never share a batch. A short
+    chunk equal to the chunk changes nothing."""
+    import pgolf.evaluate as E
+
+    model, table, toks = toy_model(), toy_table(), toy_tokens(500, seed=9, bos_every=50)
+    cpu = torch.device("cpu")
+    docs = find_docs(toks, 1)
+    short_len = sorted(n for _, n in docs)[len(docs) // 2]  # about half the documents are short
+    kw = dict(rank_r=2, lr=0.05, chunk=8, seq_len=24, batch_docs=3)
+    seen = []
+    real = E._ttt_forward
+
+    def spy_forward(model, compile_):
+        fwd = real(model, compile_)
+
+        def call(x, y, lora, last):
+            seen.append(last)
+            return fwd(x, y, lora, last)
+        return call
+
+    monkeypatch.setattr(E, "_ttt_forward", spy_forward)
+    a, b = {}, {}
+    off = eval_ttt(model, toks, table, cpu, token_nll=a, **kw)
+    assert set(seen) == {8}
+    seen.clear()
+    on = eval_ttt(model, toks, table, cpu, token_nll=b, short_chunk=3, short_len=short_len, **kw)
+    assert set(seen) == {3, 8}
+    assert (on.tokens, on.bytes) == (off.tokens, off.bytes) and on.nll != pytest.approx(off.nll, rel=1e-9)
+    for ds, n in docs:
+        targets = range(ds + 1, ds + n)
+        same = all(b[j] == pytest.approx(a[j], rel=1e-9, abs=1e-12) for j in targets)
+        assert same == (n >= short_len), (ds, n)
+    same_chunk = eval_ttt(model, toks, table, cpu, short_chunk=8, short_len=short_len, **kw)
+    assert same_chunk.nll == pytest.approx(off.nll, rel=1e-12, abs=0)
+    from pgolf.config import Config, apply_overrides
+    with pytest.raises(ValueError, match="eval.ttt_short_chunk=4096 > eval.ttt_seq_len=0"):
+        apply_overrides(Config(), ["eval.ttt_short_chunk=4096"]).validate()
 
 
 def test_ttt_adapts():
@@ -646,6 +691,29 @@ def test_compiled_ttt_scores_as_the_eager_one_and_before_it_learns():
     assert a.keys() == b.keys() == set(range(1, toks.numel()))
     assert all(b[j] == v for j, v in a.items() if j < ds + 20 or j >= ds + n)
     assert any(b[j] != a[j] for j in range(ds + 20, ds + n))
+
+
+def test_compiled_ttt_with_short_chunks_builds_its_graphs_before_the_timer(monkeypatch):
+    """With ``short_chunk`` the compiled forward meets a third width (a short document's chunk): no graph is
+    built inside the eval's timer, and the scores are the eager ones (rounding only: 1e-9). On the CPU the dynamic
+    graph already serves that width; the warm-up runs it too, for a backend that would specialise on it."""
+    from torch._dynamo.utils import counters
+    import pgolf.evaluate as E
+
+    model, table, toks = toy_model(), toy_table(), toy_tokens(300, seed=4, bos_every=70)
+    cpu = torch.device("cpu")
+    after_warm_up, real = [], E._warm_up
+
+    def spy(*a, **kw):
+        took = real(*a, **kw)
+        after_warm_up.append(counters["stats"]["unique_graphs"])
+        return took
+
+    monkeypatch.setattr(E, "_warm_up", spy)
+    kw = dict(rank_r=2, lr=0.01, chunk=8, seq_len=24, batch_docs=3, short_chunk=3, short_len=20)  # 7 of 14 short
+    compiled = eval_ttt(model, toks, table, cpu, compile_=True, **kw)
+    assert after_warm_up == [counters["stats"]["unique_graphs"]]
+    assert compiled.nll == pytest.approx(eval_ttt(model, toks, table, cpu, **kw).nll, rel=1e-9, abs=0)
 
 
 def test_compiled_ttt_reads_the_asym_caps_the_phases_train():
