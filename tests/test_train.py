@@ -365,3 +365,37 @@ def test_requant_compares_export_policies_on_the_same_weights(tmp_path, embedded
     # a mode the run cannot score is refused before any work, in one line
     bad = run_cli(["-m", "pgolf", "requant", str(tmp_path / "r"), "--modes", "plain,sliding"])
     assert bad.returncode == 2 and "eval.sliding_stride" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_ttt_variants_script_scores_each_variant_on_one_artifact(tiny_run, tmp_path):
+    """bench/ttt_variants.sh ARTIFACT "NAME:k=v;k=v" ...: `pgolf eval --mode ttt` per variant on the same weights,
+    each output in $OUT/ttt-NAME.txt, a row per variant in $OUT/ttt_variants.json; the artifact's own settings give
+    the run's TTT score to the digit, a variant's sets move it, a variant that fails leaves no score and exit 1, a
+    malformed variant or a missing artifact is one line and exit 2 before any eval."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out, s = tiny_run
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "bin").mkdir()  # python3 is this interpreter (a symlink would lose its virtual environment)
+    (tmp_path / "bin" / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (tmp_path / "bin" / "python3").chmod(0o755)
+    env = dict(os.environ, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}", PYTHONPATH=str(repo),
+               OUT=str(tmp_path / "out"), DATA=str(tmp_path / "no-such-folder"))
+
+    def variants(*args):
+        return subprocess.run(["bash", str(repo / "bench" / "ttt_variants.sh"), *args], env=env, capture_output=True,
+                              text=True, timeout=600)
+
+    r = variants(str(out / "model.pgz"), "own:", "short:eval.ttt_short_chunk=4;eval.ttt_short_len=1000000",
+                 "bad:eval.ttt_short_chunk=4096")
+    assert r.returncode == 1, r
+    rows = {row["name"]: row for row in json.loads((tmp_path / "out" / "ttt_variants.json").read_text())}
+    assert rows["own"]["val_bpb"] == pytest.approx(s["roundtrip"]["ttt"]["val_bpb"], abs=1e-8)
+    assert rows["short"]["val_bpb"] not in (None, rows["own"]["val_bpb"]) and rows["bad"]["val_bpb"] is None
+    assert "ttt_short_chunk=4096" in (tmp_path / "out" / "ttt-bad.txt").read_text()
+    for args in ((str(out / "model.pgz"), "no-colon"), (str(tmp_path / "none.pgz"), "own:")):
+        r = variants(*args)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "==" not in r.stdout, r
