@@ -28,7 +28,10 @@ fi
 for kv in ${SETS:-}; do common+=(--set "$kv"); done
 names=()
 for v in "$@"; do
-  case "$v" in [A-Za-z0-9]*:*) ;; *) echo "bench/ttt_variants.sh: variant '$v' is not NAME:key=value;..." >&2; exit 2;; esac
+  case "$v" in
+    [A-Za-z0-9]*:*) ;;
+    *) echo "bench/ttt_variants.sh: variant '$v' is not NAME:key=value;..." >&2; exit 2;;
+  esac
   name=${v%%:*}; spec=${v#*:}
   sets=()
   IFS=';' read -ra kvs <<< "$spec"
