@@ -457,10 +457,11 @@ def _warm_up(fwd, lora: TTTAdapters, opt, vocab: int, device: torch.device, chun
     Returns the seconds taken."""
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(0)
-    for W, c in [(seq_len, chunk), (chunk, chunk)] + [(short_chunk, short_chunk)] * bool(short_chunk):
+    shapes = [(seq_len, chunk), (chunk, chunk)] + ([(short_chunk, short_chunk)] if short_chunk else [])
+    for W, last in shapes:  # (window, head positions); chunks fit the window (Config.validate)
         x, y = (torch.randint(0, vocab, (rows, W), generator=g).to(device) for _ in range(2))
         with torch.enable_grad(), _autocast(device):
-            nll = fwd(x, y, lora, min(c, W)).float()
+            nll = fwd(x, y, lora, last).float()
         opt.zero_grad(set_to_none=True)
         nll.mean().backward()
         opt.step()
