@@ -384,17 +384,20 @@ def best_sp8192() -> Config:
     """pgolf's strongest measured combination at sp8192 (train it on an sp8192 build: ``pgolf data build`` with the
     challenge's fineweb_8192_bpe.model): ``frontier-sp8192`` without the document mask and without depth recurrence (two
     lanes from layer 8 and gated skips kept), MLP 3.25x so that the int6 matrices and an int7 row-max embedding (GPTQ'd)
-    fit, SDClip on the matrices only (an SDClip'd embedding cost +0.095 on session 6's weights), scored by the records'
-    phased score-first TTT (3 phases over the first 5% of the documents, LoRA rank 80 alpha 144 on every projection,
-    48-token chunks, AdamW lr 1e-4 beta1 0 beta2 0.99 decay 0.5, A kept across documents), compiled on CUDA after a
-    warm-up on random tokens outside the eval timer. 31,617,175 parameters.
-    Proxy (H200, BENCHMARKS session 13): 2,575 steps at 88.1 ms, pre-quant plain 1.2131, sliding s64 after the roundtrip
-    1.19526 at 15,568,573 bytes, TTT **1.18676** in 131.1 s (258 s predicted on 8 GPUs, inside the eval budget; the
-    warm-up took 87 s); with A reset per document 1.18703. Two lanes without the skip gates: sliding 1.19770, TTT
-    1.18911. With one GPT-J lane and additive skips (session 12): 2,640 steps at 86.0 ms, pre-quant 1.2272, sliding
-    1.21061, TTT 1.20113."""
+    fit, SDClip on the matrices only (an SDClip'd embedding cost +0.095 on session 6's weights), trained at 1,024-token
+    windows for the first third of the budget, 2,048 for the second and 3,072 for the last (#2014's context growth),
+    scored at 3,072 by the records' phased score-first TTT (3 phases over the first 5% of the documents, LoRA rank 80
+    alpha 144 on every projection, 48-token chunks, AdamW lr 1e-4 beta1 0 beta2 0.99 decay 0.5, A kept across
+    documents), compiled on CUDA after a warm-up on random tokens outside the eval timer. 31,617,175 parameters.
+    Proxy (H200, BENCHMARKS session 22, one lease): 2,525 steps at 89.9 ms, pre-quant plain 1.2038, sliding s64 after
+    the roundtrip 1.19157 at 15,575,249 bytes, TTT **1.18291** in 199.3 s (393 s predicted on 8 GPUs, inside the eval
+    budget; its warm-up 115 s); another lease's run 1.19127 / 1.18300. Without the growth (2,048 throughout), in the
+    same lease: 2,508 steps at 90.5 ms, pre-quant 1.2133, sliding 1.19547, TTT 1.18700 in 145.9 s (session 13:
+    1.19526 / 1.18676). Two lanes without the skip gates (session 13): sliding 1.19770, TTT 1.18911."""
     c = _frontier_as_measured("best-sp8192", embed="int7")
     c.model.mlp_mult = 3.25
+    c.train.seq_len = 3072
+    c.schedule.seq_schedule = "0:1024,0.33:2048,0.67:3072"
     c.eval.ttt, c.eval.final = True, "ttt"
     return c
 

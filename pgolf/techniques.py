@@ -154,7 +154,10 @@ TECHNIQUES: tuple[Technique, ...] = (
                        "predicted at 551 s of the 600 s eval budget on 8 H200s: not taken (session 20); again "
                        "1.19563 (2,610 steps), its TTT at a 2,048-token window (inside the budget, 418 s predicted) "
                        "1.19229: -0.0033 where TTT at 3,072 gave -0.0069, which leaves it level with `best`'s own "
-                       "TTT (1.19020 in session 20): not taken (session 21)"),
+                       "TTT (1.19020 in session 20): not taken (session 21); `best-sp8192` to 3,072 with TTT at "
+                       "3,072 (sp8192's val set has 30% fewer tokens): sliding 1.19157 vs 1.19547 and TTT 1.18291 vs "
+                       "1.18700 in one lease (-0.0041; another lease 1.19127 / 1.18300), TTT 393 s predicted on 8 "
+                       "H200s: `best-sp8192` takes it (session 22)"),
     Technique("Delayed QAT (export's grid)", (("schedule.qat_start_frac", 0.85),), "03-22 (late QAT)",
               "never fired in the record (compile); pgolf's fires"),
     Technique("GPTQ-lite clip search", (("quant.clip_search", True),), "03-22", "-0.0006"),
@@ -208,7 +211,9 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("Short-document TTT chunks (a document under 2,048 tokens scored and trained 16 at a time)",
               (("eval.ttt_short_chunk", 16), ("eval.ttt_short_len", 2048)),  # with eval.ttt (not a key here:
               # TTT on would make this technique on too, in the ablation's reading)
-              "#2014 (04-30), #2067 (05-01)", "part of 1.05759 (#2014, with context growth)"),
+              "#2014 (04-30), #2067 (05-01)", "part of 1.05759 (#2014, with context growth)",
+              measured="proxy (H200), TTT at 2,048 on one `ctx3` artifact: 1.19209 vs 1.19229 (-0.0002) in 357.1 s "
+                       "vs 209.1 s (698 s predicted on 8 GPUs, over the eval budget): off (session 22)"),
     Technique("Asymmetric logit rescale (the softcap's positive and negative caps learned by phased TTT's SGD)",
               (("eval.ttt", True), ("eval.ttt_phases", 3), ("eval.ttt_asym_softcap", True)),
               "#1923 (04-29), in #1945, #1953 and #2135", "-0.0013 (TTT's recovery, #1945 over #1908, 3 seeds)",

@@ -546,5 +546,5 @@ def test_the_ttt_window_defaults_to_the_models_own_context():
     from pgolf.recipes import get_recipe
 
     cfg = get_recipe("best-sp8192")
-    assert cfg.eval.ttt_seq_len == 0 and ttt_kwargs(cfg)["seq_len"] == cfg.train.seq_len == 2048
+    assert cfg.eval.ttt_seq_len == 0 and ttt_kwargs(cfg)["seq_len"] == cfg.train.seq_len == 3072
     assert ttt_kwargs(apply_overrides(cfg, ["eval.ttt_seq_len=1024"]))["seq_len"] == 1024
