@@ -1,14 +1,17 @@
 """Which compiled forwards of the document-masked frontier model at sp1024 (`best` with the mask on; session 9's
 `frontier-sp1024`) run on this GPU (BENCHMARKS, sessions 9-10):
 
-    PYTHONPATH=. python3 bench/flexdiag.py B MODE [dense]
+    python3 bench/flexdiag.py B MODE [dense]
 
 B windows of 2,048 tokens in one forward; MODE: inference | nograd | train; ``dense``: the dense mask through SDPA
 instead of FlexAttention's block mask (the model's size limit lifted, so B decides). Prints one FLEXDIAG line, OK
 or the error. Run each case in its own process: a CUDA error poisons the context."""
 import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pgolf, installed or not (the device)
 
 import pgolf.model as M
 from pgolf.config import apply_overrides

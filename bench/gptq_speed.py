@@ -5,9 +5,13 @@ checks that both give the same codes.
     python3 bench/gptq_speed.py --recipe best-sp8192 --vocab 8192 [--device cuda]
 """
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pgolf, installed or not (the device)
 
 from pgolf.model import GPT
 from pgolf.quant import bits_of, gptq_many, gptq_rows, quantize_tensor, storage_format, storage_group

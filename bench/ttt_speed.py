@@ -12,10 +12,13 @@ gives the challenge prediction of its seconds (``predicted_challenge_eval_s``, f
 ``--docs`` large enough that the documents are typical).
 """
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pgolf, installed or not (the device)
 
 from pgolf.config import apply_overrides
 from pgolf.data import load_tokens

@@ -213,3 +213,29 @@ def test_ttt_speed_script_takes_config_overrides_and_predicts_the_challenge_time
     line = next(x for x in r.stdout.splitlines() if x.startswith("eager: val_bpb"))
     assert "(predicted on the challenge's full val set on 8 GPUs like these: " in line
     assert r.stdout.strip().splitlines()[-1].startswith("eager: ") and "a (32, 48) step" in r.stdout
+
+
+def test_bench_python_scripts_import_their_own_checkout_where_pgolf_is_not_installed(tmp_path):
+    """The device runs bench/*.py from a copy of the repository where pgolf is not installed (session 22's first
+    H100 call died on `No module named 'pgolf'`): each script finds the checkout's package itself. Here pgolf is
+    made importable only from a sys.path entry naming the repository, as on the device."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    prelude = (
+        "import runpy, sys\n"
+        f"REPO = {str(repo)!r}\n"
+        "class NotInstalled:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'pgolf' and REPO not in sys.path:\n"
+        "            raise ModuleNotFoundError(\"No module named 'pgolf'\")\n"
+        "sys.meta_path.insert(0, NotInstalled())\n"
+        "sys.path[:] = [p for p in sys.path if p not in ('', '.', REPO)]\n"
+        "sys.argv = [sys.argv[1], '--help']\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    for script in ("ttt_speed.py", "gptq_speed.py"):
+        r = subprocess.run([sys.executable, "-c", prelude, str(repo / "bench" / script)], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "usage:" in r.stdout, (script, r.stderr[-1500:])
