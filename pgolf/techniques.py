@@ -263,8 +263,17 @@ def ablations(recipe: Config) -> list[tuple[str, list[str]]]:
     LoRA TTT on), unless that leaves nothing to set; turning off a technique another one extends turns that one off
     too (SmearGate v1 off: no gate at all; the GPT-J lane off: no parallel block, so one lane). A technique whose
     on/off switch the recipe has off is not on, whatever its other keys (TTT's settings in a recipe that scores
-    without TTT). Every row validates (``apply_overrides``)."""
-    from .config import apply_overrides
+    without TTT). A key whose default cannot hold in the recipe keeps the recipe's value, and the row's name says so;
+    a technique with no other key to reset has no row (``smoke``'s 64-token TTT chunk is not the records' adapters:
+    the default 256 does not fit its 128-token TTT window). Every row validates (``apply_overrides``)."""
+    from .config import ConfigError, apply_overrides
+
+    def fits(sets: list[str]) -> bool:
+        try:
+            apply_overrides(recipe, sets)
+        except ConfigError:
+            return False
+        return True
 
     default = Config()
     differs = {k for t in TECHNIQUES for k, _ in t.keys if _get(recipe, k) != _get(default, k)}
@@ -285,8 +294,14 @@ def ablations(recipe: Config) -> list[tuple[str, list[str]]]:
         # ... and the own keys of a technique that extends this one go too (no two lanes without parallel blocks)
         reset += sorted(k for u in on if mine < keys[u.name] for k in own[u.name] & differs)
         sets = [f"{k}={_get(default, k)}" for k in reset]
+        # a key whose default cannot hold beside the others (one at most) keeps the recipe's value
+        kept = [] if fits(sets) else [k for k, kv in zip(reset, sets) if fits([x for x in sets if x != kv])][:1]
+        sets = [kv for k, kv in zip(reset, sets) if k not in kept]
+        if not sets:  # on only by a value the recipe needs for itself: nothing to turn off
+            continue
         apply_overrides(recipe, sets)  # a row that cannot run is a bug here, not at the device
-        out.append((t.name, sets))
+        note = "; ".join(f"{k} kept at {_get(recipe, k)}" for k in kept)
+        out.append((f"{t.name} ({note}: the default does not fit this recipe)" if kept else t.name, sets))
     return out
 
 

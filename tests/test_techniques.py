@@ -828,6 +828,27 @@ def test_ablation_rows_turn_one_technique_off_each():
     assert main(["techniques", "--ablate"]) == 2
 
 
+def test_every_recipe_has_an_ablation_and_a_default_that_cannot_hold_keeps_the_recipes_value():
+    """`pgolf techniques --recipe R --ablate` runs for every recipe. smoke's 64-token TTT chunk differs from the
+    default (256) only because its TTT window is 128 tokens: the records' adapters are not on in it, so no row;
+    with their rank too, the row resets the rank and keeps the chunk, and its name says so (session 21: the whole
+    command stopped on that row)."""
+    from pgolf.config import apply_overrides
+    from pgolf.recipes import RECIPES, get_recipe
+    from pgolf.techniques import ablations
+
+    for name in RECIPES:
+        for row, sets in ablations(get_recipe(name)):
+            apply_overrides(get_recipe(name), sets)
+    adapters = "Document-independent LoRA TTT, the records' adapters"
+    smoke = get_recipe("smoke")
+    assert not any(row.startswith(adapters) for row, _ in ablations(smoke))
+    rows = [(row, sets) for row, sets in ablations(apply_overrides(smoke, ["eval.ttt_rank=80"])) if
+            row.startswith(adapters)]
+    assert len(rows) == 1 and rows[0][1] == ["eval.ttt_rank=8"]
+    assert rows[0][0].endswith("(eval.ttt_chunk kept at 64: the default does not fit this recipe)")
+
+
 def test_ablate_script_finds_a_row_by_number_or_by_a_piece_of_its_name(tmp_path):
     """bench/ablate.sh RECIPE N|NAME runs bench/proxy.sh as ablate-N (or as $NAME) with the row's --sets (here a
     stand-in proxy that prints its arguments), scored by the sliding eval with TTT off; a name piece that names two
