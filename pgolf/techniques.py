@@ -294,12 +294,13 @@ def ablations(recipe: Config) -> list[tuple[str, list[str]]]:
         # ... and the own keys of a technique that extends this one go too (no two lanes without parallel blocks)
         reset += sorted(k for u in on if mine < keys[u.name] for k in own[u.name] & differs)
         sets = [f"{k}={_get(default, k)}" for k in reset]
-        # a key whose default cannot hold beside the others (one at most) keeps the recipe's value
-        kept = [] if fits(sets) else [k for k, kv in zip(reset, sets) if fits([x for x in sets if x != kv])][:1]
-        sets = [kv for k, kv in zip(reset, sets) if k not in kept]
-        if not sets:  # on only by a value the recipe needs for itself: nothing to turn off
-            continue
-        apply_overrides(recipe, sets)  # a row that cannot run is a bug here, not at the device
+        kept = []
+        if not fits(sets):  # a key whose default cannot hold beside the others (one at most) keeps the recipe's value
+            kept = [k for k, kv in zip(reset, sets) if fits([x for x in sets if x != kv])][:1]
+            sets = [kv for k, kv in zip(reset, sets) if k not in kept]
+            if not sets:  # on only by a value the recipe needs for itself: nothing to turn off
+                continue
+            apply_overrides(recipe, sets)  # a row that cannot run is a bug here, not at the device
         note = "; ".join(f"{k} kept at {_get(recipe, k)}" for k in kept)
         out.append((f"{t.name} ({note}: the default does not fit this recipe)" if kept else t.name, sets))
     return out
