@@ -4,12 +4,12 @@
 #
 #   bench/concurrent.sh "GPUS NAME RECIPE [args...]" ...     e.g.  "0 pr236 seed-pr236" "2,3 best2 best"
 #
-# A spec's environment (VOCAB=8192, PGOLF_ENTRY=..., BUDGET=...) goes in front: "VOCAB=8192 3 sp8192 best".
+# A spec's environment (VOCAB=8192, TOK=NAME, PGOLF_ENTRY=..., BUDGET=...) goes in front: "VOCAB=8192 3 sp8192 best".
 # NPROC is the number of GPUs listed. Each run's output goes to $OUT/NAME.log; the SUMMARY lines are printed at the end.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/out}; mkdir -p "$out"
-vocabs=$(printf '%s\n' "$@" | grep -o 'VOCAB=[0-9]*' | cut -d= -f2 | sort -u)
+vocabs=$(printf '%s\n' "$@" | grep -o '\(VOCAB\|TOK\)=[^ ]*' | cut -d= -f2 | sort -u)
 bench/data.sh 1024 $vocabs || exit 1
 names=()
 for spec in "$@"; do

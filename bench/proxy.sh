@@ -4,11 +4,13 @@
 #
 #   bench/proxy.sh NAME RECIPE [pgolf train args...]
 #
-# Environment: VOCAB (1024, the default; 4096 or 8192: golfbench re-tokenized), NPROC (processes under torchrun,
-# default 1: pin GPUs with CUDA_VISIBLE_DEVICES), BUDGET (seconds, default 240), SHARE (--gpu-share, default 8),
-# PGOLF_ENTRY (a packed train_gpt.py to run instead of the package; RECIPE is then ignored), ALONE=1 (pack RECIPE
-# with the same flags, copy the file alone into an empty folder and run it there, checking first that pgolf cannot
-# be imported in it: the way a reviewer runs a records folder), KEEP_ARTIFACT=1 (copy the artifact to $OUT too).
+# Environment: VOCAB (1024, the default; 4096 or 8192: golfbench re-tokenized with the challenge's tokenizers), TOK
+# (instead of VOCAB: a tokenizer of one's own, .bench/tokenizers/TOK.model, e.g. a CaseOps one; see bench/data.sh),
+# NPROC (processes under torchrun, default 1: pin GPUs with CUDA_VISIBLE_DEVICES), BUDGET (seconds, default 240),
+# SHARE (--gpu-share, default 8), PGOLF_ENTRY (a packed train_gpt.py to run instead of the package; RECIPE is then
+# ignored), ALONE=1 (pack RECIPE with the same flags, copy the file alone into an empty folder and run it there,
+# checking first that pgolf cannot be imported in it: the way a reviewer runs a records folder), KEEP_ARTIFACT=1
+# (copy the artifact to $OUT too).
 #
 # Expects .bench/ (git-ignored, carried to the device) holding text/golfbench_{train,val}.jsonl.xz, tokenizers/ and
 # wheels/ (zstandard for the device's Python). The shards are built from the text into .data/ once per machine
@@ -19,8 +21,9 @@ name=$1; recipe=$2; shift 2
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 vocab=${VOCAB:-1024}
-bench/data.sh "$vocab"
-data=.data/golfbench_sp$vocab
+tok=${TOK:-fineweb_${vocab}_bpe}
+bench/data.sh "${TOK:-$vocab}"
+data=.data/golfbench_${TOK:-sp$vocab}
 runs=/tmp/pgolf-runs; mkdir -p "$runs"
 export PYTHONUNBUFFERED=1
 entry=(-m pgolf train --recipe "$recipe")
@@ -39,7 +42,7 @@ launch=(python3)
 [ "${NPROC:-1}" -gt 1 ] && launch=(python3 -m torch.distributed.run --standalone --nproc_per_node="$NPROC")
 packflags=(--gpu-share "${SHARE:-8}" --budget "${BUDGET:-240}" "$@")
 [ -n "${ALONE:-}" ] && packflags=()  # baked into the packed file
-"${launch[@]}" "${entry[@]}" --data "$data" --tokenizer "$here/.bench/tokenizers/fineweb_${vocab}_bpe.model" \
+"${launch[@]}" "${entry[@]}" --data "$data" --tokenizer "$here/.bench/tokenizers/$tok.model" \
   "${packflags[@]}" --out "$runs" --name "$name" 2>&1 | grep --line-buffered -v "^step:[0-9]*[1-9]/" || true
 cd "$here"
 [ -n "${ALONE:-}" ] && { cmp "$alone/train_gpt.py" "$runs/$name/train_gpt.py" && echo "ALONE: the run kept the very file it ran"; }

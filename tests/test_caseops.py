@@ -304,3 +304,46 @@ def test_a_caseops_run_divides_by_the_sidecars_and_the_audit_checks_them(built, 
     (run / "summary.json").write_text(json.dumps(s))
     main(["audit", str(run), "--data", str(other)])
     assert lines(capsys.readouterr().out)["data: bytes of the original text"] == "FAIL"
+
+
+def test_bench_data_script_builds_a_named_tokenizer_with_the_transform_it_needs(built, tmp_path):
+    """bench/data.sh NAME (what bench/proxy.sh runs for TOK=NAME): golfbench's text through .bench/tokenizers/
+    NAME.model into .data/golfbench_NAME, with --caseops exactly when the tokenizer is a CaseOps one (byte sidecars
+    of the original bytes beside the val shards); a name with no tokenizer is one line and exit 2."""
+    import lzma
+    import os
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    root = tmp_path / "repo"
+    (root / "bench").mkdir(parents=True)
+    shutil.copy(repo / "bench" / "data.sh", root / "bench" / "data.sh")
+    text, toks = root / ".bench" / "text", root / ".bench" / "tokenizers"
+    text.mkdir(parents=True)
+    toks.mkdir()
+    _, tok, _ = built
+    val = make_docs(5, seed=3)
+    for split, docs in (("train", make_docs(40, seed=2)), ("val", val)):
+        with lzma.open(text / f"golfbench_{split}.jsonl.xz", "wt", encoding="utf-8") as f:
+            f.write("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    shutil.copy(tok, toks / "caps.model")
+    assert data_cli(["tokenizer", "--input", str(text / "golfbench_train.jsonl.xz"), "--vocab", "400", "--out",
+                     str(toks / "plain")]) == 0
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+
+    def data_sh(*names):
+        return subprocess.run(["bash", str(root / "bench" / "data.sh"), *names], env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    r = data_sh("caps", "plain")
+    assert r.returncode == 0, r.stderr[-2000:]
+    caps, plain = (json.loads((root / ".data" / f"golfbench_{n}" / "manifest.json").read_text())
+                   for n in ("caps", "plain"))
+    assert caps["transform"] == caseops.NAME and "transform" not in plain
+    assert caps["splits"]["val"]["sidecar_bytes"] == sum(len(d.encode("utf-8")) for d in val)
+    assert list((root / ".data" / "golfbench_caps").glob("fineweb_val_bytes_*.bin"))
+    assert not list((root / ".data" / "golfbench_plain").glob("fineweb_val_bytes_*.bin"))
+    r = data_sh("nosuch")
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "bench/data.sh: no tokenizer .bench/tokenizers/nosuch.model for 'nosuch'"), r.stderr
