@@ -7,11 +7,11 @@
 #   e.g. bench/ttt_variants.sh /tmp/pgolf-runs/ablate-0/model.pgz "recipe:" "short16:eval.ttt_short_chunk=16" \
 #          "asym:eval.ttt_prefix_frac=0.5;eval.ttt_asym_softcap=true"
 #
-# Environment: DATA (shard folder; default .data/golfbench_sp1024 where it exists, as bench/data.sh builds it, else
-# the data the run used), TOKENIZER (with a data folder; default .bench/tokenizers/fineweb_1024_bpe.model), LIMIT
-# (seconds a variant may take, default 580), SETS ("key=value key=value": --set for every variant). Each variant's
-# output goes straight to $OUT/ttt-NAME.txt (one cut by LIMIT keeps what it printed); $OUT/ttt_variants.json and
-# the printed table give per variant its val_bpb, eval seconds, the challenge prediction and the compile warm-up.
+# Environment: DATA (shard folder; default: the data and tokenizer the run used, as the artifact records them),
+# TOKENIZER (with DATA: its tokenizer, where pgolf does not find it next to the data), LIMIT (seconds a variant may
+# take, default 580), SETS ("key=value key=value": --set for every variant). Each variant's output goes straight to
+# $OUT/ttt-NAME.txt (one cut by LIMIT keeps what it printed); $OUT/ttt_variants.json and the printed table give per
+# variant its val_bpb, eval seconds, the challenge prediction and the compile warm-up.
 set -uo pipefail
 artifact=$1; shift
 cd "$(dirname "$0")/.."
@@ -19,11 +19,10 @@ out=${OUT:-/tmp/out}; mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 [ -f "$artifact" ] || { echo "bench/ttt_variants.sh: no artifact at $artifact" >&2; exit 2; }
 common=(--mode ttt --set eval.ttt=true)
-data=${DATA:-.data/golfbench_sp1024}
-if [ -d "$data" ]; then
-  common+=(--data "$data")
-  tok=${TOKENIZER:-.bench/tokenizers/fineweb_1024_bpe.model}
-  [ -f "$tok" ] && common+=(--tokenizer "$tok")
+if [ -n "${DATA:-}" ]; then
+  [ -d "$DATA" ] || { echo "bench/ttt_variants.sh: DATA=$DATA is not a folder" >&2; exit 2; }
+  common+=(--data "$DATA")
+  [ -n "${TOKENIZER:-}" ] && common+=(--tokenizer "$TOKENIZER")
 fi
 for kv in ${SETS:-}; do common+=(--set "$kv"); done
 names=()

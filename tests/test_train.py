@@ -370,8 +370,9 @@ def test_requant_compares_export_policies_on_the_same_weights(tmp_path, embedded
 def test_ttt_variants_script_scores_each_variant_on_one_artifact(tiny_run, tmp_path):
     """bench/ttt_variants.sh ARTIFACT "NAME:k=v;k=v" ...: `pgolf eval --mode ttt` per variant on the same weights,
     each output in $OUT/ttt-NAME.txt, a row per variant in $OUT/ttt_variants.json; the artifact's own settings give
-    the run's TTT score to the digit, a variant's sets move it, a variant that fails leaves no score and exit 1, a
-    malformed variant or a missing artifact is one line and exit 2 before any eval."""
+    the run's TTT score to the digit on the data the artifact records, a variant's sets move it, a variant that
+    fails leaves no score and exit 1, a malformed variant, a missing artifact or a DATA that is not a folder is one
+    line and exit 2 before any eval."""
     import os
     import subprocess
     import sys
@@ -383,11 +384,12 @@ def test_ttt_variants_script_scores_each_variant_on_one_artifact(tiny_run, tmp_p
     (tmp_path / "bin" / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     (tmp_path / "bin" / "python3").chmod(0o755)
     env = dict(os.environ, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}", PYTHONPATH=str(repo),
-               OUT=str(tmp_path / "out"), DATA=str(tmp_path / "no-such-folder"))
+               OUT=str(tmp_path / "out"))
+    env.pop("DATA", None)
 
-    def variants(*args):
-        return subprocess.run(["bash", str(repo / "bench" / "ttt_variants.sh"), *args], env=env, capture_output=True,
-                              text=True, timeout=600)
+    def variants(*args, **extra):
+        return subprocess.run(["bash", str(repo / "bench" / "ttt_variants.sh"), *args], env=dict(env, **extra),
+                              capture_output=True, text=True, timeout=600)
 
     r = variants(str(out / "model.pgz"), "own:", "short:eval.ttt_short_chunk=4;eval.ttt_short_len=1000000",
                  "bad:eval.ttt_short_chunk=4096")
@@ -396,6 +398,7 @@ def test_ttt_variants_script_scores_each_variant_on_one_artifact(tiny_run, tmp_p
     assert rows["own"]["val_bpb"] == pytest.approx(s["roundtrip"]["ttt"]["val_bpb"], abs=1e-8)
     assert rows["short"]["val_bpb"] not in (None, rows["own"]["val_bpb"]) and rows["bad"]["val_bpb"] is None
     assert "ttt_short_chunk=4096" in (tmp_path / "out" / "ttt-bad.txt").read_text()
-    for args in ((str(out / "model.pgz"), "no-colon"), (str(tmp_path / "none.pgz"), "own:")):
-        r = variants(*args)
+    for args, extra in (((str(out / "model.pgz"), "no-colon"), {}), ((str(tmp_path / "none.pgz"), "own:"), {}),
+                        ((str(out / "model.pgz"), "own:"), {"DATA": str(tmp_path / "no-such-folder")})):
+        r = variants(*args, **extra)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "==" not in r.stdout, r
