@@ -193,26 +193,42 @@ def test_ranks_script_compares_one_process_with_two(tmp_path, embedded_dir):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "RANKS" not in r.stdout
 
 
-def test_ttt_speed_script_takes_config_overrides_and_predicts_the_challenge_time(embedded_dir):
+def test_ttt_speed_script_takes_config_overrides_and_predicts_the_challenge_time(embedded_dir, tmp_path):
     """bench/ttt_speed.py --set reaches TTT's settings (a window of the challenge's context on random weights: how
     session 20 would have timed TTT at 3,072 on an H100 without training a model first), and each path's line
-    carries the challenge prediction of its seconds."""
+    carries the challenge prediction of its seconds. It times the first --docs documents with all their targets,
+    by default every document of the val set, the last one's included (session 22's slicing dropped it)."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
+    from pgolf.data import load_tokens, write_shard
+    from pgolf.evaluate import find_docs
+
     repo = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, str(repo / "bench" / "ttt_speed.py"), "--recipe", "smoke", "--data",
-                        str(embedded_dir), "--tokenizer", str(Path(embedded_dir) / "embedded.model"), "--docs", "3",
-                        "--paths", "eager", "--device", "cpu", "--set", "eval.ttt_seq_len=48",
-                        "--set", "eval.ttt_chunk=16"], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "'chunk': 16" in r.stdout and "'seq_len': 48" in r.stdout
-    line = next(x for x in r.stdout.splitlines() if x.startswith("eager: val_bpb"))
+    toks = load_tokens(sorted(Path(embedded_dir).glob("fineweb_val_*.bin")))
+    docs = find_docs(toks, 1)
+    four = tmp_path / "four"  # a val set of the first four documents
+    four.mkdir()
+    write_shard(four / "fineweb_val_000000.bin", toks[:docs[4][0]].numpy().astype("uint16"))
+
+    def speed(data, *args):
+        r = subprocess.run([sys.executable, str(repo / "bench" / "ttt_speed.py"), "--recipe", "smoke", "--data",
+                            str(data), "--tokenizer", str(Path(embedded_dir) / "embedded.model"), *args,
+                            "--paths", "eager", "--device", "cpu", "--set", "eval.ttt_seq_len=48",
+                            "--set", "eval.ttt_chunk=16"], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout
+
+    out = speed(embedded_dir, "--docs", "3")
+    assert "'chunk': 16" in out and "'seq_len': 48" in out
+    assert f" tokens {docs[2][0] + docs[2][1]:,} " in out.splitlines()[0]  # 3 documents and the 4th's BOS
+    line = next(x for x in out.splitlines() if x.startswith("eager: val_bpb"))
     assert "(predicted on the challenge's full val set on 8 GPUs like these: " in line
-    assert r.stdout.strip().splitlines()[-1].startswith("eager: ") and "a (32, 48) step" in r.stdout
+    assert out.strip().splitlines()[-1].startswith("eager: ") and "a (32, 48) step" in out
+    assert f" tokens {docs[4][0]:,} " in speed(four).splitlines()[0]  # all four, to the last token
 
 
 def test_bench_python_scripts_import_their_own_checkout_where_pgolf_is_not_installed(tmp_path):
