@@ -24,6 +24,7 @@ class Technique:
     source: str
     claimed: str
     measured: str = "-"
+    data: str = ""  # a technique of the data, not of the config (no keys): how a data set gets it
 
 
 TECHNIQUES: tuple[Technique, ...] = (
@@ -220,6 +221,14 @@ TECHNIQUES: tuple[Technique, ...] = (
               measured="proxy (H200), TTT at 2,048 on one `ctx3` artifact: 1.19229344 vs 1.19228986 without "
                        "(+0.000004); the caps stayed at 30.000: the proxy's three phases run ~6 SGD steps at lr "
                        "0.001 (~95 over the challenge's 62M-token val set), too few to move them (session 21)"),
+    Technique("CaseOps (case as operator tokens; bytes from a sidecar of the original text)", (),
+              "#1729 (04-18); the top three records' data (romeerp/parameter-golf-caseops-v1)",
+              "0.005-0.006 nats a token; 1.07193 -> 1.06780 with a WD taper",
+              measured="proxy (H200), one lease, `best-sp8192` on golfbench with sp8192 tokenizers trained on its "
+                       "train text: CaseOps final 1.17469 vs 1.18918 plain (-0.0145; 6.4% more tokens, each 7.2% "
+                       "cheaper); TTT 1.16624 in 207.6 s (409 s predicted on 8 GPUs). golfbench is mostly "
+                       "Wikipedia: the FineWeb share of the gain not measured yet (BENCHMARKS, session 23)",
+              data="data: `pgolf data tokenizer --caseops`, then `pgolf data build --caseops`"),
     Technique("LQER (rank-4 error correction, int2/int4 factors)", (("quant.lqer_top", 3), ("quant.lqer_rank", 4)),
               "#1797 (04-27)", "part of 1.0611 (#1855)",
               measured="proxy: top 4 -0.0002 (best, +9.7 KB) / -0.0004 (best-sp8192, +12 KB) (BENCHMARKS, "
@@ -243,14 +252,17 @@ def _get(cfg: Config, key: str):
 
 
 def rows(recipe: Config | None = None) -> list[dict]:
+    """One row per technique; a technique of the data (``Technique.data``) has its way in as its switch, and no
+    default or recipe value: it is on when the data is built with it, whatever the recipe."""
     default = Config()
     out = []
     for t in TECHNIQUES:
-        keys = ", ".join(f"{k}={v}" for k, v in t.keys)
-        row = {"technique": t.name, "switch": keys, "default": ", ".join(f"{_get(default, k)}" for k, _ in t.keys),
+        keys = ", ".join(f"{k}={v}" for k, v in t.keys) or t.data
+        row = {"technique": t.name, "switch": keys,
+               "default": ", ".join(f"{_get(default, k)}" for k, _ in t.keys) or "-",
                "source": t.source, "claimed": t.claimed, "measured": t.measured}
         if recipe is not None:
-            row["recipe"] = ", ".join(f"{_get(recipe, k)}" for k, _ in t.keys)
+            row["recipe"] = ", ".join(f"{_get(recipe, k)}" for k, _ in t.keys) or "(the data's)"
         out.append(row)
     return out
 

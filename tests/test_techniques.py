@@ -598,6 +598,7 @@ def test_techniques_table_names_real_switches():
     from pgolf.techniques import TECHNIQUES, rows
 
     for t in TECHNIQUES:  # every switch exists and its "on" value is accepted
+        assert bool(t.keys) != bool(t.data), t.name  # a config switch, or a technique of the data: one of the two
         sets = [f"{k}={v}" for k, v in t.keys if v != "num_layers"]
         if any(k == "schedule.seq_schedule" for k, _ in t.keys):  # lengths up to 3072 in the frontier's batch
             sets += ["train.seq_len=3072", "train.batch_tokens=786432", "train.micro_batch_tokens=98304"]
@@ -606,6 +607,9 @@ def test_techniques_table_names_real_switches():
         apply_overrides(Config(), sets)
     r = {x["technique"]: x for x in rows(get_recipe("best-v1"))}
     assert r["XSA on every layer"]["recipe"] == "9" and r["EMA of the weights"]["recipe"] == "0.997"
+    caseops = next(x for n, x in r.items() if n.startswith("CaseOps"))  # the data's, in any recipe
+    assert caseops["switch"].startswith("data: ") and "--caseops" in caseops["switch"]
+    assert (caseops["default"], caseops["recipe"]) == ("-", "(the data's)")
 
 
 def test_fused_softcap_cross_entropy_matches_the_plain_loss_in_float64():
