@@ -124,18 +124,27 @@ def _resume(args) -> int:
 def cmd_eval(args) -> int:
     from .dist import rank_world
     from .evaluate import challenge_eval_note, predicted_challenge_eval_s
-    from .score import score_artifact
+    from .score import by_source, score_artifact
 
     def progress(msg: str) -> None:  # data checks and the eval modes' progress lines; the scores go to stdout
         print(msg, file=sys.stderr, flush=True)
 
+    sources = None
+    if args.by_source:
+        from .datasets import document_sources
+
+        sources = document_sources(args.by_source)
     res = score_artifact(args.artifact, args.data, args.tokenizer, args.mode, args.overrides, device=args.device,
-                         log=progress if int(os.environ.get("RANK", "0")) == 0 else None)
+                         log=progress if int(os.environ.get("RANK", "0")) == 0 else None, sources=sources,
+                         sources_file=args.by_source or "")
     world = rank_world()[1]
     for mode, r in res.items():
         print(f"{mode}: val_loss:{r.loss:.8f} val_bpb:{r.bpb:.8f} tokens:{r.tokens} bytes:{r.bytes:.0f} "
               f"eval:{r.seconds:.1f}s "
               + challenge_eval_note(predicted_challenge_eval_s(r.seconds, r.bytes, world, r.serial_s)))
+        if sources is not None:
+            for src, (bpb, docs, n, nbytes) in by_source(r, sources).items():
+                print(f"{mode} by source: {src}: val_bpb:{bpb:.8f} docs:{docs} tokens:{n} bytes:{nbytes:.0f}")
     return 0
 
 
@@ -232,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="score a saved artifact on a shard set",
-                       **_examples("pgolf eval runs/RUN/model.pgz", "pgolf eval model.pgz --data DIR --mode sliding"))
+                       **_examples("pgolf eval runs/RUN/model.pgz", "pgolf eval model.pgz --data DIR --mode sliding",
+                                   "pgolf eval model.pgz --mode sliding --by-source golfbench_val.jsonl.xz"))
     p.add_argument("artifact")
     p.add_argument("--data", help="shard folder (default: the data the run used, if it is still there)")
     p.add_argument("--tokenizer")
@@ -240,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="eval mode(s); default: those the run used")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--by-source", metavar="TEXT.jsonl", help="also each mode's score per source: the val documents "
+                   "as JSON lines with a \"source\" field, in the order the val set was built from them (golfbench's "
+                   "text/golfbench_val.jsonl.xz: fineweb and wiki)")
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("recipes", help="describe every recipe, or print one's full config",

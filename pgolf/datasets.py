@@ -141,6 +141,26 @@ def iter_documents(path: str | os.PathLike) -> Iterator[str]:
     return (_parse_document(line, jsonl, f"{path}:{lineno}") for lineno, line in lines)
 
 
+def document_sources(path: str | os.PathLike) -> list[str]:
+    """The "source" field of each document of a JSON-lines file, in file order (golfbench's text: "fineweb" or
+    "wiki"), for splitting a score by where its documents came from (``pgolf eval --by-source``)."""
+    path = Path(path)
+    _, jsonl = _document_format(path)
+    if not jsonl:
+        raise InputError(f'{path}: --by-source needs JSON lines with a "source" field, not one document per line')
+    out = []
+    for lineno, line in _raw_documents(path):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{lineno}: not valid JSON ({e})") from None
+        src = obj.get("source") if isinstance(obj, dict) else None
+        if not isinstance(src, str):
+            raise InputError(f'{path}:{lineno}: expected a JSON object with a "source" string')
+        out.append(src)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Tokenizer
 

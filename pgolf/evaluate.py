@@ -41,6 +41,9 @@ class EvalResult:
     seconds: float = 0.0
     serial_s: float = 0.0  # of ``seconds``, the work every process repeats (phased TTT's global SGD)
     warmup_s: float = 0.0  # before ``seconds``, outside the eval timer: compiling on random tokens (compiled evals)
+    # per document (``find_docs``' order): (nll, tokens, bytes) -- from TTT always, from the windowed modes with
+    # ``by_doc``; for splitting a score by the documents' source (``pgolf eval --by-source``), not for the score
+    doc_sums: list[tuple[float, int, float]] | None = None
 
     @property
     def loss(self) -> float:
@@ -173,7 +176,8 @@ def _warm_windows(model: nn.Module, batch_seqs: int, seq_len: int, last: int, de
 @torch.no_grad()
 def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, seq_len: int, stride: int,
                  batch_seqs: int, device: torch.device, log: Callable[[str], None] | None = None,
-                 label: str = "eval", first_model: nn.Module | None = None, warm_up: bool = False) -> EvalResult:
+                 label: str = "eval", first_model: nn.Module | None = None, warm_up: bool = False,
+                 by_doc: bool = False, bos_id: int = 1) -> EvalResult:
     """Sliding-window eval (plain eval is stride == seq_len). ``model(x, y, reduction='none')`` -> (B, T) nats;
     ``table``: a ByteTable, or the bytes of every position of ``tokens`` as a target (``target_bytes``).
 
@@ -184,7 +188,9 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, se
     ``first_model`` where given: the eager model beside a compiled ``model``, whose graph fixes ``last``, so that a
     sliding eval compiles one graph, not two (the second cost ~16 s on an H200, session 13). ``warm_up`` (a compiled
     ``model``): that graph is built on random tokens before the timer (``_warm_windows``), its seconds in
-    ``warmup_s``."""
+    ``warmup_s``. ``by_doc``: also the sums of each document (split at ``bos_id``) in ``doc_sums`` (added in
+    another order than the score's, atomically on a GPU: they agree with it to rounding); the score itself is the
+    same either way."""
     t0 = time.perf_counter()
     rank, world = rank_world()
     plan = window_plan(tokens.numel(), seq_len, stride)
@@ -193,6 +199,13 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, se
     toks = tokens.to(device=device, dtype=torch.int64)
     nbytes = target_bytes(table, toks)  # (N,) int32
     sums = torch.zeros(hi - lo, 3, dtype=torch.float64, device=device)  # per block: nll, tokens, bytes
+    if by_doc:  # the document of each target position: that of the last document start before it
+        docs = find_docs(tokens, bos_id)
+        is_start = torch.zeros(toks.numel(), dtype=torch.int64, device=device)
+        is_start[[d[0] for d in docs]] = 1
+        doc_of = torch.cumsum(is_start, 0) - 1
+        doc_of = torch.cat([doc_of[:1], doc_of[:-1]])  # target t: the document of the token t - 1
+        per_doc = torch.zeros(len(docs), 3, dtype=torch.float64, device=device)
     pos = torch.arange(seq_len, device=device)
     was_training = [(m, m.training) for m in (model, first_model) if m is not None]
     for m, _ in was_training:
@@ -222,11 +235,20 @@ def eval_windows(model: nn.Module, tokens: Tensor, table: ByteTable | Tensor, se
             sums[k, 0] = (nll.double() * mask).sum()
             sums[k, 1] = mask.sum()
             sums[k, 2] = (yb.double() * mask).sum()
+            if by_doc:
+                d = doc_of[idx + 1][:, -tail:] if tail else doc_of[idx + 1]
+                per_doc.index_add_(0, d[mask], torch.stack([nll.double()[mask], torch.ones_like(d[mask]).double(),
+                                                            yb.double()[mask]], 1))
             progress.update(k + 1)
     for m, training in reversed(was_training):
         m.train(training)
     nll, n, nbytes = exact_total(sums, n_blocks)
-    return EvalResult(nll, n, nbytes, time.perf_counter() - t0 - warm_s, warmup_s=warm_s)
+    doc_sums = None
+    if by_doc:
+        if world > 1:
+            dist.all_reduce(per_doc)
+        doc_sums = [(a, int(round(b)), c) for a, b, c in per_doc.cpu().tolist()]
+    return EvalResult(nll, n, nbytes, time.perf_counter() - t0 - warm_s, warmup_s=warm_s, doc_sums=doc_sums)
 
 
 # ---------------- LoRA test-time training ----------------
@@ -607,7 +629,8 @@ def eval_ttt(model, tokens: Tensor, table: ByteTable | Tensor, device: torch.dev
     cols = sums.cpu().tolist()
     nll, n, nbytes = math.fsum(r[0] for r in cols), int(round(math.fsum(r[1] for r in cols))), \
         math.fsum(r[2] for r in cols)
-    return EvalResult(nll, n, nbytes, time.perf_counter() - t0, sgd_s, warm)
+    return EvalResult(nll, n, nbytes, time.perf_counter() - t0, sgd_s, warm,
+                      doc_sums=[(a, int(round(b)), c) for a, b, c in cols])
 
 
 EVAL_MODES = ("plain", "sliding", "ttt")
@@ -632,11 +655,12 @@ def check_modes(cfg, modes: list[str], where: str) -> None:
 
 
 def evaluate(model, eval_model, cfg, val_tokens: Tensor, table: ByteTable | Tensor, device: torch.device,
-             modes: list[str], log: Callable[[str], None] | None = None) -> dict[str, EvalResult]:
+             modes: list[str], log: Callable[[str], None] | None = None, by_doc: bool = False
+             ) -> dict[str, EvalResult]:
     """The eval modes of a run's config: plain (non-overlapping windows of the eval length), sliding (stride
     ``eval.sliding_stride``) and ttt; ``table`` as in ``eval_windows`` (a run passes ``DataSet.val_bytes``).
     ``eval_model`` (compiled, maybe) runs the no-grad forwards; ``model`` the TTT, which needs gradients through
-    adapters the compiled graph does not know."""
+    adapters the compiled graph does not know. ``by_doc``: every mode's ``doc_sums`` too."""
     e = cfg.eval
     seq = e.seq_len or cfg.train.seq_len
     warm = eval_model is not model  # compiled: its graphs built on random tokens before each eval's timer
@@ -644,10 +668,11 @@ def evaluate(model, eval_model, cfg, val_tokens: Tensor, table: ByteTable | Tens
     for mode in modes:
         if mode == "plain":
             out[mode] = eval_windows(eval_model, val_tokens, table, seq, seq, max(1, e.batch_tokens // seq), device,
-                                     log, "plain eval", warm_up=warm)
+                                     log, "plain eval", warm_up=warm, by_doc=by_doc, bos_id=cfg.model.bos_id)
         elif mode == "sliding":
             out[mode] = eval_windows(eval_model, val_tokens, table, seq, e.sliding_stride, e.sliding_batch_seqs,
-                                     device, log, "sliding eval", first_model=model, warm_up=warm)
+                                     device, log, "sliding eval", first_model=model, warm_up=warm, by_doc=by_doc,
+                                     bos_id=cfg.model.bos_id)
         elif mode == "ttt":
             out[mode] = eval_ttt(model, val_tokens, table, device, **ttt_kwargs(cfg),
                                  compile_=e.ttt_compile and device.type == "cuda", log=log)

@@ -274,17 +274,25 @@ def test_a_short_sidecar_ends_the_command_with_exit_code_2(built, tmp_path):
     assert str(bad) in p.stderr and "Traceback" not in p.stderr
 
 
-def test_a_caseops_run_divides_by_the_sidecars_and_the_audit_checks_them(built, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def caseops_run(built, tmp_path_factory):
+    """A smoke run trained on the CaseOps build: its run directory."""
+    out, tok, _ = built
+    runs = tmp_path_factory.mktemp("caseops_runs")
+    sets = [a for s in tiny_overrides(eval__max_tokens=0) + [f"data.tokenizer={tok}", "model.vocab_size=0"]
+            for a in ("--set", s)]
+    p = run_cli(["-m", "pgolf", "train", "--recipe", "smoke", "--data", str(out), "--out", str(runs), "--name",
+                 "c", *sets], env={"OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    return runs / "c"
+
+
+def test_a_caseops_run_divides_by_the_sidecars_and_the_audit_checks_them(built, caseops_run, tmp_path, capsys):
     from pgolf.cli import main
     from test_audit import lines
 
     out, tok, val_docs = built
-    sets = [a for s in tiny_overrides(eval__max_tokens=0) + [f"data.tokenizer={tok}", "model.vocab_size=0"]
-            for a in ("--set", s)]
-    p = run_cli(["-m", "pgolf", "train", "--recipe", "smoke", "--data", str(out), "--out", str(tmp_path), "--name",
-                 "c", *sets], env={"OMP_NUM_THREADS": "1"})
-    assert p.returncode == 0, p.stderr[-3000:]
-    run = tmp_path / "c"
+    run = caseops_run
     summary = json.loads((run / "summary.json").read_text())
     assert "sidecar" in summary["byte_source"] and "byte sidecars" in (run / "train.log").read_text()
     original = sum(len(d.encode("utf-8")) for d in val_docs)
@@ -347,3 +355,38 @@ def test_bench_data_script_builds_a_named_tokenizer_with_the_transform_it_needs(
     r = data_sh("nosuch")
     assert r.returncode == 2 and r.stderr.strip() == (
         "bench/data.sh: no tokenizer .bench/tokenizers/nosuch.model for 'nosuch'"), r.stderr
+
+
+def test_eval_splits_every_modes_score_by_the_documents_source(built, caseops_run, tmp_path):
+    """`pgolf eval --by-source TEXT.jsonl`: per mode, one line per source (the documents' "source" field, in the
+    order the val set was built from them) whose tokens, bytes and NLL add up to the mode's own; a file with
+    another number of documents than the val set is one line naming it, exit 2, before any eval."""
+    import re
+
+    out, _, val_docs = built
+    src = tmp_path / "val.jsonl"
+    names = ["wiki" if i % 3 == 1 else "fineweb" for i in range(len(val_docs))]
+    src.write_text("".join(json.dumps({"source": n, "text": d}) + "\n" for n, d in zip(names, val_docs)))
+    p = run_cli(["-m", "pgolf", "eval", str(caseops_run / "model.pgz"), "--data", str(out), "--by-source", str(src)],
+                env={"OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    modes = {m: (float(b), int(t), int(n)) for m, b, t, n in
+             re.findall(r"^(\w+): val_loss:\S+ val_bpb:(\S+) tokens:(\d+) bytes:(\d+)", p.stdout, re.M)}
+    assert set(modes) == {"plain", "sliding", "ttt"}
+    for mode, (bpb, tokens, nbytes) in modes.items():
+        rows = re.findall(rf"^{mode} by source: (\w+): val_bpb:(\S+) docs:(\d+) tokens:(\d+) bytes:(\d+)$",
+                          p.stdout, re.M)
+        assert [r[0] for r in rows] == ["fineweb", "wiki"]
+        assert [int(r[2]) for r in rows] == [names.count("fineweb"), names.count("wiki")]
+        assert sum(int(r[3]) for r in rows) == tokens and sum(int(r[4]) for r in rows) == nbytes
+        wiki_bytes = sum(len(d.encode("utf-8")) for n, d in zip(names, val_docs) if n == "wiki")
+        assert int(rows[1][4]) == wiki_bytes  # the sidecar's original bytes of those documents
+        assert sum(float(r[1]) * int(r[4]) for r in rows) / nbytes == pytest.approx(bpb, rel=1e-7)
+        assert float(rows[0][1]) != float(rows[1][1])
+    short = tmp_path / "short.jsonl"
+    short.write_text("".join(src.read_text().splitlines(keepends=True)[:-1]))
+    p = run_cli(["-m", "pgolf", "eval", str(caseops_run / "model.pgz"), "--data", str(out), "--by-source", str(short)],
+                env={"OMP_NUM_THREADS": "1"})
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].endswith(
+        f"{short}: 5 documents, but the val set of {out} has 6: not the text it was built from")
+    assert "val_bpb" not in p.stdout

@@ -366,12 +366,13 @@ def _evals_in_process(rank, world, port, out):
         torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     model, table, toks = toy_model(smear_gate=True), toy_table(), toy_tokens(700, seed=6, bos_every=60)
     cpu = torch.device("cpu")
-    res = [eval_windows(model, toks, table, 32, 32, 3, cpu), eval_windows(model, toks, table, 32, 8, 4, cpu),
+    res = [eval_windows(model, toks, table, 32, 32, 3, cpu, by_doc=True),
+           eval_windows(model, toks, table, 32, 8, 4, cpu, by_doc=True),
            eval_ttt(model, toks, table, cpu, rank_r=2, lr=0.05, chunk=8, seq_len=24, batch_docs=2),
            eval_ttt(model, toks, table, cpu, rank_r=2, lr=0.05, chunk=8, seq_len=24, batch_docs=2, phases=2,
                     prefix_frac=0.5, sgd_lr=0.05, sgd_batch_seqs=2)]
     if rank == 0:
-        torch.save([(r.nll, r.tokens, r.bytes) for r in res], out)
+        torch.save([(r.nll, r.tokens, r.bytes) for r in res] + [r.doc_sums for r in res], out)
     if world > 1:
         cleanup_distributed()
         exit_process(0)  # as the CLI does under torchrun: without it a finished rank aborted in the interpreter's
@@ -380,7 +381,8 @@ def _evals_in_process(rank, world, port, out):
 
 def test_every_mode_gives_the_same_sums_on_one_and_two_processes(tmp_path):
     """Per-unit sums gathered in order and added exactly: plain and sliding bit for bit on 1 and 2 gloo processes
-    (the same thread count); TTT too, each document being scored the same way on either."""
+    (the same thread count); TTT too, each document being scored the same way on either. Each document's own sums
+    (``doc_sums``) agree too: its targets and bytes exactly, its NLL to rounding (the ranks add their parts)."""
     import socket
 
     import torch.multiprocessing as mp
@@ -395,6 +397,10 @@ def test_every_mode_gives_the_same_sums_on_one_and_two_processes(tmp_path):
     assert one[2][1:] == two[2][1:] and one[2][0] == pytest.approx(two[2][0], rel=1e-12, abs=0)
     assert one[3][1:] == two[3][1:] and one[3][0] == pytest.approx(two[3][0], rel=1e-12, abs=0)  # phased
     assert one[3][0] != pytest.approx(one[2][0], rel=1e-9)  # the phases' SGD changed the scores
+    for a, b in zip(one[4:], two[4:]):
+        assert len(a) == len(b) == len(find_docs(toy_tokens(700, seed=6, bos_every=60), 1))
+        assert [x[1:] for x in a] == [x[1:] for x in b]
+        assert [x[0] for x in a] == pytest.approx([x[0] for x in b], rel=1e-12, abs=0)
 
 
 @pytest.mark.parametrize("n_docs,phases,frac", [(10, 0, 0.05), (10, 3, 0.05), (10, 3, 0.6), (50, 3, 0.05),
@@ -745,3 +751,46 @@ def test_the_perturbation_check_lets_later_documents_move_only_where_ttt_carries
     strict = check_score_before_update(eval_ttt, model, toks, table, 1, warm)
     assert not strict.ok and "in another document" in strict.detail
     assert check_score_before_update(eval_ttt, model, toks, table, 1, warm, later_docs_fixed=False).ok
+
+
+def test_every_mode_splits_its_score_into_the_documents_sums():
+    """``doc_sums`` (windowed modes with ``by_doc``; TTT always): per document of ``find_docs``, the NLL, targets
+    and bytes of its own targets, each as the direct float64 computation gives them, adding up to the score; the
+    score itself does not move with ``by_doc``."""
+    model, table, toks = toy_model(), toy_table(), toy_tokens(240, seed=3, bos_every=60)
+    toks[0] = 5  # tokens before the first BOS: a document of their own
+    docs = find_docs(toks, 1)
+    cpu = torch.device("cpu")
+
+    def per_doc(context_start):  # the direct sums of each document's targets
+        out = []
+        for s, n in docs:
+            sub = toks[:s + n]
+            nll = nbytes = 0.0
+            with torch.no_grad():
+                for j in range(s + 1, s + n):
+                    logits = model.logits(sub[context_start(j):j][None])[0, -1].double()
+                    nll += (torch.logsumexp(logits, 0) - logits[sub[j]]).item()
+                    nbytes += table.count(sub[j - 1:j], sub[j:j + 1]).item()
+            out.append((nll, n - 1, nbytes))
+        return out
+
+    L, stride, S, C = 32, 8, 24, 8
+    ttt_start = {ds + t + 1: ds + ws for ds, n in docs for ws, cs, ce in ttt_chunks(n - 1, C, S)
+                 for t in range(cs, ce)}
+    runs = [(eval_windows(model, toks, table, L, L, 3, cpu, by_doc=True),
+             eval_windows(model, toks, table, L, L, 3, cpu),
+             lambda j: ((j - 1) // L) * L),
+            (eval_windows(model, toks, table, L, stride, 3, cpu, by_doc=True),
+             eval_windows(model, toks, table, L, stride, 3, cpu),
+             lambda j: max(0, math.ceil((j - L) / stride) * stride)),
+            (eval_ttt(model, toks, table, cpu, rank_r=2, lr=0.0, chunk=C, seq_len=S, batch_docs=3), None,
+             ttt_start.__getitem__)]
+    for r, plain, start in runs:
+        assert len(r.doc_sums) == len(docs) >= 5
+        for (nll, n, nb), (want_nll, want_n, want_nb) in zip(r.doc_sums, per_doc(start)):
+            assert n == want_n and nb == pytest.approx(want_nb, abs=1e-9) and nll == pytest.approx(want_nll, rel=1e-5)
+        assert sum(n for _, n, _ in r.doc_sums) == r.tokens and math.fsum(b for *_, b in r.doc_sums) == r.bytes
+        assert math.fsum(x for x, *_ in r.doc_sums) == pytest.approx(r.nll, rel=1e-12)
+        if plain is not None:
+            assert plain.doc_sums is None and (plain.nll, plain.tokens, plain.bytes) == (r.nll, r.tokens, r.bytes)
