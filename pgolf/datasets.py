@@ -120,17 +120,18 @@ def _numbered_lines(path: Path, opener: Callable[..., IO[str]]) -> Iterator[tupl
         raise InputError(f"{path}: cannot read ({e})") from None
 
 
-def _parse_document(line: str, jsonl: bool, where: str) -> str:
+def _parse_document(line: str, jsonl: bool, where: str, field: str = "text") -> str:
+    """A document's text (or, JSON lines only, another string ``field`` of it, e.g. golfbench's "source")."""
     if not jsonl:
         return line.rstrip("\r\n")
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         raise InputError(f"{where}: not valid JSON ({e})") from None
-    text = obj.get("text") if isinstance(obj, dict) else None
-    if not isinstance(text, str):
-        raise InputError(f'{where}: expected a JSON object with a "text" string')
-    return text
+    value = obj.get(field) if isinstance(obj, dict) else None
+    if not isinstance(value, str):
+        raise InputError(f'{where}: expected a JSON object with a "{field}" string')
+    return value
 
 
 def iter_documents(path: str | os.PathLike) -> Iterator[str]:
@@ -148,17 +149,7 @@ def document_sources(path: str | os.PathLike) -> list[str]:
     _, jsonl = _document_format(path)
     if not jsonl:
         raise InputError(f'{path}: --by-source needs JSON lines with a "source" field, not one document per line')
-    out = []
-    for lineno, line in _raw_documents(path):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{lineno}: not valid JSON ({e})") from None
-        src = obj.get("source") if isinstance(obj, dict) else None
-        if not isinstance(src, str):
-            raise InputError(f'{path}:{lineno}: expected a JSON object with a "source" string')
-        out.append(src)
-    return out
+    return [_parse_document(line, True, f"{path}:{lineno}", "source") for lineno, line in _raw_documents(path)]
 
 
 # ---------------------------------------------------------------------------------------------------------------

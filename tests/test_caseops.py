@@ -390,3 +390,9 @@ def test_eval_splits_every_modes_score_by_the_documents_source(built, caseops_ru
     assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].endswith(
         f"{short}: 5 documents, but the val set of {out} has 6: not the text it was built from")
     assert "val_bpb" not in p.stdout
+    (tmp_path / "nosource.jsonl").write_text('{"source": "wiki", "text": "a"}\n{"text": "b"}\n')
+    (tmp_path / "plain.txt").write_text("a\nb\n")
+    for name, needle in (("nosource.jsonl", ':2: expected a JSON object with a "source" string'),
+                         ("plain.txt", ': --by-source needs JSON lines with a "source" field')):
+        with pytest.raises(InputError, match=re.escape(str(tmp_path / name) + needle)):
+            datasets.document_sources(tmp_path / name)
