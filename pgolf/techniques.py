@@ -226,8 +226,8 @@ TECHNIQUES: tuple[Technique, ...] = (
               "0.005-0.006 nats a token; 1.07193 -> 1.06780 with a WD taper",
               measured="proxy (H200), one lease, `best-sp8192` on golfbench with sp8192 tokenizers trained on its "
                        "train text: CaseOps final 1.17469 vs 1.18918 plain (-0.0145; 6.4% more tokens, each 7.2% "
-                       "cheaper); TTT 1.16624 in 207.6 s (409 s predicted on 8 GPUs). golfbench is mostly "
-                       "Wikipedia: the FineWeb share of the gain not measured yet (BENCHMARKS, session 23)",
+                       "cheaper); TTT 1.16624 in 207.6 s (409 s predicted on 8 GPUs). Half of golfbench's val "
+                       "bytes are Wikipedia's: the FineWeb half's share not measured yet (BENCHMARKS, session 23)",
               data="data: `pgolf data tokenizer --caseops`, then `pgolf data build --caseops`"),
     Technique("LQER (rank-4 error correction, int2/int4 factors)", (("quant.lqer_top", 3), ("quant.lqer_rank", 4)),
               "#1797 (04-27)", "part of 1.0611 (#1855)",
@@ -257,12 +257,11 @@ def rows(recipe: Config | None = None) -> list[dict]:
     default = Config()
     out = []
     for t in TECHNIQUES:
-        keys = ", ".join(f"{k}={v}" for k, v in t.keys) or t.data
-        row = {"technique": t.name, "switch": keys,
-               "default": ", ".join(f"{_get(default, k)}" for k, _ in t.keys) or "-",
+        row = {"technique": t.name, "switch": t.data or ", ".join(f"{k}={v}" for k, v in t.keys),
+               "default": "-" if t.data else ", ".join(f"{_get(default, k)}" for k, _ in t.keys),
                "source": t.source, "claimed": t.claimed, "measured": t.measured}
         if recipe is not None:
-            row["recipe"] = ", ".join(f"{_get(recipe, k)}" for k, _ in t.keys) or "(the data's)"
+            row["recipe"] = "(the data's)" if t.data else ", ".join(f"{_get(recipe, k)}" for k, _ in t.keys)
         out.append(row)
     return out
 

@@ -610,6 +610,8 @@ def test_techniques_table_names_real_switches():
     caseops = next(x for n, x in r.items() if n.startswith("CaseOps"))  # the data's, in any recipe
     assert caseops["switch"].startswith("data: ") and "--caseops" in caseops["switch"]
     assert (caseops["default"], caseops["recipe"]) == ("-", "(the data's)")
+    growth = r["Training-context growth"]  # a config switch whose default and recipe value are empty stays so
+    assert (growth["default"], growth["recipe"]) == ("", "")
 
 
 def test_fused_softcap_cross_entropy_matches_the_plain_loss_in_float64():
