@@ -131,8 +131,10 @@ def cmd_eval(args) -> int:
 
     sources = None
     if args.by_source:
-        from .datasets import document_sources
-
+        try:
+            from .tools import document_sources
+        except ImportError:  # a packed train_gpt.py
+            raise InputError("--by-source needs the pgolf package: a packed train_gpt.py has no data tools") from None
         sources = document_sources(args.by_source)
     res = score_artifact(args.artifact, args.data, args.tokenizer, args.mode, args.overrides, device=args.device,
                          log=progress if int(os.environ.get("RANK", "0")) == 0 else None, sources=sources,

@@ -16,3 +16,11 @@ def add_parsers(sub) -> None:
     bench.add_parsers(sub)
     techniques.add_parsers(sub)
     requant.add_parsers(sub)
+
+
+def document_sources(path):
+    """The val documents' sources for ``pgolf eval --by-source`` (``pgolf.datasets``), reached through here so that
+    a packed train_gpt.py, which carries no data pipeline, stays without it."""
+    from .datasets import document_sources as sources
+
+    return sources(path)

@@ -396,3 +396,15 @@ def test_eval_splits_every_modes_score_by_the_documents_source(built, caseops_ru
                          ("plain.txt", ': --by-source needs JSON lines with a "source" field')):
         with pytest.raises(InputError, match=re.escape(str(tmp_path / name) + needle)):
             datasets.document_sources(tmp_path / name)
+
+
+def test_a_packed_file_has_no_by_source_and_says_so(built, caseops_run, tmp_path, monkeypatch, capsys):
+    """The data pipeline is not packed into train_gpt.py (pgolf.tools and pgolf.datasets stay out of its bytes):
+    there, `eval --by-source` is one line and exit 2."""
+    from pgolf.cli import main
+
+    out, _, _ = built
+    monkeypatch.setitem(sys.modules, "pgolf.tools", None)  # as in a packed file: the module cannot be imported
+    rc = main(["eval", str(caseops_run / "model.pgz"), "--data", str(out), "--by-source", str(tmp_path / "x.jsonl")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].endswith("--by-source needs the pgolf package: a packed train_gpt.py has no data tools")
