@@ -393,7 +393,11 @@ def best_sp8192() -> Config:
     the roundtrip 1.19157 at 15,575,249 bytes, TTT **1.18291** in 199.3 s (393 s predicted on 8 GPUs, inside the eval
     budget; its warm-up 115 s); another lease's run 1.19127 / 1.18300. Without the growth (2,048 throughout), in the
     same lease: 2,508 steps at 90.5 ms, pre-quant 1.2133, sliding 1.19547, TTT 1.18700 in 145.9 s (session 13:
-    1.19526 / 1.18676). Two lanes without the skip gates (session 13): sliding 1.19770, TTT 1.18911."""
+    1.19526 / 1.18676). Two lanes without the skip gates (session 13): sliding 1.19770, TTT 1.18911. On a CaseOps
+    build (``pgolf data tokenizer --caseops``, ``pgolf data build --caseops``; session 23, sp8192 tokenizers trained
+    on golfbench's own text, one lease): sliding 1.17469 against 1.18918 on the plain tokenizer trained alike, TTT
+    **1.16624** in 207.6 s (409 s predicted on 8 GPUs). The recipe's TTT timed on one H100 over the whole val set
+    (session 23): 437 s predicted on 8 H100s."""
     c = _frontier_as_measured("best-sp8192", embed="int7")
     c.model.mlp_mult = 3.25
     c.train.seq_len = 3072
