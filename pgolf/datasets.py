@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from itertools import islice, starmap
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
@@ -53,7 +53,7 @@ from . import caseops
 from .config import InputError
 from .data import ShardError, read_header, read_shard, sidecar_path, write_shard
 from .files import sha256_file, write_json
-from .tokenizer import check_space_piece, load_sentencepiece, train_tokenizer
+from .tokenizer import MAX_SENTENCE_BYTES, check_space_piece, load_sentencepiece, train_tokenizer, training_text
 
 DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
 REMOTE_PREFIX = "datasets"  # the export's root folder inside the dataset repo
@@ -156,10 +156,20 @@ def document_sources(path: str | os.PathLike) -> list[str]:
 # Tokenizer
 
 
+class TrainedTokenizer(NamedTuple):
+    model: Path
+    docs: int  # documents read
+    long_docs: int  # of them, those over MAX_SENTENCE_BYTES, which SentencePiece skipped
+    text_bytes: int  # UTF-8 bytes of the texts it was given (after the transform, if any)
+    long_bytes: int  # of them, the skipped documents'
+
+
 def train_tokenizer_from_file(input_path: str | os.PathLike, vocab_size: int, prefix: str | os.PathLike,
-                              max_docs: int = 0, case_ops: bool = False) -> Path:
+                              max_docs: int = 0, case_ops: bool = False) -> TrainedTokenizer:
     """Train a SentencePiece BPE with the challenge's settings on the first ``max_docs`` documents (0: all); with
-    ``case_ops`` on their CaseOps transform, the operators as user-defined pieces (ids 4-7).
+    ``case_ops`` on their CaseOps transform, the operators as user-defined pieces (ids 4-7). Returns the model and
+    what it was trained on: SentencePiece skips a document over ``MAX_SENTENCE_BYTES`` (on golfbench's
+    Wikipedia-heavy train text, 64% of the bytes), and the command says so.
 
     Writes PREFIX.model and PREFIX.vocab only once training has succeeded, so a failure leaves no half-written pair.
     """
@@ -171,16 +181,21 @@ def train_tokenizer_from_file(input_path: str | os.PathLike, vocab_size: int, pr
     docs = iter_documents(input_path)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     tmp = prefix.with_name(prefix.name + ".partial")
-    used = 0
+    used = long_docs = text_bytes = long_bytes = 0
     read_error: InputError | None = None
 
     def texts() -> Iterator[str]:
         # SentencePiece turns an exception from its iterator into a RuntimeError; keep ours to re-raise it as is.
-        nonlocal used, read_error
+        nonlocal used, long_docs, text_bytes, long_bytes, read_error
         try:
             for text in islice(docs, max_docs or None):
                 used += 1
-                yield caseops.encode(text) if case_ops else text
+                text = caseops.encode(text) if case_ops else text
+                n = len(training_text(text).encode("utf-8"))
+                text_bytes += n
+                if n > MAX_SENTENCE_BYTES:
+                    long_docs, long_bytes = long_docs + 1, long_bytes + n
+                yield text
         except InputError as e:
             read_error = e
             raise
@@ -201,7 +216,7 @@ def train_tokenizer_from_file(input_path: str | os.PathLike, vocab_size: int, pr
     finally:
         for ext in (".model", ".vocab"):
             Path(f"{tmp}{ext}").unlink(missing_ok=True)
-    return Path(f"{prefix}.model")
+    return TrainedTokenizer(Path(f"{prefix}.model"), used, long_docs, text_bytes, long_bytes)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -639,11 +654,14 @@ def cmd_fineweb(args) -> int:
 
 
 def cmd_tokenizer(args) -> int:
-    model = train_tokenizer_from_file(args.input, args.vocab, args.out, args.max_docs, case_ops=args.caseops)
-    sp = load_sentencepiece(model)
-    print(f"wrote {model} and {model.with_suffix('.vocab')}: vocab {sp.vocab_size()}")
+    t = train_tokenizer_from_file(args.input, args.vocab, args.out, args.max_docs, case_ops=args.caseops)
+    sp = load_sentencepiece(t.model)
+    print(f"wrote {t.model} and {t.model.with_suffix('.vocab')}: vocab {sp.vocab_size()}; trained on "
+          f"{t.docs - t.long_docs:,} of {t.docs:,} documents" + (
+              f" ({t.long_docs:,} over {MAX_SENTENCE_BYTES:,} bytes, which SentencePiece skips: "
+              f"{100 * t.long_bytes / max(t.text_bytes, 1):.0f}% of the text)" if t.long_docs else ""))
     try:
-        check_space_piece(sp, str(model))
+        check_space_piece(sp, str(t.model))
     except InputError as e:
         print(f"warning: {e}", file=sys.stderr)
     return 0
@@ -691,7 +709,9 @@ def add_parsers(sub) -> None:
                         description="Train a SentencePiece BPE tokenizer with the challenge's settings (byte "
                                     "fallback, split digits, nmt_nfkc, no dummy prefix, pad/bos/eos/unk = 0/1/2/3) "
                                     "on a document file: *.jsonl (the \"text\" field of each line) or *.txt (one "
-                                    "document per line), optionally .xz/.gz. Writes PREFIX.model and PREFIX.vocab.")
+                                    "document per line), optionally .xz/.gz. Writes PREFIX.model and PREFIX.vocab, "
+                                    f"and says how many documents SentencePiece skipped (over {MAX_SENTENCE_BYTES:,} "
+                                    "bytes).")
     t.add_argument("--input", required=True, metavar="DOCS", help="document file")
     t.add_argument("--vocab", type=int, required=True, metavar="N", help="vocabulary size")
     t.add_argument("--out", required=True, metavar="PREFIX", help="output prefix, e.g. tokenizers/fineweb_1024_bpe")

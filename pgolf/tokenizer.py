@@ -107,17 +107,26 @@ def check_space_piece(sp, path: str = "") -> None:
                          "over-count spaces (challenge issue #897)")
 
 
-def train_tokenizer(texts, vocab_size: int, model_prefix: str, *, max_sentence_length: int = 16384,
+MAX_SENTENCE_BYTES = 16384  # SentencePiece skips a training text longer than this (its max_sentence_length)
+
+
+def training_text(text: str) -> str:
+    """A document as SentencePiece trains on it (the challenge's exporter: NULs to spaces, stripped)."""
+    return text.replace("\x00", " ").strip()
+
+
+def train_tokenizer(texts, vocab_size: int, model_prefix: str, *, max_sentence_length: int = MAX_SENTENCE_BYTES,
                     input_sentence_size: int = 0, num_threads: int = 0, user_defined_symbols: tuple[str, ...] = ()
                     ) -> str:
     """Train a SentencePiece BPE tokenizer with the challenge's settings (data/download_hf_docs_and_tokenize.py):
     byte fallback, split digits, nmt_nfkc, no dummy prefix, pad/bos/eos/unk = 0/1/2/3; ``user_defined_symbols``
-    (the CaseOps operators) become pieces of their own, ids 4, 5, ... Returns the .model path."""
+    (the CaseOps operators) become pieces of their own, ids 4, 5, ... A text over ``max_sentence_length`` UTF-8
+    bytes is skipped by SentencePiece. Returns the .model path."""
     import sentencepiece as spm
 
     def clean():
         for t in texts:
-            t = t.replace("\x00", " ").strip()
+            t = training_text(t)
             if t:
                 yield t
 

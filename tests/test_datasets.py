@@ -178,6 +178,29 @@ def test_tokenizer_command(tmp_path, name, capsys):
     assert "vocab 360" in capsys.readouterr().out
 
 
+def test_tokenizer_command_says_how_many_documents_sentencepiece_skipped(tmp_path, capsys):
+    """SentencePiece skips a training text over MAX_SENTENCE_BYTES (silently): the command counts them, and their
+    share of the text, so a corpus of long articles does not train a tokenizer on a third of itself unnoticed."""
+    from pgolf.tokenizer import MAX_SENTENCE_BYTES
+
+    src = tmp_path / "corpus.jsonl"
+    docs = make_docs(200, seed=7)
+    long_docs = [" ".join(docs[:60]) * (MAX_SENTENCE_BYTES // 1000), ("x" * MAX_SENTENCE_BYTES) + " y"]
+    assert all(len(d.encode()) > MAX_SENTENCE_BYTES for d in long_docs)
+    write_jsonl(src, docs[:100] + long_docs + docs[100:])
+    assert data_cli(["tokenizer", "--input", str(src), "--vocab", "360", "--out", str(tmp_path / "t")]) == 0
+    total = sum(len(d.strip().encode()) for d in docs + long_docs)
+    share = 100 * sum(len(d.encode()) for d in long_docs) / total
+    assert capsys.readouterr().out.strip().endswith(
+        f"vocab 360; trained on 200 of 202 documents (2 over {MAX_SENTENCE_BYTES:,} bytes, which SentencePiece "
+        f"skips: {share:.0f}% of the text)")
+    sp = load_sentencepiece(tmp_path / "t.model")  # and it did skip them: 16K x's would have merged into pieces
+    assert not any(set(sp.id_to_piece(i)) == {"x"} and len(sp.id_to_piece(i)) > 1 for i in range(sp.vocab_size()))
+    assert data_cli(["tokenizer", "--input", str(src), "--vocab", "360", "--out", str(tmp_path / "u"),
+                     "--max-docs", "100"]) == 0
+    assert capsys.readouterr().out.strip().endswith("vocab 360; trained on 100 of 100 documents")
+
+
 def test_tokenizer_bad_line_names_file_and_line(tmp_path):
     src = tmp_path / "corpus.jsonl"
     src.write_text('{"text": "ok"}\n\n{"text": 3}\n', encoding="utf-8")
