@@ -64,8 +64,8 @@ def ensure_embedded(log=print, vocab_size: int = 1024) -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
     docs = documents()
     log(f"embedded corpus: building from {len(docs)} Python documentation texts into {out}")
-    model = train_tokenizer(docs, vocab_size, str(tmp / "embedded"), num_threads=1)
-    sp = spm.SentencePieceProcessor(model_file=model)
+    model = train_tokenizer(docs, vocab_size, str(tmp / "embedded"), num_threads=1).model
+    sp = spm.SentencePieceProcessor(model_file=str(model))
     train, val = [], []
     for i, d in enumerate(docs):
         (val if i % 10 == 0 else train).extend([1] + sp.encode(d))

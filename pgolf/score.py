@@ -75,6 +75,6 @@ def by_source(result: EvalResult, sources: list[str]) -> dict[str, tuple[float, 
         groups.setdefault(src, []).append(sums)
     out = {}
     for src, rows in groups.items():
-        nll, n, nbytes = math.fsum(r[0] for r in rows), sum(r[1] for r in rows), math.fsum(r[2] for r in rows)
-        out[src] = (nll / (math.log(2.0) * nbytes) if nbytes else float("nan"), len(rows), n, nbytes)
+        r = EvalResult(math.fsum(r[0] for r in rows), sum(r[1] for r in rows), math.fsum(r[2] for r in rows))
+        out[src] = (r.bpb, len(rows), r.tokens, r.bytes)
     return out

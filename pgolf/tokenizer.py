@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -110,24 +112,35 @@ def check_space_piece(sp, path: str = "") -> None:
 MAX_SENTENCE_BYTES = 16384  # SentencePiece skips a training text longer than this (its max_sentence_length)
 
 
-def training_text(text: str) -> str:
-    """A document as SentencePiece trains on it (the challenge's exporter: NULs to spaces, stripped)."""
-    return text.replace("\x00", " ").strip()
+class TrainedTokenizer(NamedTuple):
+    model: Path
+    docs: int  # the (non-empty) texts SentencePiece was given
+    long_docs: int  # of them, those over max_sentence_length bytes, which it skipped
+    text_bytes: int  # UTF-8 bytes of those texts
+    long_bytes: int  # of them, the skipped texts'
 
 
 def train_tokenizer(texts, vocab_size: int, model_prefix: str, *, max_sentence_length: int = MAX_SENTENCE_BYTES,
                     input_sentence_size: int = 0, num_threads: int = 0, user_defined_symbols: tuple[str, ...] = ()
-                    ) -> str:
+                    ) -> TrainedTokenizer:
     """Train a SentencePiece BPE tokenizer with the challenge's settings (data/download_hf_docs_and_tokenize.py):
     byte fallback, split digits, nmt_nfkc, no dummy prefix, pad/bos/eos/unk = 0/1/2/3; ``user_defined_symbols``
-    (the CaseOps operators) become pieces of their own, ids 4, 5, ... A text over ``max_sentence_length`` UTF-8
-    bytes is skipped by SentencePiece. Returns the .model path."""
+    (the CaseOps operators) become pieces of their own, ids 4, 5, ... SentencePiece skips a text over
+    ``max_sentence_length`` UTF-8 bytes without a word: the result counts them."""
     import sentencepiece as spm
+
+    counts = [0, 0, 0, 0]  # docs, long_docs, text_bytes, long_bytes
 
     def clean():
         for t in texts:
-            t = training_text(t)
+            t = t.replace("\x00", " ").strip()  # the challenge's exporter
             if t:
+                n = len(t.encode("utf-8"))
+                long = n > max_sentence_length
+                counts[0] += 1
+                counts[1] += long
+                counts[2] += n
+                counts[3] += n * long
                 yield t
 
     kwargs = dict(
@@ -142,4 +155,4 @@ def train_tokenizer(texts, vocab_size: int, model_prefix: str, *, max_sentence_l
     if input_sentence_size:
         kwargs.update(input_sentence_size=input_sentence_size, shuffle_input_sentence=True)
     spm.SentencePieceTrainer.train(**kwargs)
-    return model_prefix + ".model"
+    return TrainedTokenizer(Path(model_prefix + ".model"), *counts)

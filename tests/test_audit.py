@@ -301,8 +301,8 @@ def test_a_tokenizer_without_the_space_piece_fails(tmp_path, embedded_dir):
     import sentencepiece as spm
 
     texts = ["".join(t.split()) for t in documents()[:300]]  # no whitespace at all: no "▁" piece is learnt
-    model = train_tokenizer(texts, 400, str(tmp_path / "nospace"), num_threads=1)
-    sp = spm.SentencePieceProcessor(model_file=model)
+    model = train_tokenizer(texts, 400, str(tmp_path / "nospace"), num_threads=1).model
+    sp = spm.SentencePieceProcessor(model_file=str(model))
     assert sp.piece_to_id("\u2581") == sp.unk_id()
     c = A._check_tokenizer(tmp_path / "nospace.model", None)
     assert c.status == A.FAIL and "#897" in c.detail

@@ -51,7 +51,7 @@ def write_jsonl(path, docs):
 def tok_path(tmp_path_factory) -> Path:
     """A tokenizer trained here with the challenge's settings (byte fallback) on a few hundred generated lines."""
     prefix = tmp_path_factory.mktemp("tok") / "test_bpe"
-    return Path(train_tokenizer(make_docs(400, seed=0), 320, str(prefix), num_threads=2))
+    return train_tokenizer(make_docs(400, seed=0), 320, str(prefix), num_threads=2).model
 
 
 @pytest.fixture(scope="module")
